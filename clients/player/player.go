@@ -1,0 +1,275 @@
+// Package player is a Go client of Tickwire's player WebSocket (/ws/play):
+// it joins a room, sends inputs, pings and chat, and receives snapshots and
+// room events. Tests, bots and benchmarks use it.
+//
+// A Client's methods are safe for concurrent use. Received messages are
+// delivered in order on Messages (unless Options.Discard is set); the newest
+// snapshot is always available from Latest.
+package player
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/tickwire/tickwire/wire"
+)
+
+// Options tell Dial where and how to join.
+type Options struct {
+	URL    string // ws://host:port/ws/play
+	Name   string
+	Room   string // wire.RoomAuto when empty
+	Token  string // JWT when the server requires one
+	Resume string // resume token from an earlier Welcome
+	Header http.Header
+	// Discard drops received messages instead of queueing them on
+	// Messages; Latest and Stats still follow the stream (for bots).
+	Discard bool
+	// Buffer is the capacity of Messages (4096). When it is full the
+	// client stops reading, as a slow real client would.
+	Buffer int
+}
+
+// JoinError is the server's refusal of a join.
+type JoinError struct {
+	Code      string // wire error code, e.g. wire.CodeNotFound
+	Msg       string
+	CloseCode int
+}
+
+func (e *JoinError) Error() string {
+	return fmt.Sprintf("player: join refused: %s (%s), close %d", e.Code, e.Msg, e.CloseCode)
+}
+
+// Stats count what a client received and sent.
+type Stats struct {
+	Frames   int64 // frames received
+	Bytes    int64 // payload bytes received
+	Snaps    int64 // snapshots received
+	Sent     int64 // frames sent
+	LastRTT  time.Duration
+	Received time.Time // when the newest frame arrived
+}
+
+// Client is one connected player.
+type Client struct {
+	ws      *websocket.Conn
+	welcome *wire.Welcome
+	msgs    chan wire.ServerMessage
+	done    chan struct{}
+	discard bool
+
+	wmu sync.Mutex // serializes writes (one writer at a time)
+	seq uint64     // last input seq, guarded by wmu
+
+	latest atomic.Pointer[wire.Snap]
+	frames atomic.Int64
+	bytes  atomic.Int64
+	snaps  atomic.Int64
+	sent   atomic.Int64
+	rtt    atomic.Int64
+	recvAt atomic.Int64
+
+	errMu sync.Mutex // guards err
+	err   error
+}
+
+// Dial connects, joins and waits for `welcome`. A refused join returns a
+// *JoinError.
+func Dial(ctx context.Context, o Options) (*Client, error) {
+	if o.Room == "" {
+		o.Room = wire.RoomAuto
+	}
+	if o.Buffer <= 0 {
+		o.Buffer = 4096
+	}
+	ws, _, err := websocket.DefaultDialer.DialContext(ctx, o.URL, o.Header)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{ws: ws, msgs: make(chan wire.ServerMessage, o.Buffer), done: make(chan struct{}), discard: o.Discard}
+	if err := c.send(&wire.Join{Name: o.Name, Room: o.Room, Token: o.Token, Resume: o.Resume}); err != nil {
+		ws.Close()
+		return nil, err
+	}
+	if err := c.awaitWelcome(ctx); err != nil {
+		ws.Close()
+		return nil, err
+	}
+	go c.readLoop()
+	return c, nil
+}
+
+func (c *Client) awaitWelcome(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { _ = c.ws.SetReadDeadline(time.Now()) })
+	defer stop()
+	var refusal *wire.Error
+	for {
+		_, frame, err := c.ws.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				je := &JoinError{CloseCode: ce.Code, Msg: ce.Text}
+				if refusal != nil {
+					je.Code, je.Msg = refusal.Code, refusal.Msg
+				}
+				return je
+			}
+			return err
+		}
+		m, err := wire.DecodeServer(frame)
+		if err != nil {
+			continue
+		}
+		switch m := m.(type) {
+		case *wire.Welcome:
+			c.welcome = m
+			return nil
+		case *wire.Error:
+			refusal = m
+		}
+	}
+}
+
+func (c *Client) readLoop() {
+	defer close(c.done)
+	defer close(c.msgs)
+	for {
+		_, frame, err := c.ws.ReadMessage()
+		if err != nil {
+			c.setErr(err)
+			c.ws.Close()
+			return
+		}
+		now := time.Now()
+		c.frames.Add(1)
+		c.bytes.Add(int64(len(frame)))
+		c.recvAt.Store(now.UnixNano())
+		m, err := wire.DecodeServer(frame)
+		if err != nil {
+			continue // unknown types are ignored
+		}
+		switch m := m.(type) {
+		case *wire.Snap:
+			c.snaps.Add(1)
+			c.latest.Store(m)
+		case *wire.Pong:
+			c.rtt.Store(int64(time.Duration((float64(now.UnixNano())/1e6 - m.TS) * float64(time.Millisecond))))
+		}
+		if !c.discard {
+			c.msgs <- m
+		}
+	}
+}
+
+func (c *Client) setErr(err error) {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	if c.err == nil {
+		c.err = err
+	}
+}
+
+// Err returns why the connection ended, or nil while it is up. A close by
+// the server is a *websocket.CloseError; see CloseCode.
+func (c *Client) Err() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.err
+}
+
+// CloseCode returns the close code in err, or 0.
+func CloseCode(err error) int {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return 0
+}
+
+// Welcome returns the server's welcome.
+func (c *Client) Welcome() *wire.Welcome { return c.welcome }
+
+// ID is this player's entity id.
+func (c *Client) ID() uint32 { return c.welcome.ID }
+
+// Messages delivers every message after `welcome`, in order; it is closed
+// when the connection ends.
+func (c *Client) Messages() <-chan wire.ServerMessage { return c.msgs }
+
+// Done is closed when the connection has ended.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Latest returns the newest snapshot, or nil before the first.
+func (c *Client) Latest() *wire.Snap { return c.latest.Load() }
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	return Stats{
+		Frames: c.frames.Load(), Bytes: c.bytes.Load(), Snaps: c.snaps.Load(), Sent: c.sent.Load(),
+		LastRTT: time.Duration(c.rtt.Load()), Received: time.Unix(0, c.recvAt.Load()),
+	}
+}
+
+func (c *Client) send(m wire.ClientMessage) error {
+	frame, err := wire.Encode(m)
+	if err != nil {
+		return err
+	}
+	return c.SendRaw(frame)
+}
+
+// SendRaw writes one binary frame as it is (tests use it for bad input).
+func (c *Client) SendRaw(frame []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	err := c.ws.WriteMessage(websocket.BinaryMessage, frame)
+	if err == nil {
+		c.sent.Add(1)
+	}
+	return err
+}
+
+// Input sends a movement intent with the next seq and returns that seq.
+func (c *Client) Input(dx, dy float64) (uint64, error) {
+	c.wmu.Lock()
+	c.seq++
+	seq := c.seq
+	c.wmu.Unlock()
+	return seq, c.send(&wire.Input{Seq: seq, DX: dx, DY: dy})
+}
+
+// Ping sends an application ping stamped with the local clock in ms; the
+// pong's round trip shows in Stats().LastRTT.
+func (c *Client) Ping() error {
+	return c.send(&wire.Ping{TS: float64(time.Now().UnixNano()) / 1e6})
+}
+
+// Chat sends a chat line.
+func (c *Client) Chat(text string) error { return c.send(&wire.Chat{Text: text}) }
+
+// Typing sends the "is typing" signal.
+func (c *Client) Typing() error { return c.send(&wire.Typing{}) }
+
+// Leave leaves the room; the server then closes the connection normally.
+func (c *Client) Leave() error { return c.send(&wire.Leave{}) }
+
+// Close drops the connection without leaving (the server holds the seat
+// for its grace period) and waits for the reader to end.
+func (c *Client) Close() error {
+	err := c.ws.Close()
+	go func() {
+		for range c.msgs { // unblock a reader stuck on a full channel
+		}
+	}()
+	<-c.done
+	return err
+}

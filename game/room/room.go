@@ -1,0 +1,555 @@
+// Package room runs one game room: a single goroutine owns the room's World
+// and its seats, ticks it on a fixed-step schedule, and fans one encoded
+// snapshot per tick out to every player's client.
+//
+// Every exported method of Room is safe for concurrent use. Work that
+// changes the room (joins, leaves, chat) is handed to the room goroutine
+// through its inbox; inputs go to a latest-wins slot per seat that the next
+// tick reads.
+package room
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tickwire/tickwire/game"
+	"github.com/tickwire/tickwire/wire"
+)
+
+// Client is what the room needs of a player's connection.
+type Client interface {
+	// Send queues a reliable message; an error means the client is gone.
+	Send(msg []byte) error
+	// SendState replaces the client's pending state frame with shared
+	// followed by tail.
+	SendState(shared, tail []byte)
+	// Close ends the connection with a WebSocket close code.
+	Close(code int, reason string)
+	// RTT is the client's smoothed round trip.
+	RTT() (rtt, jitter time.Duration)
+}
+
+// Observer receives a room's events, in order, on the room goroutine. It
+// must not block. Spectator feeds implement it.
+type Observer interface {
+	// RoomInfo is called once before any other event.
+	RoomInfo(info Info, players []wire.PlayerInfo)
+	Joined(m *wire.Joined)
+	Left(m *wire.Left)
+	Chat(m *wire.ChatLine)
+	// Snap is called at every tick; the slices are reused afterwards.
+	Snap(n uint64, st int64, p []wire.PlayerState, o []wire.Orb)
+	// Closed is the last call.
+	Closed(reason string)
+}
+
+// Config sets up a room. Zero fields take the defaults.
+type Config struct {
+	ID         string
+	Mode       string // game mode name ("arena")
+	Private    bool   // not listed and not picked by matchmaking
+	Hz         int    // ticks per second (30)
+	MaxPlayers int    // seats (16)
+	Grace      time.Duration
+	Idle       time.Duration // an empty room ends after this long (30s)
+	Game       game.Config
+	Observer   Observer // optional
+	Logger     *slog.Logger
+}
+
+// DefaultMode is the only game mode: the orb arena.
+const DefaultMode = "arena"
+
+func (c Config) withDefaults() Config {
+	if c.Mode == "" {
+		c.Mode = DefaultMode
+	}
+	if c.Hz <= 0 {
+		c.Hz = 30
+	}
+	if c.MaxPlayers <= 0 {
+		c.MaxPlayers = 16
+	}
+	if c.Grace <= 0 {
+		c.Grace = 15 * time.Second
+	}
+	if c.Idle <= 0 {
+		c.Idle = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Errors of Join and Resume.
+var (
+	ErrRoomFull   = errors.New("room: full")
+	ErrRoomClosed = errors.New("room: closed")
+	ErrNoSeat     = errors.New("room: no seat held for this resume token")
+)
+
+// Info describes a room for listings.
+type Info struct {
+	ID         string `json:"id"`
+	Mode       string `json:"mode"`
+	Players    int    `json:"players"`
+	MaxPlayers int    `json:"maxPlayers"`
+	Spectators int    `json:"spectators"`
+	Hz         int    `json:"hz"`
+	Private    bool   `json:"private,omitempty"`
+}
+
+// Stats are the room's tick counters.
+type Stats struct {
+	Ticks    uint64        // ticks run
+	Skipped  uint64        // ticks skipped after a stall
+	Overruns uint64        // ticks that took longer than their period
+	LastTick time.Duration // duration of the newest tick
+	MaxTick  time.Duration // longest tick so far
+}
+
+// Room is a running room. Create it with New and start Run.
+type Room struct {
+	cfg   Config
+	dt    time.Duration
+	inbox chan func()
+	done  chan struct{}
+
+	seatsTaken atomic.Int32 // seats connected or held, for listings
+	spectators atomic.Int32
+	ticks      atomic.Uint64
+	skipped    atomic.Uint64
+	overruns   atomic.Uint64
+	lastTick   atomic.Int64
+	maxTick    atomic.Int64
+
+	// Owned by the room goroutine.
+	world    *game.World
+	seats    []*Seat // in ID order
+	nextID   uint32
+	enc      *wire.SnapEncoder
+	states   []wire.PlayerState
+	orbs     []wire.Orb
+	emptyAt  time.Time // when the room became empty; zero while occupied
+	closeErr string
+}
+
+// Seat is a player's place in a room. The session that joined holds it to
+// send inputs; its other fields belong to the room goroutine.
+type Seat struct {
+	ID   uint32
+	Name string
+
+	mu    sync.Mutex // guards the pending input
+	input wire.Input
+	fresh bool   // input not yet applied
+	seen  bool   // an input was accepted on this connection
+	last  uint64 // newest seq accepted
+
+	client    Client
+	token     string
+	ack       uint64
+	heldUntil time.Time // zero while connected
+	heldWhy   string
+}
+
+// New returns a room; it does nothing until Run.
+func New(cfg Config) *Room {
+	cfg = cfg.withDefaults()
+	gcfg := cfg.Game
+	if gcfg.Seed == 0 {
+		gcfg.Seed = uint64(time.Now().UnixNano())
+	}
+	return &Room{
+		cfg:   cfg,
+		dt:    time.Second / time.Duration(cfg.Hz),
+		inbox: make(chan func(), 64),
+		done:  make(chan struct{}),
+		world: game.New(gcfg),
+		enc:   wire.NewSnapEncoder(),
+	}
+}
+
+// ID returns the room id.
+func (r *Room) ID() string { return r.cfg.ID }
+
+// Info returns the room's listing.
+func (r *Room) Info() Info {
+	return Info{
+		ID: r.cfg.ID, Mode: r.cfg.Mode, Players: int(r.seatsTaken.Load()),
+		MaxPlayers: r.cfg.MaxPlayers, Spectators: int(r.spectators.Load()),
+		Hz: r.cfg.Hz, Private: r.cfg.Private,
+	}
+}
+
+// AddSpectators adjusts the spectator count shown in listings.
+func (r *Room) AddSpectators(n int) { r.spectators.Add(int32(n)) }
+
+// FreeSeats is the number of seats neither connected nor held.
+func (r *Room) FreeSeats() int { return r.cfg.MaxPlayers - int(r.seatsTaken.Load()) }
+
+// Private reports whether the room is hidden from listings and matchmaking.
+func (r *Room) Private() bool { return r.cfg.Private }
+
+// Done is closed when the room has ended.
+func (r *Room) Done() <-chan struct{} { return r.done }
+
+// Stats returns the tick counters.
+func (r *Room) Stats() Stats {
+	return Stats{
+		Ticks: r.ticks.Load(), Skipped: r.skipped.Load(), Overruns: r.overruns.Load(),
+		LastTick: time.Duration(r.lastTick.Load()), MaxTick: time.Duration(r.maxTick.Load()),
+	}
+}
+
+// do runs f on the room goroutine and waits for it.
+func (r *Room) do(ctx context.Context, f func()) error {
+	ran := make(chan struct{})
+	select {
+	case r.inbox <- func() { f(); close(ran) }:
+	case <-r.done:
+		return ErrRoomClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-ran:
+		return nil
+	case <-r.done:
+		return ErrRoomClosed
+	}
+}
+
+// post hands f to the room goroutine without waiting for it to run.
+func (r *Room) post(ctx context.Context, f func()) error {
+	select {
+	case r.inbox <- f:
+		return nil
+	case <-r.done:
+		return ErrRoomClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Join gives c a new seat named name, sends it `welcome` and announces it
+// to the others.
+func (r *Room) Join(ctx context.Context, c Client, name string) (*Seat, error) {
+	var seat *Seat
+	var err error
+	if e := r.do(ctx, func() { seat, err = r.join(c, name) }); e != nil {
+		return nil, e
+	}
+	return seat, err
+}
+
+// Resume gives c back the seat held for token, with its id and score and
+// without announcing anything. A connection still on that seat is closed.
+func (r *Room) Resume(ctx context.Context, c Client, token string) (*Seat, error) {
+	var seat *Seat
+	if err := r.do(ctx, func() { seat = r.resume(c, token) }); err != nil {
+		return nil, err
+	}
+	if seat == nil {
+		return nil, ErrNoSeat
+	}
+	return seat, nil
+}
+
+// RoomOfToken returns the room id a resume token belongs to.
+func RoomOfToken(token string) string {
+	id, _, _ := strings.Cut(token, ".")
+	return id
+}
+
+// Input stores the seat's newest input for the next tick; an input whose
+// seq is not above the newest one is ignored.
+func (s *Seat) Input(in wire.Input) {
+	s.mu.Lock()
+	if !s.seen || in.Seq > s.last {
+		s.input, s.last, s.fresh, s.seen = in, in.Seq, true, true
+	}
+	s.mu.Unlock()
+}
+
+// Chat sends a chat line from the seat to everyone in the room.
+func (r *Room) Chat(ctx context.Context, s *Seat, c Client, text string) error {
+	return r.post(ctx, func() {
+		if s.client != c {
+			return
+		}
+		m := &wire.ChatLine{ID: s.ID, Name: s.Name, Text: text, ST: time.Now().UnixMilli()}
+		r.broadcast(wire.MustEncode(m), nil)
+		if o := r.cfg.Observer; o != nil {
+			o.Chat(m)
+		}
+	})
+}
+
+// Typing tells everyone but the seat's player that it is typing.
+func (r *Room) Typing(ctx context.Context, s *Seat, c Client) error {
+	return r.post(ctx, func() {
+		if s.client == c {
+			r.broadcast(wire.MustEncode(&wire.TypingFrom{ID: s.ID}), s)
+		}
+	})
+}
+
+// Leave frees the seat held by c at once and announces `left` with reason
+// (wire.LeftLeave, or wire.LeftKicked for a player sent away).
+func (r *Room) Leave(ctx context.Context, s *Seat, c Client, reason string) error {
+	return r.do(ctx, func() {
+		if s.client == c {
+			r.remove(s, reason)
+		}
+	})
+}
+
+// Disconnect holds the seat for the grace period after c went away
+// unexpectedly; reason ("disconnect" or "timeout") is announced if the seat
+// is not resumed in time. It does nothing if c no longer holds the seat.
+func (r *Room) Disconnect(ctx context.Context, s *Seat, c Client, reason string) error {
+	return r.post(ctx, func() {
+		if s.client != c {
+			return
+		}
+		s.client = nil
+		s.heldUntil = time.Now().Add(r.cfg.Grace)
+		s.heldWhy = reason
+		r.world.SetInput(s.ID, game.Input{})
+	})
+}
+
+func (r *Room) join(c Client, name string) (*Seat, error) {
+	if len(r.seats) >= r.cfg.MaxPlayers {
+		return nil, ErrRoomFull
+	}
+	r.nextID++
+	s := &Seat{ID: r.nextID, Name: name, client: c, token: r.cfg.ID + "." + randomHex(16)}
+	r.world.AddPlayer(s.ID)
+	r.seats = append(r.seats, s)
+	r.seatsTaken.Store(int32(len(r.seats)))
+	r.emptyAt = time.Time{}
+	m := &wire.Joined{ID: s.ID, Name: name}
+	r.broadcast(wire.MustEncode(m), s)
+	if o := r.cfg.Observer; o != nil {
+		o.Joined(m)
+	}
+	r.welcome(s)
+	return s, nil
+}
+
+func (r *Room) resume(c Client, token string) *Seat {
+	for _, s := range r.seats {
+		if s.token != token {
+			continue
+		}
+		if s.client != nil {
+			s.client.Close(wire.CloseNormal, "resumed on another connection")
+		}
+		s.client = c
+		s.heldUntil = time.Time{}
+		// The new connection numbers its inputs afresh.
+		s.mu.Lock()
+		s.seen, s.last, s.fresh = false, 0, false
+		s.mu.Unlock()
+		s.ack = 0
+		r.welcome(s)
+		return s
+	}
+	return nil
+}
+
+func (r *Room) welcome(s *Seat) {
+	cfg := r.world.Config()
+	players := r.playerInfos()
+	_ = s.client.Send(wire.MustEncode(&wire.Welcome{
+		ID: s.ID, Room: r.cfg.ID, Hz: r.cfg.Hz, W: cfg.W, H: cfg.H, Speed: cfg.Speed,
+		R: cfg.Radius, Resume: s.token, ST: time.Now().UnixMilli(), Players: players,
+	}))
+}
+
+func (r *Room) playerInfos() []wire.PlayerInfo {
+	players := make([]wire.PlayerInfo, len(r.seats))
+	for i, p := range r.seats {
+		players[i] = wire.PlayerInfo{ID: p.ID, Name: p.Name}
+	}
+	return players
+}
+
+// remove frees a seat and announces it.
+func (r *Room) remove(s *Seat, reason string) {
+	for i, p := range r.seats {
+		if p == s {
+			r.seats = append(r.seats[:i], r.seats[i+1:]...)
+			break
+		}
+	}
+	s.client = nil
+	r.world.RemovePlayer(s.ID)
+	r.seatsTaken.Store(int32(len(r.seats)))
+	if len(r.seats) == 0 {
+		r.emptyAt = time.Now()
+	}
+	m := &wire.Left{ID: s.ID, Reason: reason}
+	r.broadcast(wire.MustEncode(m), nil)
+	if o := r.cfg.Observer; o != nil {
+		o.Left(m)
+	}
+}
+
+// broadcast sends a reliable message to every connected seat but except.
+func (r *Room) broadcast(msg []byte, except *Seat) {
+	for _, s := range r.seats {
+		if s != except && s.client != nil {
+			_ = s.client.Send(msg)
+		}
+	}
+}
+
+// Run runs the room until ctx ends (players get close 1001) or the room
+// has been empty for the idle time. A panic in the room ends the room, not
+// the process. Run closes Done when it returns.
+func (r *Room) Run(ctx context.Context) {
+	reason := "idle"
+	defer func() {
+		if p := recover(); p != nil {
+			r.cfg.Logger.Error("room crashed", "room", r.cfg.ID, "panic", p)
+			reason = "crashed"
+			r.closeAll(wire.CodeClosed, "the room crashed", wire.CloseGoingAway)
+		}
+		if o := r.cfg.Observer; o != nil {
+			o.Closed(reason)
+		}
+		close(r.done)
+	}()
+	if o := r.cfg.Observer; o != nil {
+		o.RoomInfo(r.Info(), r.playerInfos())
+	}
+	r.emptyAt = time.Now()
+	start := time.Now()
+	var n uint64
+	timer := time.NewTimer(r.dt)
+	defer timer.Stop()
+	for {
+		select {
+		case f := <-r.inbox:
+			f()
+		case <-timer.C:
+			now := time.Now()
+			// The schedule is start + n*dt: ticks missed during a stall
+			// are skipped, not run in a burst.
+			due := uint64(now.Sub(start) / r.dt)
+			if due > n+1 {
+				r.skipped.Add(due - n - 1)
+			}
+			n = max(due, n+1)
+			r.tick(n, now)
+			if !r.emptyAt.IsZero() && now.Sub(r.emptyAt) >= r.cfg.Idle {
+				return
+			}
+			timer.Reset(time.Until(start.Add(time.Duration(n+1) * r.dt)))
+		case <-ctx.Done():
+			reason = "shutdown"
+			r.closeAll("", "", wire.CloseGoingAway)
+			return
+		}
+	}
+}
+
+// closeAll closes every connected player, with an error message first when
+// code is set.
+func (r *Room) closeAll(code, msg string, closeCode int) {
+	for _, s := range r.seats {
+		if s.client == nil {
+			continue
+		}
+		if code != "" {
+			_ = s.client.Send(wire.MustEncode(&wire.Error{Code: code, Msg: msg}))
+		}
+		s.client.Close(closeCode, msg)
+	}
+}
+
+// tick applies the newest inputs, steps the world, expires held seats and
+// sends the snapshot.
+func (r *Room) tick(n uint64, now time.Time) {
+	t0 := time.Now()
+	for _, s := range r.seats {
+		s.mu.Lock()
+		in, fresh := s.input, s.fresh
+		s.fresh = false
+		s.mu.Unlock()
+		if fresh && s.client != nil {
+			r.world.SetInput(s.ID, game.Input{DX: in.DX, DY: in.DY})
+			s.ack = in.Seq
+		}
+	}
+	r.world.Step(r.dt.Seconds())
+	for i := 0; i < len(r.seats); i++ {
+		if s := r.seats[i]; s.client == nil && now.After(s.heldUntil) {
+			r.remove(s, s.heldWhy)
+			i--
+		}
+	}
+	r.sendSnapshot(n, now.UnixMilli())
+	d := time.Since(t0)
+	r.ticks.Add(1)
+	r.lastTick.Store(int64(d))
+	if int64(d) > r.maxTick.Load() {
+		r.maxTick.Store(int64(d))
+	}
+	if d > r.dt {
+		r.overruns.Add(1)
+	}
+}
+
+// sendSnapshot encodes the state once and hands it to every connected
+// player with that player's ack appended.
+func (r *Room) sendSnapshot(n uint64, st int64) {
+	players := r.world.Players()
+	r.states = r.states[:0]
+	for i, s := range r.seats {
+		p := &players[i] // seats and players are both in ID order
+		rtt := 0
+		if s.client != nil {
+			if d, _ := s.client.RTT(); d > 0 {
+				// Known round trips are at least 1 ms: 0 means unknown.
+				rtt = max(1, int((d+time.Millisecond/2)/time.Millisecond))
+			}
+		}
+		r.states = append(r.states, wire.PlayerState{
+			ID: p.ID, X: p.X, Y: p.Y, VX: p.VX, VY: p.VY, Score: p.Score, RTT: rtt,
+		})
+	}
+	r.orbs = r.orbs[:0]
+	for _, o := range r.world.Orbs() {
+		r.orbs = append(r.orbs, wire.Orb{ID: o.ID, X: o.X, Y: o.Y})
+	}
+	shared := r.enc.Shared(n, st, r.states, r.orbs)
+	for _, s := range r.seats {
+		if s.client != nil {
+			s.client.SendState(shared, r.enc.Ack(s.ack))
+		}
+	}
+	if o := r.cfg.Observer; o != nil {
+		o.Snap(n, st, r.states, r.orbs)
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("room: crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,43 @@
+// Package httpapi holds the JSON plumbing shared by Tickwire's HTTP
+// endpoints: the error shape of the contract and JSON answers.
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Error codes of HTTP error answers.
+const (
+	CodeBadRequest   = "bad-request"
+	CodeUnauthorized = "unauthorized"
+	CodeForbidden    = "forbidden"
+	CodeNotFound     = "not-found"
+	CodeGone         = "gone"
+	CodeRateLimited  = "rate-limited"
+	CodeUnavailable  = "unavailable"
+)
+
+// WriteJSON answers with status and v as JSON.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// WriteError answers {"error":{"code","message"}} with status.
+func WriteError(w http.ResponseWriter, status int, code, message string) {
+	type body struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	WriteJSON(w, status, map[string]body{"error": {Code: code, Message: message}})
+}
+
+// WriteRetryError is WriteError with a Retry-After header.
+func WriteRetryError(w http.ResponseWriter, status int, code, message string, after time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(after.Round(time.Second)/time.Second))))
+	WriteError(w, status, code, message)
+}

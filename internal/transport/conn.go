@@ -1,0 +1,419 @@
+// Package transport holds the server side of Tickwire's WebSocket
+// connections: one reader (the caller of Read) and one writer goroutine per
+// connection, a read limit, write and pong deadlines, ping control frames
+// whose pongs give a smoothed round trip and jitter, and an outbox where
+// state frames are latest-wins and reliable messages sit in a bounded queue
+// whose overflow closes the connection with 1008 "slow consumer".
+//
+// Read must be called from one goroutine only; every other method of Conn is
+// safe for concurrent use and never blocks on the network.
+package transport
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Config sets a connection's limits. Zero fields take the defaults.
+type Config struct {
+	ReadLimit    int64         // max bytes of one incoming message; over it the conn closes with 1009 (4096)
+	PingInterval time.Duration // WebSocket ping control frames (2s)
+	PongWait     time.Duration // no pong for this long and Read fails with a timeout (3 * PingInterval)
+	WriteWait    time.Duration // deadline of each write (5s)
+	QueueSize    int           // reliable messages waiting to be written (256)
+	Text         bool          // send text frames instead of binary
+	// CheckOrigin decides whether a browser's Origin is allowed; nil allows
+	// only the request's own host.
+	CheckOrigin func(*http.Request) bool
+}
+
+func (c Config) withDefaults() Config {
+	if c.ReadLimit <= 0 {
+		c.ReadLimit = 4096
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 2 * time.Second
+	}
+	if c.PongWait <= 0 {
+		c.PongWait = 3 * c.PingInterval
+	}
+	if c.WriteWait <= 0 {
+		c.WriteWait = 5 * time.Second
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = 256
+	}
+	return c
+}
+
+// Errors returned by Conn.
+var (
+	ErrSlowConsumer = errors.New("transport: slow consumer")
+	ErrClosed       = errors.New("transport: connection closed")
+)
+
+// writeBuffers is shared by all connections so idle ones hold no write
+// buffer.
+var writeBuffers = &sync.Pool{}
+
+// Conn is one server-side WebSocket connection.
+type Conn struct {
+	ws    *websocket.Conn
+	cfg   Config
+	start time.Time
+	kind  int // websocket.BinaryMessage or TextMessage
+
+	queue chan outgoing // reliable messages, in order
+	wake  chan struct{} // a state frame is waiting (capacity 1)
+
+	mu       sync.Mutex // guards the fields below
+	state    []byte     // newest state frame's shared part, nil when none waits
+	tail     [16]byte   // the receiver's own bytes appended to state
+	tailLen  int
+	closing  bool
+	closeMsg outgoing // close frame to write when killed with priority
+
+	kill       chan struct{} // close at once (slow consumer), before queued messages
+	killOnce   sync.Once
+	readDone   chan struct{}
+	readOnce   sync.Once
+	done       chan struct{}
+	srtt       atomic.Int64 // smoothed round trip, ns; 0 = no sample yet
+	rttvar     atomic.Int64 // round-trip variation (jitter), ns
+	bytesOut   atomic.Int64
+	framesOut  atomic.Int64
+	replaced   atomic.Int64
+	closeCode  atomic.Int64
+	remoteAddr string
+}
+
+// outgoing is a queued message, or a close frame when close is set.
+type outgoing struct {
+	data   []byte
+	close  bool
+	code   int
+	reason string
+}
+
+// Upgrade turns an HTTP request into a Conn and starts its writer.
+func Upgrade(w http.ResponseWriter, r *http.Request, cfg Config) (*Conn, error) {
+	cfg = cfg.withDefaults()
+	up := websocket.Upgrader{
+		ReadBufferSize:  1024,
+		WriteBufferPool: writeBuffers,
+		CheckOrigin:     cfg.CheckOrigin,
+	}
+	ws, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return nil, err
+	}
+	c := &Conn{
+		ws:         ws,
+		cfg:        cfg,
+		start:      time.Now(),
+		kind:       websocket.BinaryMessage,
+		queue:      make(chan outgoing, cfg.QueueSize),
+		wake:       make(chan struct{}, 1),
+		kill:       make(chan struct{}),
+		readDone:   make(chan struct{}),
+		done:       make(chan struct{}),
+		remoteAddr: r.RemoteAddr,
+	}
+	if cfg.Text {
+		c.kind = websocket.TextMessage
+	}
+	ws.SetReadLimit(cfg.ReadLimit)
+	_ = ws.SetReadDeadline(time.Now().Add(cfg.PongWait))
+	ws.SetPongHandler(c.onPong)
+	go c.writeLoop()
+	return c, nil
+}
+
+// RemoteAddr is the client's address as the HTTP server saw it.
+func (c *Conn) RemoteAddr() string { return c.remoteAddr }
+
+// Read returns the next data message. It fails when the peer closes, when
+// pongs stop (IsTimeout), on a frame over the read limit (the peer gets
+// 1009), or after Close.
+func (c *Conn) Read() ([]byte, error) {
+	_, data, err := c.ws.ReadMessage()
+	if err != nil {
+		c.readOnce.Do(func() { close(c.readDone) })
+		return nil, err
+	}
+	return data, nil
+}
+
+// IsTimeout reports whether Read failed because the peer stopped answering
+// pings.
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// CloseCode returns the close code the peer sent in err, or 0.
+func CloseCode(err error) int {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return 0
+}
+
+// Send queues a reliable message. It never blocks: when the queue is full
+// the connection is closed with 1008 "slow consumer" and ErrSlowConsumer is
+// returned.
+func (c *Conn) Send(msg []byte) error {
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		return ErrClosed
+	}
+	select {
+	case c.queue <- outgoing{data: msg}:
+		return nil
+	default:
+		c.abort(websocket.ClosePolicyViolation, "slow consumer")
+		return ErrSlowConsumer
+	}
+}
+
+// Reply queues an answer to the peer's own request (a pong, an error). Unlike
+// Send it waits for room in the queue, so a peer that floods requests is
+// slowed down instead of dropped; call it only from the reader goroutine.
+func (c *Conn) Reply(msg []byte) error {
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		return ErrClosed
+	}
+	select {
+	case c.queue <- outgoing{data: msg}:
+		return nil
+	case <-c.done:
+		return ErrClosed
+	case <-c.kill:
+		return ErrClosed
+	}
+}
+
+// SendState makes shared followed by tail the next state frame, replacing
+// one that has not been written yet (latest wins). shared must not be
+// modified afterwards; tail is copied and must be at most 16 bytes.
+func (c *Conn) SendState(shared, tail []byte) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	if c.state != nil {
+		c.replaced.Add(1)
+	}
+	c.state = shared
+	c.tailLen = copy(c.tail[:], tail)
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close writes a close frame with code and reason after the messages
+// already queued, then ends the connection. Later calls do nothing.
+func (c *Conn) Close(code int, reason string) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing = true
+	c.mu.Unlock()
+	select {
+	case c.queue <- outgoing{close: true, code: code, reason: reason}:
+	default:
+		c.abort(code, reason)
+	}
+}
+
+// abort closes at once, skipping queued messages. Only the first call
+// chooses the close frame.
+func (c *Conn) abort(code int, reason string) {
+	c.killOnce.Do(func() {
+		c.mu.Lock()
+		c.closing = true
+		c.closeMsg = outgoing{close: true, code: code, reason: reason}
+		c.mu.Unlock()
+		close(c.kill)
+	})
+}
+
+// Done is closed once the connection is closed and its writer has ended.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// SentCloseCode is the close code the server sent, or 0 if none.
+func (c *Conn) SentCloseCode() int { return int(c.closeCode.Load()) }
+
+// RTT returns the smoothed round trip measured from ping control frames and
+// its variation (jitter); both are 0 until the first pong.
+func (c *Conn) RTT() (rtt, jitter time.Duration) {
+	return time.Duration(c.srtt.Load()), time.Duration(c.rttvar.Load())
+}
+
+// Stats are counters of what a connection wrote.
+type Stats struct {
+	BytesOut       int64 // payload bytes of data frames written
+	FramesOut      int64 // data frames written
+	StatesReplaced int64 // state frames replaced before they were written
+}
+
+// Stats returns the connection's counters.
+func (c *Conn) Stats() Stats {
+	return Stats{BytesOut: c.bytesOut.Load(), FramesOut: c.framesOut.Load(), StatesReplaced: c.replaced.Load()}
+}
+
+// onPong runs on the reader goroutine: it extends the read deadline and
+// folds the sample into the smoothed RTT (RFC 6298 weights).
+func (c *Conn) onPong(payload string) error {
+	_ = c.ws.SetReadDeadline(time.Now().Add(c.cfg.PongWait))
+	if len(payload) != 8 {
+		return nil
+	}
+	sent := time.Duration(binary.BigEndian.Uint64([]byte(payload)))
+	sample := time.Since(c.start) - sent
+	if sample < 0 {
+		return nil
+	}
+	srtt := time.Duration(c.srtt.Load())
+	if srtt == 0 {
+		c.srtt.Store(int64(sample))
+		c.rttvar.Store(int64(sample / 2))
+		return nil
+	}
+	diff := srtt - sample
+	if diff < 0 {
+		diff = -diff
+	}
+	c.rttvar.Store(int64((3*time.Duration(c.rttvar.Load()) + diff) / 4))
+	c.srtt.Store(int64((7*srtt + sample) / 8))
+	return nil
+}
+
+// writeLoop is the only writer of data frames. It ends when the connection
+// closes and releases the socket.
+func (c *Conn) writeLoop() {
+	ticker := time.NewTicker(c.cfg.PingInterval)
+	defer func() {
+		ticker.Stop()
+		c.mu.Lock()
+		c.closing = true
+		c.state = nil
+		c.mu.Unlock()
+		_ = c.ws.Close()
+		close(c.done)
+	}()
+	if !c.ping() {
+		return
+	}
+	for {
+		// Reliable messages go first: a new player's `joined` before the
+		// snapshot that shows it.
+		select {
+		case m := <-c.queue:
+			if !c.write(m) {
+				return
+			}
+			continue
+		default:
+		}
+		select {
+		case m := <-c.queue:
+			if !c.write(m) {
+				return
+			}
+		case <-c.wake:
+			if !c.writeState() {
+				return
+			}
+		case <-ticker.C:
+			if !c.ping() {
+				return
+			}
+		case <-c.kill:
+			c.mu.Lock()
+			m := c.closeMsg
+			c.mu.Unlock()
+			c.writeClose(m, time.Second)
+			return
+		case <-c.readDone:
+			return
+		}
+	}
+}
+
+func (c *Conn) ping() bool {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(time.Since(c.start)))
+	return c.ws.WriteControl(websocket.PingMessage, b[:], time.Now().Add(c.cfg.WriteWait)) == nil
+}
+
+// write writes one queued item; it returns false when the writer must stop.
+func (c *Conn) write(m outgoing) bool {
+	if m.close {
+		c.writeClose(m, c.cfg.WriteWait)
+		return false
+	}
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.cfg.WriteWait))
+	if err := c.ws.WriteMessage(c.kind, m.data); err != nil {
+		return false
+	}
+	c.bytesOut.Add(int64(len(m.data)))
+	c.framesOut.Add(1)
+	return true
+}
+
+func (c *Conn) writeState() bool {
+	c.mu.Lock()
+	shared, tail := c.state, c.tail
+	n := c.tailLen
+	c.state = nil
+	c.mu.Unlock()
+	if shared == nil {
+		return true
+	}
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.cfg.WriteWait))
+	w, err := c.ws.NextWriter(c.kind)
+	if err != nil {
+		return false
+	}
+	_, err1 := w.Write(shared)
+	_, err2 := w.Write(tail[:n])
+	if errors.Join(err1, err2, w.Close()) != nil {
+		return false
+	}
+	c.bytesOut.Add(int64(len(shared) + n))
+	c.framesOut.Add(1)
+	return true
+}
+
+// writeClose sends a close frame and waits a little for the peer's answer,
+// which the reader sees, so the peer reads the code before the socket goes.
+func (c *Conn) writeClose(m outgoing, wait time.Duration) {
+	c.closeCode.Store(int64(m.code))
+	msg := websocket.FormatCloseMessage(m.code, m.reason)
+	if c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wait)) != nil {
+		return
+	}
+	select {
+	case <-c.readDone:
+	case <-time.After(time.Second):
+	}
+}

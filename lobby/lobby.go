@@ -1,0 +1,278 @@
+// Package lobby owns Tickwire's rooms registry: it creates rooms, lists
+// them (GET/POST /api/rooms), matches players to rooms, keeps the ids of
+// ended rooms for a while so they answer "gone", and binds each player
+// connection to its seat (see ServePlayer).
+//
+// A Lobby is safe for concurrent use.
+package lobby
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tickwire/tickwire/game"
+	"github.com/tickwire/tickwire/game/room"
+)
+
+// Config sets up a lobby. Zero fields take the defaults.
+type Config struct {
+	Hz         int           // ticks per second of every room (30)
+	MaxPlayers int           // seats of an auto-created room (16)
+	Grace      time.Duration // seat held after an unexpected disconnect (15s)
+	RoomIdle   time.Duration // an empty room ends after this long (30s)
+	JoinWait   time.Duration // time a new connection has to send `join` (5s)
+	Game       game.Config
+	// ChatRate and ChatBurst limit chat lines per player (5/s, 20).
+	ChatRate  float64
+	ChatBurst int
+	// MessageRate is the rate of messages per second a well-behaved player
+	// stays under (2 * Hz: inputs at the tick rate, plus room for pings and
+	// chat). A player sending more than 10x that for 2 s is closed with 4029.
+	MessageRate float64
+	// NewObserver, when set, gives each new room the observer of its
+	// events (the spectator feed).
+	NewObserver func(id string) room.Observer
+	Logger      *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Hz <= 0 {
+		c.Hz = 30
+	}
+	if c.MaxPlayers <= 0 {
+		c.MaxPlayers = 16
+	}
+	if c.Grace <= 0 {
+		c.Grace = 15 * time.Second
+	}
+	if c.RoomIdle <= 0 {
+		c.RoomIdle = 30 * time.Second
+	}
+	if c.JoinWait <= 0 {
+		c.JoinWait = 5 * time.Second
+	}
+	if c.ChatRate <= 0 {
+		c.ChatRate = 5
+	}
+	if c.ChatBurst <= 0 {
+		c.ChatBurst = 20
+	}
+	if c.MessageRate <= 0 {
+		c.MessageRate = float64(2 * c.Hz)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Errors of the registry.
+var (
+	ErrNotFound = errors.New("lobby: no such room")
+	ErrGone     = errors.New("lobby: room has ended")
+	ErrDraining = errors.New("lobby: server is draining")
+	ErrBadRoom  = errors.New("lobby: bad room options")
+)
+
+// MaxRoomSeats is the largest maxPlayers a created room may have.
+const MaxRoomSeats = 64
+
+// keepEnded is how long the id of an ended room answers "gone".
+const keepEnded = time.Hour
+
+// Lobby is the rooms registry.
+type Lobby struct {
+	cfg      Config
+	ctx      context.Context // parent of every room's Run
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // room goroutines
+	draining atomic.Bool
+
+	mu    sync.Mutex // guards rooms and ended
+	rooms map[string]*room.Room
+	ended map[string]time.Time // id -> when it ended
+}
+
+// New returns an empty lobby.
+func New(cfg Config) *Lobby {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Lobby{
+		cfg:    cfg.withDefaults(),
+		ctx:    ctx,
+		cancel: cancel,
+		rooms:  make(map[string]*room.Room),
+		ended:  make(map[string]time.Time),
+	}
+}
+
+// RoomOptions are what a client may choose when creating a room.
+type RoomOptions struct {
+	Mode       string `json:"mode,omitempty"`
+	MaxPlayers int    `json:"maxPlayers,omitempty"`
+	Private    bool   `json:"private,omitempty"`
+}
+
+// CreateRoom starts a new room with a fresh id.
+func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
+	if l.draining.Load() {
+		return nil, ErrDraining
+	}
+	if opts.Mode != "" && opts.Mode != room.DefaultMode {
+		return nil, errors.Join(ErrBadRoom, errors.New(`mode must be "arena"`))
+	}
+	if opts.MaxPlayers < 0 || opts.MaxPlayers > MaxRoomSeats {
+		return nil, errors.Join(ErrBadRoom, errors.New("maxPlayers must be 1-64"))
+	}
+	if opts.MaxPlayers == 0 {
+		opts.MaxPlayers = l.cfg.MaxPlayers
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	id := newRoomID()
+	for l.rooms[id] != nil || !l.ended[id].IsZero() {
+		id = newRoomID()
+	}
+	cfg := room.Config{
+		ID: id, Mode: opts.Mode, Private: opts.Private, Hz: l.cfg.Hz,
+		MaxPlayers: opts.MaxPlayers, Grace: l.cfg.Grace, Idle: l.cfg.RoomIdle,
+		Game: l.cfg.Game, Logger: l.cfg.Logger,
+	}
+	if l.cfg.NewObserver != nil {
+		cfg.Observer = l.cfg.NewObserver(id)
+	}
+	r := room.New(cfg)
+	l.rooms[id] = r
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		r.Run(l.ctx)
+		l.roomEnded(id)
+	}()
+	l.cfg.Logger.Info("room created", "room", id, "private", opts.Private, "maxPlayers", opts.MaxPlayers)
+	return r, nil
+}
+
+func (l *Lobby) roomEnded(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.rooms, id)
+	now := time.Now()
+	l.ended[id] = now
+	for old, at := range l.ended {
+		if now.Sub(at) > keepEnded {
+			delete(l.ended, old)
+		}
+	}
+	l.cfg.Logger.Info("room ended", "room", id)
+}
+
+// Room returns a running room, ErrGone for one that ended lately, or
+// ErrNotFound.
+func (l *Lobby) Room(id string) (*room.Room, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r := l.rooms[id]; r != nil {
+		return r, nil
+	}
+	if !l.ended[id].IsZero() {
+		return nil, ErrGone
+	}
+	return nil, ErrNotFound
+}
+
+// List returns the public rooms, fullest first.
+func (l *Lobby) List() []room.Info {
+	l.mu.Lock()
+	infos := make([]room.Info, 0, len(l.rooms))
+	for _, r := range l.rooms {
+		if !r.Private() {
+			infos = append(infos, r.Info())
+		}
+	}
+	l.mu.Unlock()
+	slices.SortFunc(infos, func(a, b room.Info) int {
+		if a.Players != b.Players {
+			return b.Players - a.Players
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	return infos
+}
+
+// fullestOpen returns the public room with the most players that still has
+// a free seat, skipping those in tried, or nil.
+func (l *Lobby) fullestOpen(tried []*room.Room) *room.Room {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var best *room.Room
+	bestPlayers := -1
+	for _, r := range l.rooms {
+		if r.Private() || r.FreeSeats() <= 0 || slices.Contains(tried, r) {
+			continue
+		}
+		if p := r.Info().Players; p > bestPlayers || p == bestPlayers && r.ID() < best.ID() {
+			best, bestPlayers = r, p
+		}
+	}
+	return best
+}
+
+// Matchmake seats c in the fullest public room with a free seat, or in a
+// new room when there is none.
+func (l *Lobby) Matchmake(ctx context.Context, c room.Client, name string) (*room.Room, *room.Seat, error) {
+	var tried []*room.Room
+	for {
+		r := l.fullestOpen(tried)
+		if r == nil {
+			var err error
+			if r, err = l.CreateRoom(RoomOptions{}); err != nil {
+				return nil, nil, err
+			}
+		}
+		seat, err := r.Join(ctx, c, name)
+		switch {
+		case err == nil:
+			return r, seat, nil
+		case errors.Is(err, room.ErrRoomFull), errors.Is(err, room.ErrRoomClosed):
+			tried = append(tried, r) // taken meanwhile: look again
+		default:
+			return nil, nil, err
+		}
+	}
+}
+
+// Drain refuses new rooms and joins from now on.
+func (l *Lobby) Drain() { l.draining.Store(true) }
+
+// Shutdown ends every room (players get close 1001) and waits for the
+// rooms to finish or ctx to end. It is safe to call twice.
+func (l *Lobby) Shutdown(ctx context.Context) error {
+	l.Drain()
+	l.cancel()
+	done := make(chan struct{})
+	go func() { l.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// newRoomID returns a random 8-character room id.
+func newRoomID() string {
+	const alphabet = "abcdefghijkmnpqrstuvwxyz23456789"
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}

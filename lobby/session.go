@@ -1,0 +1,176 @@
+package lobby
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/tickwire/tickwire/game/room"
+	"github.com/tickwire/tickwire/wire"
+)
+
+// PlayerConn is what a player session needs of its WebSocket.
+type PlayerConn interface {
+	room.Client
+	// Read returns the next frame; it is called from one goroutine.
+	Read() ([]byte, error)
+	// Reply queues an answer to the player's own message, waiting for
+	// room in the queue; it is called from the reading goroutine.
+	Reply(msg []byte) error
+}
+
+// session is one player connection bound to a seat.
+type session struct {
+	l     *Lobby
+	conn  PlayerConn
+	room  *room.Room
+	seat  *room.Seat
+	chat  *rate.Limiter
+	flood *rate.Limiter
+}
+
+// ServePlayer runs a player connection until it ends: it waits for `join`,
+// seats the player, then hands inputs, chat and pings over until the
+// player leaves or the connection drops. isTimeout tells a read error caused
+// by missing pongs from other read errors. It returns when the connection
+// is done with.
+func (l *Lobby) ServePlayer(conn PlayerConn, isTimeout func(error) bool) {
+	s := &session{
+		l:     l,
+		conn:  conn,
+		chat:  rate.NewLimiter(rate.Limit(l.cfg.ChatRate), l.cfg.ChatBurst),
+		// Beyond the allowed rate a player may send 9x more for 2 s, i.e.
+		// 10x the allowed rate for 2 s, before the flood guard closes.
+		flood: rate.NewLimiter(rate.Limit(l.cfg.MessageRate), int(18*l.cfg.MessageRate)),
+	}
+	if !s.join() {
+		return
+	}
+	for {
+		frame, err := conn.Read()
+		if err != nil {
+			reason := wire.LeftDisconnect
+			if isTimeout(err) {
+				reason = wire.LeftTimeout
+			}
+			_ = s.room.Disconnect(context.Background(), s.seat, conn, reason)
+			return
+		}
+		if !s.handle(frame) {
+			return
+		}
+	}
+}
+
+// fail sends an error and closes with code.
+func (s *session) fail(code, msg string, closeCode int) {
+	_ = s.conn.Send(wire.MustEncode(&wire.Error{Code: code, Msg: msg}))
+	s.conn.Close(closeCode, code)
+}
+
+// join waits for the first message, which must be a valid `join`, and
+// seats the player. It reports whether the session goes on.
+func (s *session) join() bool {
+	timer := time.AfterFunc(s.l.cfg.JoinWait, func() {
+		s.fail(wire.CodeUnauthorized, "no join in time", wire.CloseUnauthorized)
+	})
+	frame, err := s.conn.Read()
+	if !timer.Stop() || err != nil {
+		return false
+	}
+	msg, err := wire.DecodeClient(frame)
+	if err != nil {
+		s.fail(wire.CodeBadMessage, err.Error(), wire.CloseBadMessage)
+		return false
+	}
+	j, ok := msg.(*wire.Join)
+	if !ok {
+		s.fail(wire.CodeBadMessage, "the first message must be join", wire.CloseBadMessage)
+		return false
+	}
+	if s.l.draining.Load() {
+		s.fail(wire.CodeClosed, "the server is shutting down", wire.CloseGoingAway)
+		return false
+	}
+	ctx := context.Background()
+	if j.Resume != "" {
+		if r, err := s.l.Room(room.RoomOfToken(j.Resume)); err == nil {
+			if seat, err := r.Resume(ctx, s.conn, j.Resume); err == nil {
+				s.room, s.seat = r, seat
+				return true
+			}
+		}
+	}
+	if j.Room == wire.RoomAuto {
+		r, seat, err := s.l.Matchmake(ctx, s.conn, j.Name)
+		if err != nil {
+			s.fail(wire.CodeClosed, "the server is shutting down", wire.CloseGoingAway)
+			return false
+		}
+		s.room, s.seat = r, seat
+		return true
+	}
+	r, err := s.l.Room(j.Room)
+	if err != nil {
+		s.fail(wire.CodeNotFound, "no room "+j.Room, wire.CloseNotFound)
+		return false
+	}
+	seat, err := r.Join(ctx, s.conn, j.Name)
+	switch {
+	case errors.Is(err, room.ErrRoomFull):
+		s.fail(wire.CodeRoomFull, "room "+j.Room+" is full", wire.CloseRoomFull)
+		return false
+	case err != nil:
+		s.fail(wire.CodeNotFound, "room "+j.Room+" has ended", wire.CloseNotFound)
+		return false
+	}
+	s.room, s.seat = r, seat
+	return true
+}
+
+// handle acts on one frame from a seated player and reports whether the
+// session goes on.
+func (s *session) handle(frame []byte) bool {
+	ctx := context.Background()
+	if !s.flood.Allow() {
+		s.kick(wire.CodeRateLimited, "too many messages", wire.CloseRateLimited)
+		return false
+	}
+	msg, err := wire.DecodeClient(frame)
+	var fe *wire.FieldError
+	switch {
+	case errors.As(err, &fe):
+		return s.conn.Reply(wire.MustEncode(&wire.Error{Code: wire.CodeBadMessage, Msg: fe.Error()})) == nil
+	case err != nil:
+		s.kick(wire.CodeBadMessage, err.Error(), wire.CloseBadMessage)
+		return false
+	}
+	switch m := msg.(type) {
+	case *wire.Input:
+		s.seat.Input(*m)
+	case *wire.Ping:
+		return s.conn.Reply(wire.MustEncode(&wire.Pong{TS: m.TS, ST: time.Now().UnixMilli()})) == nil
+	case *wire.Chat:
+		if !s.chat.Allow() {
+			return s.conn.Reply(wire.MustEncode(&wire.Error{Code: wire.CodeRateLimited, Msg: "chat is limited; line dropped"})) == nil
+		}
+		return s.room.Chat(ctx, s.seat, s.conn, m.Text) == nil
+	case *wire.Typing:
+		return s.room.Typing(ctx, s.seat, s.conn) == nil
+	case *wire.Leave:
+		_ = s.room.Leave(ctx, s.seat, s.conn, wire.LeftLeave)
+		s.conn.Close(wire.CloseNormal, "leave")
+		return false
+	case *wire.Join:
+		return s.conn.Reply(wire.MustEncode(&wire.Error{Code: wire.CodeBadMessage, Msg: "already joined"})) == nil
+	}
+	return true
+}
+
+// kick closes the connection for misbehaving and frees the seat at once.
+func (s *session) kick(code, msg string, closeCode int) {
+	s.fail(code, msg, closeCode)
+	_ = s.room.Leave(context.Background(), s.seat, s.conn, wire.LeftKicked)
+}

@@ -1,0 +1,39 @@
+package wire
+
+// Error codes carried by the player protocol's `error` message.
+const (
+	CodeBadMessage   = "bad-message"
+	CodeUnauthorized = "unauthorized"
+	CodeNotFound     = "not-found"
+	CodeRoomFull     = "room-full"
+	CodeRateLimited  = "rate-limited"
+	CodeTooBig       = "too-big"
+	// CodeClosed is sent when the room a player is in ends (an addition to
+	// the contract's table; it is followed by close 1001).
+	CodeClosed = "room-closed"
+)
+
+// WebSocket close codes of the player protocol.
+const (
+	CloseNormal       = 1000 // after `leave`
+	CloseGoingAway    = 1001 // the server is shutting down
+	ClosePolicy       = 1008 // slow consumer
+	CloseTooBig       = 1009 // a frame over the read limit
+	CloseBadMessage   = 4000
+	CloseUnauthorized = 4001
+	CloseNotFound     = 4004
+	CloseRoomFull     = 4009
+	CloseRateLimited  = 4029
+)
+
+// Reasons of the `left` message.
+const (
+	LeftLeave      = "leave"
+	LeftDisconnect = "disconnect"
+	LeftTimeout    = "timeout"
+	LeftKicked     = "kicked"
+)
+
+// ReasonSlowConsumer is the close reason sent with ClosePolicy when a client
+// cannot keep up with reliable messages.
+const ReasonSlowConsumer = "slow consumer"

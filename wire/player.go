@@ -1,0 +1,362 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Message types of the player WebSocket (the `t` key).
+const (
+	TypeJoin    = "join"
+	TypeInput   = "input"
+	TypePing    = "ping"
+	TypeChat    = "chat"
+	TypeTyping  = "typing"
+	TypeLeave   = "leave"
+	TypeWelcome = "welcome"
+	TypeSnap    = "snap"
+	TypePong    = "pong"
+	TypeJoined  = "joined"
+	TypeLeft    = "left"
+	TypeError   = "error"
+)
+
+// Limits of client message fields.
+const (
+	MaxNameLen = 24  // characters of a player name
+	MaxChatLen = 280 // characters of a chat line
+	MaxIDLen   = 64  // characters of a room or call id
+	MaxSeq     = 1<<53 - 1
+)
+
+// RoomAuto asks the server to pick the fullest public room with a free seat.
+const RoomAuto = "auto"
+
+// ErrMalformed means a frame is not one msgpack map with a known `t`; the
+// server closes such a connection with CloseBadMessage.
+var ErrMalformed = errors.New("wire: malformed frame")
+
+// FieldError is a known message with a field of the wrong type or range. The
+// server answers it with an `error` and drops the message.
+type FieldError struct {
+	Type  string // message type
+	Field string
+	Why   string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("%s.%s: %s", e.Type, e.Field, e.Why)
+}
+
+// Message is any message of the player protocol. Its Type is the `t` key.
+type Message interface {
+	Type() string
+	setType(string)
+}
+
+// ClientMessage is a message from a player: one of *Join, *Input, *Ping,
+// *Chat, *Typing, *Leave.
+type ClientMessage interface {
+	Message
+	fromClient()
+}
+
+// Head carries the `t` key; every message embeds it and Encode fills it.
+type Head struct {
+	T string `msgpack:"t" json:"-"`
+}
+
+func (h *Head) setType(t string) { h.T = t }
+
+// Join enters a room. Room is RoomAuto or a room id.
+type Join struct {
+	Head
+	Name   string `msgpack:"name"`
+	Room   string `msgpack:"room"`
+	Token  string `msgpack:"token,omitempty"`
+	Resume string `msgpack:"resume,omitempty"`
+}
+
+// Input is the player's movement intent; Seq increases with every input.
+type Input struct {
+	Head
+	Seq uint64  `msgpack:"seq"`
+	DX  float64 `msgpack:"dx"` // in [-1, 1]
+	DY  float64 `msgpack:"dy"` // in [-1, 1]
+}
+
+// Ping asks for a `pong` echoing TS.
+type Ping struct {
+	Head
+	TS float64 `msgpack:"ts"`
+}
+
+// Chat is one chat line of 1..MaxChatLen characters.
+type Chat struct {
+	Head
+	Text string `msgpack:"text"`
+}
+
+// Typing signals that the player is typing.
+type Typing struct{ Head }
+
+// Leave leaves the room; the server closes with CloseNormal.
+type Leave struct{ Head }
+
+// Type returns TypeJoin.
+func (*Join) Type() string { return TypeJoin }
+
+// Type returns TypeInput.
+func (*Input) Type() string { return TypeInput }
+
+// Type returns TypePing.
+func (*Ping) Type() string { return TypePing }
+
+// Type returns TypeChat.
+func (*Chat) Type() string { return TypeChat }
+
+// Type returns TypeTyping.
+func (*Typing) Type() string { return TypeTyping }
+
+// Type returns TypeLeave.
+func (*Leave) Type() string { return TypeLeave }
+
+func (*Join) fromClient()   {}
+func (*Input) fromClient()  {}
+func (*Ping) fromClient()   {}
+func (*Chat) fromClient()   {}
+func (*Typing) fromClient() {}
+func (*Leave) fromClient()  {}
+
+// ValidID reports whether s is a valid room or call id: 1-64 characters of
+// [A-Za-z0-9_-].
+func ValidID(s string) bool {
+	if len(s) == 0 || len(s) > MaxIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// clientFields holds every field a client message may carry while decoding.
+type clientFields struct {
+	t, name, room, token, resume, text string
+	seq, dx, dy, ts                    float64
+	has                                uint16 // bit per field present
+	bad                                string // first field with a wrong type
+}
+
+const (
+	hasSeq = 1 << iota
+	hasDX
+	hasDY
+	hasTS
+	hasName
+	hasRoom
+	hasText
+)
+
+var decoderPool = sync.Pool{New: func() any {
+	return &pooledDecoder{dec: msgpack.NewDecoder(nil)}
+}}
+
+type pooledDecoder struct {
+	r   bytes.Reader
+	dec *msgpack.Decoder
+}
+
+// DecodeClient decodes one frame from a player. It returns ErrMalformed
+// (wrapped) when the frame is not a msgpack map with a known `t`, and a
+// *FieldError when a known message has a field of the wrong type or range.
+// Unknown keys are ignored.
+func DecodeClient(frame []byte) (ClientMessage, error) {
+	pd := decoderPool.Get().(*pooledDecoder)
+	defer decoderPool.Put(pd)
+	pd.r.Reset(frame)
+	pd.dec.Reset(&pd.r)
+	var f clientFields
+	if err := f.read(pd.dec); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if pd.r.Len() != 0 {
+		return nil, fmt.Errorf("%w: trailing bytes", ErrMalformed)
+	}
+	return f.message()
+}
+
+func (f *clientFields) read(d *msgpack.Decoder) error {
+	n, err := d.DecodeMapLen()
+	if err != nil {
+		return err
+	}
+	if n < 0 {
+		return errors.New("not a map")
+	}
+	for i := 0; i < n; i++ {
+		code, err := d.PeekCode()
+		if err != nil {
+			return err
+		}
+		if !isString(code) {
+			if err := d.Skip(); err != nil {
+				return err
+			}
+			if err := d.Skip(); err != nil {
+				return err
+			}
+			continue
+		}
+		key, err := d.DecodeString()
+		if err != nil {
+			return err
+		}
+		switch key {
+		case "t":
+			err = f.str(d, key, &f.t, 0)
+		case "name":
+			err = f.str(d, key, &f.name, hasName)
+		case "room":
+			err = f.str(d, key, &f.room, hasRoom)
+		case "token":
+			err = f.str(d, key, &f.token, 0)
+		case "resume":
+			err = f.str(d, key, &f.resume, 0)
+		case "text":
+			err = f.str(d, key, &f.text, hasText)
+		case "seq":
+			err = f.num(d, key, &f.seq, hasSeq)
+		case "dx":
+			err = f.num(d, key, &f.dx, hasDX)
+		case "dy":
+			err = f.num(d, key, &f.dy, hasDY)
+		case "ts":
+			err = f.num(d, key, &f.ts, hasTS)
+		default:
+			err = d.Skip()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func isString(c byte) bool {
+	return c >= 0xa0 && c <= 0xbf || c == 0xd9 || c == 0xda || c == 0xdb
+}
+
+func isNumber(c byte) bool {
+	return c <= 0x7f || c >= 0xe0 || c >= 0xca && c <= 0xd3
+}
+
+// str reads a string field; nil counts as absent, another type is recorded
+// as a field error.
+func (f *clientFields) str(d *msgpack.Decoder, key string, dst *string, bit uint16) error {
+	c, err := d.PeekCode()
+	if err != nil {
+		return err
+	}
+	switch {
+	case c == 0xc0:
+		return d.Skip()
+	case isString(c):
+		s, err := d.DecodeString()
+		*dst = s
+		f.has |= bit
+		return err
+	}
+	f.wrongType(key)
+	return d.Skip()
+}
+
+// num reads a number field, int or float.
+func (f *clientFields) num(d *msgpack.Decoder, key string, dst *float64, bit uint16) error {
+	c, err := d.PeekCode()
+	if err != nil {
+		return err
+	}
+	if c == 0xc0 {
+		return d.Skip()
+	}
+	if !isNumber(c) {
+		f.wrongType(key)
+		return d.Skip()
+	}
+	v, err := d.DecodeFloat64()
+	*dst = v
+	f.has |= bit
+	return err
+}
+
+func (f *clientFields) wrongType(key string) {
+	if f.bad == "" {
+		f.bad = key
+	}
+}
+
+func (f *clientFields) message() (ClientMessage, error) {
+	fail := func(field, why string) error { return &FieldError{Type: f.t, Field: field, Why: why} }
+	if f.bad == "t" {
+		return nil, fmt.Errorf("%w: t is not a string", ErrMalformed)
+	}
+	var m ClientMessage
+	head := Head{T: f.t}
+	switch f.t {
+	case TypeJoin:
+		m = &Join{Head: head, Name: f.name, Room: f.room, Token: f.token, Resume: f.resume}
+	case TypeInput:
+		m = &Input{Head: head, Seq: uint64(f.seq), DX: f.dx, DY: f.dy}
+	case TypePing:
+		m = &Ping{Head: head, TS: f.ts}
+	case TypeChat:
+		m = &Chat{Head: head, Text: f.text}
+	case TypeTyping:
+		return &Typing{head}, nil
+	case TypeLeave:
+		return &Leave{head}, nil
+	default:
+		return nil, fmt.Errorf("%w: unknown type %q", ErrMalformed, f.t)
+	}
+	if f.bad != "" {
+		return nil, fail(f.bad, "wrong type")
+	}
+	switch m := m.(type) {
+	case *Join:
+		if n := utf8.RuneCountInString(m.Name); f.has&hasName == 0 || n < 1 || n > MaxNameLen || !utf8.ValidString(m.Name) {
+			return nil, fail("name", "must be 1-24 characters")
+		}
+		if m.Room != RoomAuto && !ValidID(m.Room) {
+			return nil, fail("room", `must be "auto" or 1-64 characters of [A-Za-z0-9_-]`)
+		}
+	case *Input:
+		if f.has&hasSeq == 0 || f.seq < 0 || f.seq > MaxSeq || f.seq != math.Trunc(f.seq) {
+			return nil, fail("seq", "must be an integer >= 0")
+		}
+		if f.has&hasDX == 0 || !(f.dx >= -1 && f.dx <= 1) {
+			return nil, fail("dx", "must be a number in [-1,1]")
+		}
+		if f.has&hasDY == 0 || !(f.dy >= -1 && f.dy <= 1) {
+			return nil, fail("dy", "must be a number in [-1,1]")
+		}
+	case *Ping:
+		if f.has&hasTS == 0 || math.IsNaN(f.ts) || math.IsInf(f.ts, 0) {
+			return nil, fail("ts", "must be a finite number")
+		}
+	case *Chat:
+		if n := utf8.RuneCountInString(m.Text); f.has&hasText == 0 || n < 1 || n > MaxChatLen || !utf8.ValidString(m.Text) {
+			return nil, fail("text", "must be 1-280 characters")
+		}
+	}
+	return m, nil
+}

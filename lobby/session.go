@@ -38,9 +38,9 @@ type session struct {
 // is done with.
 func (l *Lobby) ServePlayer(conn PlayerConn, isTimeout func(error) bool) {
 	s := &session{
-		l:     l,
-		conn:  conn,
-		chat:  rate.NewLimiter(rate.Limit(l.cfg.ChatRate), l.cfg.ChatBurst),
+		l:    l,
+		conn: conn,
+		chat: rate.NewLimiter(rate.Limit(l.cfg.ChatRate), l.cfg.ChatBurst),
 		// Beyond the allowed rate a player may send 9x more for 2 s, i.e.
 		// 10x the allowed rate for 2 s, before the flood guard closes.
 		flood: rate.NewLimiter(rate.Limit(l.cfg.MessageRate), int(18*l.cfg.MessageRate)),

@@ -228,7 +228,8 @@ func (c *Conn) SendState(shared, tail []byte) {
 }
 
 // Close writes a close frame with code and reason after the messages
-// already queued, then ends the connection. Later calls do nothing.
+// already queued (a state frame still pending is dropped), then ends the
+// connection. Later calls do nothing.
 func (c *Conn) Close(code int, reason string) {
 	c.mu.Lock()
 	if c.closing {
@@ -324,8 +325,14 @@ func (c *Conn) writeLoop() {
 		return
 	}
 	for {
-		// Reliable messages go first: a new player's `joined` before the
-		// snapshot that shows it.
+		// An abort beats everything; then reliable messages go first: a new
+		// player's `joined` before the snapshot that shows it.
+		select {
+		case <-c.kill:
+			c.writeKillClose()
+			return
+		default:
+		}
 		select {
 		case m := <-c.queue:
 			if !c.write(m) {
@@ -348,15 +355,20 @@ func (c *Conn) writeLoop() {
 				return
 			}
 		case <-c.kill:
-			c.mu.Lock()
-			m := c.closeMsg
-			c.mu.Unlock()
-			c.writeClose(m, time.Second)
+			c.writeKillClose()
 			return
 		case <-c.readDone:
 			return
 		}
 	}
+}
+
+// writeKillClose writes the close frame chosen by abort.
+func (c *Conn) writeKillClose() {
+	c.mu.Lock()
+	m := c.closeMsg
+	c.mu.Unlock()
+	c.writeClose(m, time.Second)
 }
 
 func (c *Conn) ping() bool {

@@ -34,7 +34,7 @@ func main() {
 	cmds := map[string]func(context.Context, []string) error{
 		"serve": runServe,
 		"bot":   runBot,
-		// peer: added with clients/peer
+		"peer":  runPeer,
 	}
 	run, ok := cmds[os.Args[1]]
 	if !ok {

@@ -1,0 +1,421 @@
+// Package signaling owns WebRTC signaling calls: peers join a call over the
+// signaling WebSocket, get server-assigned ids, learn who else is in the
+// call, and have their offers, answers and ICE candidates relayed to peers
+// of the same call. It enforces the contract's limits (frame and SDP size,
+// peers per call, relay rate, join deadline), hands out ICE servers with
+// ephemeral TURN REST credentials, and never interprets SDP.
+//
+// A Server is safe for concurrent use: ServeHTTP runs one handler goroutine
+// per connection, and Stats, ICEHandler and Shutdown may be called from any
+// goroutine. It never imports a WebRTC stack.
+package signaling
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"maps"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/tickwire/tickwire/internal/httpapi"
+	"github.com/tickwire/tickwire/internal/transport"
+	"github.com/tickwire/tickwire/wire"
+)
+
+// ErrUnauthorized is what an Authenticate hook may return to refuse a
+// client; any non-nil error refuses it.
+var ErrUnauthorized = errors.New("signaling: unauthorized")
+
+// Config sets a Server's ICE servers, limits and hooks. Zero fields take the
+// defaults of the contract.
+type Config struct {
+	STUN       []string      // STUN URLs, e.g. "stun:stun.example.org:3478"
+	TURN       []string      // TURN URLs, e.g. "turn:turn.example.org:3478?transport=udp"
+	TURNSecret string        // coturn's static-auth-secret; empty = TURN entries carry no credentials
+	TURNTTL    time.Duration // lifetime of TURN credentials (24h)
+
+	MaxSDP      int           // bytes of one SDP before `too-big` (64 KiB)
+	MaxFrame    int64         // bytes of one frame before close 1009 (72 KiB)
+	MaxPeers    int           // peers per call before `call-full` (16)
+	RelayRate   rate.Limit    // relayed messages per second and peer (50)
+	RelayBurst  int           // burst of relayed messages per peer (200)
+	JoinTimeout time.Duration // time allowed for the first message, a `join` (5s)
+
+	// Transport is the WebSocket configuration; its ReadLimit and Text are
+	// set from MaxFrame and true, the rest (ping interval, pong wait, queue,
+	// allowed origins) is used as given.
+	Transport transport.Config
+
+	// Authenticate, when set, admits or refuses a client. It gets the HTTP
+	// request (headers, ?token=) and the `join.token` ("" for GET /api/ice
+	// and when the join carries none) and returns the user id, which may be
+	// empty. An error answers `unauthorized` and closes with 4001 (HTTP 401
+	// on /api/ice). Nil admits everyone as a guest.
+	Authenticate func(r *http.Request, token string) (user string, err error)
+}
+
+func (c Config) withDefaults() Config {
+	c.STUN = slices.Clone(c.STUN)
+	c.TURN = slices.Clone(c.TURN)
+	if c.TURNTTL <= 0 {
+		c.TURNTTL = 24 * time.Hour
+	}
+	if c.MaxSDP <= 0 {
+		c.MaxSDP = wire.SignalMaxSDP
+	}
+	if c.MaxFrame <= 0 {
+		c.MaxFrame = wire.SignalMaxFrame
+	}
+	if c.MaxPeers <= 0 {
+		c.MaxPeers = wire.SignalMaxPeers
+	}
+	if c.RelayRate <= 0 {
+		c.RelayRate = wire.SignalRelayRate
+	}
+	if c.RelayBurst <= 0 {
+		c.RelayBurst = wire.SignalRelayBurst
+	}
+	if c.JoinTimeout <= 0 {
+		c.JoinTimeout = 5 * time.Second
+	}
+	c.Transport.ReadLimit = c.MaxFrame
+	c.Transport.Text = true
+	return c
+}
+
+// conn is what the Server needs of a WebSocket; *transport.Conn has it.
+// Read is called by the connection's handler goroutine only.
+type conn interface {
+	Read() ([]byte, error)
+	Send(msg []byte) error
+	Close(code int, reason string)
+	Done() <-chan struct{}
+}
+
+// Server runs signaling calls. Create it with New.
+type Server struct {
+	cfg Config
+
+	mu     sync.Mutex        // guards calls, conns, closed and every call's peers
+	calls  map[string]*call  // by call id; a call exists while it has peers
+	conns  map[conn]struct{} // every open signaling connection, joined or not
+	closed bool              // Shutdown has begun; new connections are refused
+	wg     sync.WaitGroup    // one count per handler in conns
+	errs   atomic.Uint64     // error messages sent to clients
+	relays atomic.Uint64     // messages relayed
+}
+
+// call is a set of peers that may signal each other.
+type call struct {
+	id    string
+	peers map[string]*peer // by peer id; guarded by Server.mu
+}
+
+// peer is one joined connection. Only its handler goroutine uses limit.
+type peer struct {
+	id, name string
+	call     *call
+	c        conn
+	limit    *rate.Limiter
+}
+
+// New returns a Server with cfg's zero fields set to the defaults.
+func New(cfg Config) *Server {
+	return &Server{
+		cfg:   cfg.withDefaults(),
+		calls: make(map[string]*call),
+		conns: make(map[conn]struct{}),
+	}
+}
+
+// Stats are a Server's counts at one moment.
+type Stats struct {
+	Conns   int    // open signaling WebSockets, joined or not
+	Calls   int    // calls with at least one peer
+	Peers   int    // joined peers over all calls
+	Relayed uint64 // offers, answers and candidates relayed since New
+	Errors  uint64 // `error` messages sent since New
+}
+
+// Stats returns the current counts.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{Conns: len(s.conns), Calls: len(s.calls), Relayed: s.relays.Load(), Errors: s.errs.Load()}
+	for _, cl := range s.calls {
+		st.Peers += len(cl.peers)
+	}
+	return st
+}
+
+// ServeHTTP upgrades the request to a signaling WebSocket (mount it at
+// GET /ws/signal) and serves it until the client leaves or goes. After
+// Shutdown it answers 503.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "server shutting down")
+		return
+	}
+	c, err := transport.Upgrade(w, r, s.cfg.Transport)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	s.serve(r, c)
+}
+
+// Shutdown closes every signaling WebSocket with 1001, refuses new ones, and
+// waits until their handlers have ended or ctx is done. It is safe to call
+// more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	conns := slices.Collect(maps.Keys(s.conns))
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.Close(wire.SignalCloseGoingAway, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() { // ends when the last handler does
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// serve is one connection's handler: it reads until the connection fails,
+// which every way out (leave, a fatal error, Shutdown, a timeout) leads to,
+// and returns once the connection's writer has ended too.
+func (s *Server) serve(r *http.Request, c conn) {
+	defer func() { <-c.Done() }()
+	if !s.register(c) {
+		c.Close(wire.SignalCloseGoingAway, "server shutting down")
+		drain(c)
+		return
+	}
+	defer s.unregister(c)
+
+	joinTimer := time.AfterFunc(s.cfg.JoinTimeout, func() {
+		s.fail(c, wire.SignalErrUnauthorized, "no join in time", wire.SignalCloseUnauthorized)
+	})
+	defer joinTimer.Stop()
+
+	var p *peer
+	closing := false // a close has been queued; later messages are ignored
+	for {
+		data, err := c.Read()
+		if err != nil {
+			break
+		}
+		switch {
+		case closing:
+		case p == nil:
+			if !joinTimer.Stop() {
+				closing = true // the deadline passed while this message was on its way
+				break
+			}
+			p = s.join(r, c, data)
+			closing = p == nil
+		default:
+			closing = s.handle(p, data)
+		}
+	}
+	if p != nil {
+		s.leave(p)
+	}
+}
+
+// drain reads until the connection fails.
+func drain(c conn) {
+	for {
+		if _, err := c.Read(); err != nil {
+			return
+		}
+	}
+}
+
+func (s *Server) register(c conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) unregister(c conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// join handles the first message. It returns the new peer, or nil when it
+// has refused the client and queued a close.
+func (s *Server) join(r *http.Request, c conn, data []byte) *peer {
+	m, err := wire.DecodeSignal(data)
+	if err != nil || m.Type != wire.SignalTypeJoin {
+		s.fail(c, wire.SignalErrBadMessage, "the first message must be a valid join", wire.SignalCloseBadMessage)
+		return nil
+	}
+	if s.cfg.Authenticate != nil {
+		if _, err := s.cfg.Authenticate(r, m.Token); err != nil {
+			s.fail(c, wire.SignalErrUnauthorized, "bad or missing token", wire.SignalCloseUnauthorized)
+			return nil
+		}
+	}
+	p := &peer{name: m.Name, c: c, limit: rate.NewLimiter(s.cfg.RelayRate, s.cfg.RelayBurst)}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close(wire.SignalCloseGoingAway, "server shutting down")
+		return nil
+	}
+	cl := s.calls[m.Call]
+	if cl == nil {
+		cl = &call{id: m.Call, peers: make(map[string]*peer)}
+		s.calls[m.Call] = cl
+	}
+	if len(cl.peers) >= s.cfg.MaxPeers {
+		s.fail(c, wire.SignalErrCallFull, "the call is full", wire.SignalCloseCallFull)
+		return nil
+	}
+	for p.id == "" || cl.peers[p.id] != nil {
+		p.id = newID()
+	}
+	welcome := wire.SignalMessage{
+		Type:       wire.SignalTypeWelcome,
+		ID:         p.id,
+		Call:       m.Call,
+		Peers:      []wire.SignalPeer{},
+		ICEServers: s.iceServers(p.id, time.Now()),
+	}
+	joined := encode(wire.SignalMessage{Type: wire.SignalTypePeerJoined, ID: p.id, Name: p.name})
+	for _, o := range cl.peers {
+		welcome.Peers = append(welcome.Peers, wire.SignalPeer{ID: o.id, Name: o.name})
+		_ = o.c.Send(joined)
+	}
+	slices.SortFunc(welcome.Peers, func(a, b wire.SignalPeer) int { return cmp.Compare(a.ID, b.ID) })
+	p.call = cl
+	cl.peers[p.id] = p
+	// Queued before the lock is released, so the welcome precedes anything
+	// relayed to the new peer.
+	_ = c.Send(encode(welcome))
+	return p
+}
+
+// handle handles one message of a joined peer and reports whether it has
+// queued a close.
+func (s *Server) handle(p *peer, data []byte) bool {
+	m, err := wire.DecodeSignal(data)
+	switch {
+	case errors.Is(err, wire.ErrSignalSyntax):
+		s.fail(p.c, wire.SignalErrBadMessage, "not a JSON object", wire.SignalCloseBadMessage)
+		return true
+	case err != nil:
+		s.reject(p.c, wire.SignalErrBadMessage, err.Error())
+		return false
+	}
+	switch m.Type {
+	case wire.SignalTypeJoin:
+		s.reject(p.c, wire.SignalErrBadMessage, "already joined")
+	case wire.SignalTypeLeave:
+		s.leave(p)
+		p.c.Close(wire.SignalCloseNormal, "leave")
+		return true
+	default:
+		s.relay(p, m)
+	}
+	return false
+}
+
+// relay forwards an offer, answer or ice-candidate to its `to`, with `from`
+// set to the sender, or drops it with an error to the sender.
+func (s *Server) relay(p *peer, m wire.SignalMessage) {
+	if !p.limit.Allow() {
+		s.reject(p.c, wire.SignalErrRateLimited, "too many messages")
+		return
+	}
+	if len(m.SDP) > s.cfg.MaxSDP {
+		s.reject(p.c, wire.SignalErrTooBig, "sdp too big")
+		return
+	}
+	s.mu.Lock()
+	to := p.call.peers[m.To]
+	s.mu.Unlock()
+	if to == nil || to == p {
+		s.reject(p.c, wire.SignalErrUnknownPeer, "no peer "+m.To+" in this call")
+		return
+	}
+	m.From = p.id
+	if to.c.Send(encode(m)) == nil {
+		s.relays.Add(1)
+	}
+}
+
+// leave takes p out of its call and tells the others. Later calls for the
+// same peer do nothing.
+func (s *Server) leave(p *peer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cl := p.call
+	if cl.peers[p.id] != p {
+		return
+	}
+	delete(cl.peers, p.id)
+	if len(cl.peers) == 0 {
+		delete(s.calls, cl.id)
+		return
+	}
+	left := encode(wire.SignalMessage{Type: wire.SignalTypePeerLeft, ID: p.id})
+	for _, o := range cl.peers {
+		_ = o.c.Send(left)
+	}
+}
+
+// reject sends an error message; the connection stays.
+func (s *Server) reject(c conn, code, message string) {
+	s.errs.Add(1)
+	_ = c.Send(encode(wire.SignalError(code, message)))
+}
+
+// fail sends an error message, then closes with closeCode.
+func (s *Server) fail(c conn, code, message string, closeCode int) {
+	s.reject(c, code, message)
+	c.Close(closeCode, code)
+}
+
+// encode marshals a message built from validated input, which cannot fail.
+func encode(m wire.SignalMessage) []byte {
+	b, err := json.Marshal(m)
+	if err != nil {
+		panic("signaling: encode: " + err.Error())
+	}
+	return b
+}
+
+// newID returns a random peer id of 16 hex digits.
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

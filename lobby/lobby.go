@@ -19,6 +19,7 @@ import (
 
 	"github.com/tickwire/tickwire/game"
 	"github.com/tickwire/tickwire/game/room"
+	"github.com/tickwire/tickwire/lobby/feed"
 )
 
 // Config sets up a lobby. Zero fields take the defaults.
@@ -36,9 +37,7 @@ type Config struct {
 	// stays under (2 * Hz: inputs at the tick rate, plus room for pings and
 	// chat). A player sending more than 10x that for 2 s is closed with 4029.
 	MessageRate float64
-	// NewObserver, when set, gives each new room the observer of its
-	// events (the spectator feed).
-	NewObserver func(id string) room.Observer
+	Feed        feed.Config // every room's spectator feed
 	Logger      *slog.Logger
 }
 
@@ -95,9 +94,10 @@ type Lobby struct {
 	wg       sync.WaitGroup // room goroutines
 	draining atomic.Bool
 
-	mu    sync.Mutex // guards rooms and ended
+	mu    sync.Mutex // guards rooms, feeds and ended
 	rooms map[string]*room.Room
-	ended map[string]time.Time // id -> when it ended
+	feeds map[string]*feed.Feed // the spectator feed of each room
+	ended map[string]time.Time  // id -> when it ended
 }
 
 // New returns an empty lobby.
@@ -108,6 +108,7 @@ func New(cfg Config) *Lobby {
 		ctx:    ctx,
 		cancel: cancel,
 		rooms:  make(map[string]*room.Room),
+		feeds:  make(map[string]*feed.Feed),
 		ended:  make(map[string]time.Time),
 	}
 }
@@ -144,11 +145,12 @@ func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
 		MaxPlayers: opts.MaxPlayers, Grace: l.cfg.Grace, Idle: l.cfg.RoomIdle,
 		Game: l.cfg.Game, Logger: l.cfg.Logger,
 	}
-	if l.cfg.NewObserver != nil {
-		cfg.Observer = l.cfg.NewObserver(id)
-	}
-	r := room.New(cfg)
+	var r *room.Room
+	f := feed.New(l.cfg.Feed, func(delta int) { r.AddSpectators(delta) })
+	cfg.Observer = f
+	r = room.New(cfg)
 	l.rooms[id] = r
+	l.feeds[id] = f
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -163,6 +165,7 @@ func (l *Lobby) roomEnded(id string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.rooms, id)
+	delete(l.feeds, id)
 	now := time.Now()
 	l.ended[id] = now
 	for old, at := range l.ended {
@@ -185,6 +188,20 @@ func (l *Lobby) Room(id string) (*room.Room, error) {
 		return nil, ErrGone
 	}
 	return nil, ErrNotFound
+}
+
+// Feed returns a running room's spectator feed, or feed.ErrRoomEnded, or
+// feed.ErrUnknownRoom.
+func (l *Lobby) Feed(id string) (*feed.Feed, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if f := l.feeds[id]; f != nil {
+		return f, nil
+	}
+	if !l.ended[id].IsZero() {
+		return nil, feed.ErrRoomEnded
+	}
+	return nil, feed.ErrUnknownRoom
 }
 
 // List returns the public rooms, fullest first.

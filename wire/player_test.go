@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/json"
 	"errors"
 	"math"
 	"strings"
@@ -154,5 +155,28 @@ func TestValidID(t *testing.T) {
 		if ValidID(id) != want {
 			t.Errorf("ValidID(%q) != %v", id, want)
 		}
+	}
+}
+
+func TestAppendSnapJSONDecodes(t *testing.T) {
+	p := []PlayerState{{ID: 1, X: 10.5, Y: 20.25, VX: -240, VY: 0, Score: 3, RTT: 12}, {ID: 2, X: 1.1, Y: 2}}
+	o := []Orb{{ID: 9, X: 100, Y: 200.5}}
+	raw := AppendSnapJSON(nil, 42, 1700000000123, p, o)
+	var s SpectatorSnap
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatalf("%s: %v", raw, err)
+	}
+	if s.N != 42 || s.ST != 1700000000123 || len(s.P) != 2 || len(s.O) != 1 {
+		t.Fatalf("%s decoded as %+v", raw, s)
+	}
+	if s.P[0] != [7]float64{1, 10.5, 20.25, -240, 0, 3, 12} || s.O[0] != [3]float64{9, 100, 200.5} {
+		t.Fatalf("rows %v %v", s.P[0], s.O[0])
+	}
+	if math.Abs(s.P[1][1]-1.1) > 1e-6 {
+		t.Fatalf("x %v", s.P[1][1])
+	}
+	empty := AppendSnapJSON(nil, 1, 2, nil, nil)
+	if string(empty) != `{"n":1,"st":2,"p":[],"o":[]}` {
+		t.Fatalf("empty snap %s", empty)
 	}
 }

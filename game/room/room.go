@@ -40,8 +40,8 @@ type Client interface {
 // Observer receives a room's events, in order, on the room goroutine. It
 // must not block. Spectator feeds implement it.
 type Observer interface {
-	// RoomInfo is called once before any other event.
-	RoomInfo(info Info, players []wire.PlayerInfo)
+	// Opened is called once, before any other event.
+	Opened(info wire.SpectatorRoom)
 	Joined(m *wire.Joined)
 	Left(m *wire.Left)
 	Chat(m *wire.ChatLine)
@@ -433,7 +433,8 @@ func (r *Room) Run(ctx context.Context) {
 		close(r.done)
 	}()
 	if o := r.cfg.Observer; o != nil {
-		o.RoomInfo(r.Info(), r.playerInfos())
+		cfg := r.world.Config()
+		o.Opened(wire.SpectatorRoom{ID: r.cfg.ID, Hz: r.cfg.Hz, W: cfg.W, H: cfg.H, Players: r.playerInfos()})
 	}
 	r.emptyAt = time.Now()
 	start := time.Now()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math"
 	"net/http/httptest"
 	"runtime"
 	"strings"
@@ -137,3 +138,29 @@ func checkGoroutines(t *testing.T, base int) {
 }
 
 func msgpackMarshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
+
+// keepMoving steers c in circles until the test ends, so that its room's
+// state changes every tick.
+func keepMoving(t *testing.T, c *player.Client) {
+	t.Helper()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	t.Cleanup(func() { close(stop); <-done })
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for a := 0.0; ; a += 0.3 {
+			select {
+			case <-stop:
+				return
+			case <-c.Done():
+				return
+			case <-tick.C:
+				if _, err := c.Input(math.Cos(a), math.Sin(a)); err != nil {
+					return
+				}
+			}
+		}
+	}()
+}

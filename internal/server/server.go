@@ -20,6 +20,8 @@ import (
 	"github.com/tickwire/tickwire/internal/httpapi"
 	"github.com/tickwire/tickwire/internal/transport"
 	"github.com/tickwire/tickwire/lobby"
+	"github.com/tickwire/tickwire/lobby/feed"
+	"github.com/tickwire/tickwire/signaling"
 	"github.com/tickwire/tickwire/wire"
 )
 
@@ -42,8 +44,13 @@ type Config struct {
 	PingEvery  time.Duration // WebSocket ping interval (2s)
 	JoinWait   time.Duration // time a player has to send join (5s)
 	ReadLimit  int64         // player frame limit (4096)
-	Game       game.Config
-	Logger     *slog.Logger
+	// Spectator feed settings: events kept for resumes (1024), SSE
+	// heartbeat (15s), default long-poll wait (25s).
+	FeedHistory   int
+	FeedHeartbeat time.Duration
+	PollTimeout   time.Duration
+	Game          game.Config
+	Logger        *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -63,6 +70,8 @@ func (c Config) withDefaults() Config {
 type Server struct {
 	cfg      Config
 	lobby    *lobby.Lobby
+	feeds    *feed.Handlers
+	signal   *signaling.Server
 	mux      *http.ServeMux
 	draining atomic.Bool
 
@@ -79,10 +88,22 @@ func New(cfg Config) *Server {
 	s.lobby = lobby.New(lobby.Config{
 		Hz: cfg.Hz, MaxPlayers: cfg.MaxPlayers, Grace: cfg.Grace, RoomIdle: cfg.RoomIdle,
 		JoinWait: cfg.JoinWait, Game: cfg.Game, Logger: cfg.Logger,
+		Feed: feed.Config{SpectateHz: cfg.SpectateHz, History: cfg.FeedHistory},
+	})
+	s.feeds = feed.NewHandlers(feed.HandlerConfig{
+		Lookup: s.lobby.Feed, Heartbeat: cfg.FeedHeartbeat, PollTimeout: cfg.PollTimeout,
 	})
 	s.mux = http.NewServeMux()
 	s.mux.Handle("/api/rooms", s.lobby.RoomsHandler())
 	s.mux.HandleFunc("GET /ws/play", s.servePlay)
+	s.signal = signaling.New(signaling.Config{
+		STUN: cfg.STUN, TURN: cfg.TURN, TURNSecret: cfg.TURNSecret,
+		Transport: transport.Config{PingInterval: cfg.PingEvery, CheckOrigin: s.checkOrigin},
+	})
+	s.mux.Handle("GET /ws/signal", s.signal)
+	s.mux.Handle("GET /api/ice", s.signal.ICEHandler())
+	s.mux.HandleFunc("GET /rooms/{room}/events", s.feeds.SSE)
+	s.mux.HandleFunc("GET /rooms/{room}/poll", s.feeds.Poll)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	return s
 }
@@ -208,7 +229,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	s.closeConns()
-	err := s.lobby.Shutdown(ctx)
+	err := s.lobby.Shutdown(ctx) // rooms end: viewers get `closed`
+	s.feeds.Shutdown()
+	err = errors.Join(err, s.signal.Shutdown(ctx))
 	done := make(chan struct{})
 	go func() { s.active.Wait(); close(done) }()
 	select {

@@ -1,0 +1,301 @@
+// Package feed is a room's spectator feed: an event log with strictly
+// increasing ids, a history window of the reliable events (joined, left,
+// chat, closed), the newest snapshot decimated to the spectate rate, and the
+// Server-Sent Events and long-poll handlers that read it.
+//
+// Each event is encoded once, when it is published, in the two forms the
+// handlers write; viewers share those bytes. A Feed is fed by its room's
+// goroutine (it implements room.Observer) and read by any number of viewer
+// goroutines; all its methods are safe for concurrent use.
+package feed
+
+import (
+	"encoding/json"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tickwire/tickwire/wire"
+)
+
+// Config sets a feed. Zero fields take the defaults.
+type Config struct {
+	SpectateHz int // snapshots per second at most (10)
+	History    int // reliable events kept for resumes (1024, at least 1000 by default)
+}
+
+func (c Config) withDefaults() Config {
+	if c.SpectateHz <= 0 {
+		c.SpectateHz = 10
+	}
+	if c.History <= 0 {
+		c.History = 1024
+	}
+	return c
+}
+
+// Event is one feed event, pre-encoded for both transports.
+type Event struct {
+	ID   uint64
+	Type string
+	Data []byte // the JSON data object
+	sse  []byte // "id: ..\nevent: ..\ndata: ..\n\n"
+	poll []byte // {"id":..,"type":"..","data":..}
+}
+
+func newEvent(id uint64, typ string, data []byte) *Event {
+	e := &Event{ID: id, Type: typ, Data: data}
+	e.sse = append(e.sse, "id: "...)
+	e.sse = strconv.AppendUint(e.sse, id, 10)
+	e.sse = append(e.sse, "\nevent: "...)
+	e.sse = append(e.sse, typ...)
+	e.sse = append(e.sse, "\ndata: "...)
+	e.sse = append(e.sse, data...)
+	e.sse = append(e.sse, "\n\n"...)
+	e.poll = append(e.poll, `{"id":`...)
+	e.poll = strconv.AppendUint(e.poll, id, 10)
+	e.poll = append(e.poll, `,"type":"`...)
+	e.poll = append(e.poll, typ...)
+	e.poll = append(e.poll, `","data":`...)
+	e.poll = append(e.poll, data...)
+	e.poll = append(e.poll, '}')
+	return e
+}
+
+// SSE returns the event as a Server-Sent Events block.
+func (e *Event) SSE() []byte { return e.sse }
+
+// PollJSON returns the event as an element of a long-poll `events` array.
+func (e *Event) PollJSON() []byte { return e.poll }
+
+// Batch is what a viewer reads at once.
+type Batch struct {
+	Events []*Event
+	Last   uint64        // the id to resume after; the cursor given when Events is empty
+	Closed bool          // the room has ended: Events ends with `closed`, or the viewer saw it
+	Wake   chan struct{} // closed when something newer is published
+}
+
+// Feed is the event log of one room.
+type Feed struct {
+	cfg     Config
+	stride  uint64 // ticks between published snapshots
+	viewers atomic.Int64
+	parked  atomic.Int64 // parked long-polls
+
+	mu       sync.Mutex // guards the fields below
+	nextID   uint64     // id of the next event; ids start at 1
+	history  []*Event   // reliable events, oldest first, at most cfg.History
+	evicted  uint64     // id of the newest event dropped from history
+	snap     *Event     // newest snapshot, nil before the first
+	recent   []*Event   // the last recentSnaps snapshots, oldest first
+	lastN    uint64     // tick of the newest published snapshot
+	lastP    []wire.PlayerState
+	lastO    []wire.Orb
+	info     wire.SpectatorRoom
+	infoID   uint64 // id of the newest reliable event, 0 before any
+	closed   bool
+	wake     chan struct{}
+	onViewer func(delta int)
+}
+
+// New returns an empty feed. onViewer, when set, is told of every viewer
+// that comes (+1) and goes (-1).
+func New(cfg Config, onViewer func(delta int)) *Feed {
+	return &Feed{cfg: cfg.withDefaults(), nextID: 1, wake: make(chan struct{}), onViewer: onViewer}
+}
+
+// Viewers returns the number of SSE streams and parked polls open now.
+func (f *Feed) Viewers() int { return int(f.viewers.Load()) }
+
+func (f *Feed) addViewer(delta int) {
+	f.viewers.Add(int64(delta))
+	if f.onViewer != nil {
+		f.onViewer(delta)
+	}
+}
+
+// publishLocked appends a reliable event, or makes a snapshot the newest,
+// and wakes every waiting viewer.
+func (f *Feed) publishLocked(typ string, data []byte) {
+	e := newEvent(f.nextID, typ, data)
+	f.nextID++
+	if typ == wire.EventSnap {
+		f.snap = e
+		if len(f.recent) == recentSnaps {
+			f.recent = slices.Delete(f.recent, 0, 1)
+		}
+		f.recent = append(f.recent, e)
+	} else {
+		if len(f.history) == f.cfg.History {
+			f.evicted = f.history[0].ID
+			f.history = slices.Delete(f.history, 0, 1)
+		}
+		f.history = append(f.history, e)
+		f.infoID = e.ID
+	}
+	close(f.wake)
+	f.wake = make(chan struct{})
+}
+
+func (f *Feed) publish(typ string, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only the wire types of this package are published
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.closed {
+		f.publishLocked(typ, data)
+	}
+}
+
+// Opened records the room's starting info. It implements room.Observer.
+func (f *Feed) Opened(info wire.SpectatorRoom) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.info = info
+	f.info.Players = slices.Clone(info.Players)
+	f.stride = uint64(max(1, (info.Hz+f.cfg.SpectateHz-1)/f.cfg.SpectateHz))
+}
+
+// Joined publishes a `joined` event.
+func (f *Feed) Joined(m *wire.Joined) {
+	f.mu.Lock()
+	f.info.Players = append(f.info.Players, wire.PlayerInfo{ID: m.ID, Name: m.Name})
+	f.mu.Unlock()
+	f.publish(wire.EventJoined, m)
+}
+
+// Left publishes a `left` event.
+func (f *Feed) Left(m *wire.Left) {
+	f.mu.Lock()
+	f.info.Players = slices.DeleteFunc(f.info.Players, func(p wire.PlayerInfo) bool { return p.ID == m.ID })
+	f.mu.Unlock()
+	f.publish(wire.EventLeft, m)
+}
+
+// Chat publishes a `chat` event.
+func (f *Feed) Chat(m *wire.ChatLine) { f.publish(wire.EventChat, m) }
+
+// Snap publishes a `snap` event when at least 1/SpectateHz has passed in
+// ticks since the last one and the state differs from the last published
+// (a room where nothing moves sends its viewers nothing). Other ticks cost
+// a comparison.
+func (f *Feed) Snap(n uint64, st int64, p []wire.PlayerState, o []wire.Orb) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed || f.snap != nil && n < f.lastN+f.stride {
+		return
+	}
+	if f.snap != nil && slices.Equal(p, f.lastP) && slices.Equal(o, f.lastO) {
+		return
+	}
+	f.lastN = n
+	f.lastP = append(f.lastP[:0], p...)
+	f.lastO = append(f.lastO[:0], o...)
+	f.publishLocked(wire.EventSnap, wire.AppendSnapJSON(nil, n, st, p, o))
+}
+
+// Closed publishes the final `closed` event; viewers end after it.
+func (f *Feed) Closed(reason string) {
+	data, _ := json.Marshal(wire.SpectatorClosed{Reason: reason})
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.closed {
+		f.publishLocked(wire.EventClosed, data)
+		f.closed = true
+	}
+}
+
+// Modes of Read.
+const (
+	// Coalesce returns at most one snapshot, the newest (long-poll).
+	Coalesce = false
+	// Stream returns every snapshot still among the recent ones, so
+	// viewers that keep up all see the same snapshot ids (SSE).
+	Stream = true
+)
+
+// recentSnaps is how many snapshots a streaming viewer may fall behind by
+// before it gets only the newest.
+const recentSnaps = 8
+
+// Read returns the events after the cursor `after`. With after < 0 (a new
+// viewer), or a cursor older than the history window or newer than any id,
+// it returns a `room` event and the newest snapshot, so the viewer starts
+// over. Otherwise it returns every reliable event after the cursor, in
+// order, with the snapshots newer than the cursor: the newest only
+// (Coalesce), or each of the recent ones in id order (Stream).
+func (f *Feed) Read(after int64, stream bool) Batch {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b := Batch{Wake: f.wake, Closed: f.closed}
+	if after < 0 || uint64(after) < f.evicted || uint64(after) >= f.nextID {
+		if f.closed { // nothing to start over from: just the end
+			b.Events = append(b.Events, f.history[len(f.history)-1])
+		} else {
+			data, _ := json.Marshal(f.info)
+			b.Events = append(b.Events, newEvent(f.infoID, wire.EventRoom, data))
+			if s := f.snapAfterLocked(f.infoID); s != nil {
+				b.Events = append(b.Events, s)
+			}
+		}
+		b.Last = b.Events[len(b.Events)-1].ID
+		return b
+	}
+	cursor := uint64(after)
+	reliable := f.history[firstAfter(f.history, cursor):]
+	switch {
+	case f.closed:
+		b.Events = append(b.Events, reliable...)
+	case stream:
+		snaps := f.recent[firstAfter(f.recent, cursor):]
+		b.Events = make([]*Event, 0, len(reliable)+len(snaps))
+		for len(reliable) > 0 || len(snaps) > 0 {
+			if len(snaps) == 0 || len(reliable) > 0 && reliable[0].ID < snaps[0].ID {
+				b.Events, reliable = append(b.Events, reliable[0]), reliable[1:]
+			} else {
+				b.Events, snaps = append(b.Events, snaps[0]), snaps[1:]
+			}
+		}
+	default:
+		b.Events = append(b.Events, reliable...)
+		if f.snap != nil && f.snap.ID > cursor {
+			newest := cursor
+			if n := len(reliable); n > 0 {
+				newest = reliable[n-1].ID
+			}
+			b.Events = append(b.Events, f.snapAfterLocked(newest))
+		}
+	}
+	b.Last = cursor
+	if n := len(b.Events); n > 0 {
+		b.Last = b.Events[n-1].ID
+	}
+	return b
+}
+
+// firstAfter returns the index of the first event with an id above id.
+func firstAfter(events []*Event, id uint64) int {
+	i, _ := slices.BinarySearchFunc(events, id+1, func(e *Event, id uint64) int {
+		return int(int64(e.ID) - int64(id))
+	})
+	return i
+}
+
+// snapAfterLocked returns the newest snapshot with an id above id. A
+// snapshot older than a reliable event it follows is stamped with a fresh
+// id (same data, encoded once and shared) so that ids keep increasing for
+// every viewer.
+func (f *Feed) snapAfterLocked(id uint64) *Event {
+	if f.snap == nil {
+		return nil
+	}
+	if f.snap.ID < id {
+		f.snap = newEvent(f.nextID, wire.EventSnap, f.snap.Data)
+		f.nextID++
+	}
+	return f.snap
+}

@@ -1,0 +1,254 @@
+package feed
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tickwire/tickwire/internal/httpapi"
+)
+
+// Errors a Lookup returns for rooms without a feed.
+var (
+	ErrUnknownRoom = errors.New("feed: unknown room")
+	ErrRoomEnded   = errors.New("feed: room has ended")
+)
+
+// HandlerConfig sets the SSE and long-poll handlers. Zero fields take the
+// defaults.
+type HandlerConfig struct {
+	// Lookup finds a room's feed, or returns ErrUnknownRoom or ErrRoomEnded.
+	Lookup          func(room string) (*Feed, error)
+	Retry           time.Duration // reconnect delay told to SSE clients (2s)
+	Heartbeat       time.Duration // `: ping` after this much silence (15s)
+	WriteWait       time.Duration // deadline of each write to a viewer (10s)
+	PollTimeout     time.Duration // default long-poll wait (25s)
+	MaxPollsPerRoom int           // parked polls per room (5000)
+	MaxPolls        int           // parked polls in the server (20000)
+}
+
+func (c HandlerConfig) withDefaults() HandlerConfig {
+	if c.Retry <= 0 {
+		c.Retry = 2 * time.Second
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 15 * time.Second
+	}
+	if c.WriteWait <= 0 {
+		c.WriteWait = 10 * time.Second
+	}
+	if c.PollTimeout <= 0 {
+		c.PollTimeout = 25 * time.Second
+	}
+	if c.MaxPollsPerRoom <= 0 {
+		c.MaxPollsPerRoom = 5000
+	}
+	if c.MaxPolls <= 0 {
+		c.MaxPolls = 20000
+	}
+	return c
+}
+
+// Long-poll timeout bounds, in seconds.
+const (
+	MinPollTimeout = 1
+	MaxPollTimeout = 55
+)
+
+// Handlers serve the spectator feeds over SSE and long-poll.
+type Handlers struct {
+	cfg      HandlerConfig
+	parked   atomic.Int64 // parked polls in the server
+	done     chan struct{}
+	doneOnce sync.Once
+}
+
+// NewHandlers returns the feed handlers.
+func NewHandlers(cfg HandlerConfig) *Handlers {
+	return &Handlers{cfg: cfg.withDefaults(), done: make(chan struct{})}
+}
+
+// Shutdown ends every SSE stream and answers every parked poll at once.
+// It is safe to call twice.
+func (h *Handlers) Shutdown() { h.doneOnce.Do(func() { close(h.done) }) }
+
+// lookup finds the feed of the request's {room}, or answers the error.
+func (h *Handlers) lookup(w http.ResponseWriter, r *http.Request) *Feed {
+	id := r.PathValue("room")
+	f, err := h.cfg.Lookup(id)
+	switch {
+	case errors.Is(err, ErrRoomEnded):
+		httpapi.WriteError(w, http.StatusGone, httpapi.CodeGone, "room "+id+" has ended")
+	case err != nil:
+		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "no room "+id)
+	}
+	return f
+}
+
+// parseID reads an event id: -1 when absent, an error when it is not an
+// integer >= 0.
+func parseID(s string) (int64, error) {
+	if s == "" {
+		return -1, nil
+	}
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id < 0 {
+		return 0, errors.New("event ids are integers >= 0")
+	}
+	return id, nil
+}
+
+// SSE serves GET /rooms/{room}/events.
+func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
+	last := r.Header.Get("Last-Event-ID")
+	if last == "" {
+		last = r.URL.Query().Get("lastEventId")
+	}
+	after, err := parseID(last)
+	if err != nil {
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "Last-Event-ID: "+err.Error())
+		return
+	}
+	f := h.lookup(w, r)
+	if f == nil {
+		return
+	}
+	f.addViewer(1)
+	defer f.addViewer(-1)
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	write := func(chunks ...[]byte) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(h.cfg.WriteWait))
+		defer rc.SetWriteDeadline(time.Time{}) // idle streams have no deadline
+		for _, c := range chunks {
+			if _, err := w.Write(c); err != nil {
+				return false
+			}
+		}
+		return rc.Flush() == nil
+	}
+	if !write([]byte("retry: " + strconv.FormatInt(h.cfg.Retry.Milliseconds(), 10) + "\n\n")) {
+		return
+	}
+	heartbeat := time.NewTimer(h.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	b := f.Read(after, Stream)
+	for {
+		if len(b.Events) > 0 {
+			chunks := make([][]byte, len(b.Events))
+			for i, e := range b.Events {
+				chunks[i] = e.SSE()
+			}
+			if !write(chunks...) {
+				return
+			}
+			heartbeat.Reset(h.cfg.Heartbeat)
+		}
+		if b.Closed {
+			return
+		}
+		select {
+		case <-b.Wake:
+			b = f.Read(int64(b.Last), Stream)
+		case <-heartbeat.C:
+			if !write([]byte(": ping\n\n")) {
+				return
+			}
+			heartbeat.Reset(h.cfg.Heartbeat)
+		case <-r.Context().Done():
+			return
+		case <-h.done:
+			return
+		}
+	}
+}
+
+// Poll serves GET /rooms/{room}/poll?after=<id>&timeout=<s>.
+func (h *Handlers) Poll(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	after := int64(-1)
+	if q.Has("after") {
+		var err error
+		if after, err = parseID(q.Get("after")); err != nil || q.Get("after") == "" {
+			httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "after: event ids are integers >= 0")
+			return
+		}
+	}
+	timeout := h.cfg.PollTimeout
+	if s := q.Get("timeout"); s != "" {
+		secs, err := strconv.ParseFloat(s, 64)
+		if err != nil || secs != secs {
+			httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "timeout: seconds, a number")
+			return
+		}
+		secs = min(max(secs, MinPollTimeout), MaxPollTimeout)
+		timeout = time.Duration(secs * float64(time.Second))
+	}
+	f := h.lookup(w, r)
+	if f == nil {
+		return
+	}
+	b := f.Read(after, Coalesce)
+	if len(b.Events) == 0 && !b.Closed {
+		if !h.park(f) {
+			httpapi.WriteRetryError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable,
+				"too many parked polls; try again", time.Second)
+			return
+		}
+		defer h.unpark(f)
+		timer := time.NewTimer(timeout)
+		defer timer.Stop()
+	wait:
+		for len(b.Events) == 0 && !b.Closed {
+			select {
+			case <-b.Wake:
+				b = f.Read(after, Coalesce)
+			case <-timer.C:
+				break wait
+			case <-h.done:
+				break wait
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}
+	body := make([]byte, 0, 256)
+	body = append(body, `{"events":[`...)
+	for i, e := range b.Events {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, e.PollJSON()...)
+	}
+	body = append(body, `],"last":`...)
+	body = strconv.AppendUint(body, b.Last, 10)
+	body = append(body, "}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(body)
+}
+
+// park counts a waiting poll against the room's and the server's caps.
+func (h *Handlers) park(f *Feed) bool {
+	inRoom, inServer := f.parked.Add(1), h.parked.Add(1)
+	if inRoom > int64(h.cfg.MaxPollsPerRoom) || inServer > int64(h.cfg.MaxPolls) {
+		f.parked.Add(-1)
+		h.parked.Add(-1)
+		return false
+	}
+	f.addViewer(1)
+	return true
+}
+
+func (h *Handlers) unpark(f *Feed) {
+	f.addViewer(-1)
+	f.parked.Add(-1)
+	h.parked.Add(-1)
+}

@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/tickwire
 
-.PHONY: run build test vet bench fuzz clean
+.PHONY: run build test vet browser bench fuzz clean
 
 run:
 	$(GO) run ./cmd/tickwire serve
@@ -15,9 +15,18 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
+# Chromium for the browser client's tests (clients/web), installed only when
+# missing.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		echo "installing chromium"; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+
 # Every test under the race detector; fuzz targets run their seed corpus.
-test: vet
-	$(GO) test -race -count=1 -timeout 20m ./...
+test: vet browser
+	TICKWIRE_REQUIRE_BROWSER=1 $(GO) test -race -count=1 -timeout 20m ./...
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./...

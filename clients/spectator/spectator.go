@@ -124,7 +124,8 @@ func Watch(ctx context.Context, o Options) (*Viewer, error) {
 // Events delivers the events in order; it is closed when the Viewer ends.
 func (v *Viewer) Events() <-chan Event { return v.events }
 
-// LastID returns the id of the newest event seen, if any.
+// LastID returns the id of the newest event handed to Events, if any: the
+// cursor the Viewer resumes from.
 func (v *Viewer) LastID() (uint64, bool) {
 	id := v.last.Load()
 	return uint64(max(id, 0)), id >= 0
@@ -237,13 +238,13 @@ func (v *Viewer) get(ctx context.Context, u string, header http.Header) (*http.R
 // deliver hands an event to the reader and moves the cursor past it. It
 // returns errClosed after a `closed` event.
 func (v *Viewer) deliver(ctx context.Context, e Event) error {
+	v.last.Store(int64(e.ID))
 	select {
 	case v.events <- e:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	v.count.Add(1)
-	v.last.Store(int64(e.ID))
 	if e.Type == wire.EventClosed {
 		return errClosed
 	}

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tickwire/tickwire/clients/web"
 	"github.com/tickwire/tickwire/game"
 	"github.com/tickwire/tickwire/internal/httpapi"
 	"github.com/tickwire/tickwire/internal/transport"
@@ -105,6 +106,7 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /rooms/{room}/events", s.feeds.SSE)
 	s.mux.HandleFunc("GET /rooms/{room}/poll", s.feeds.Poll)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.Handle("/", web.Handler()) // the browser client
 	return s
 }
 

@@ -151,6 +151,13 @@ func (f *Feed) publish(typ string, v any) {
 	}
 }
 
+// wakeChan returns the channel closed by the next publish.
+func (f *Feed) wakeChan() chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.wake
+}
+
 // Opened records the room's starting info. It implements room.Observer.
 func (f *Feed) Opened(info wire.SpectatorRoom) {
 	f.mu.Lock()

@@ -64,16 +64,30 @@ type Handlers struct {
 	parked   atomic.Int64 // parked polls in the server
 	done     chan struct{}
 	doneOnce sync.Once
+	wg       sync.WaitGroup // pumps and catch-up writers of idle streams
+
+	mu      sync.Mutex // guards streams and closing
+	streams map[*Feed]*idleStreams
+	closing bool
 }
 
 // NewHandlers returns the feed handlers.
 func NewHandlers(cfg HandlerConfig) *Handlers {
-	return &Handlers{cfg: cfg.withDefaults(), done: make(chan struct{})}
+	return &Handlers{cfg: cfg.withDefaults(), done: make(chan struct{}), streams: make(map[*Feed]*idleStreams)}
 }
 
-// Shutdown ends every SSE stream and answers every parked poll at once.
-// It is safe to call twice.
-func (h *Handlers) Shutdown() { h.doneOnce.Do(func() { close(h.done) }) }
+// Shutdown ends every SSE stream, after the events already published, and
+// answers every parked poll at once; it waits for the streams' writers. It
+// is safe to call twice.
+func (h *Handlers) Shutdown() {
+	h.doneOnce.Do(func() {
+		h.mu.Lock()
+		h.closing = true
+		h.mu.Unlock()
+		close(h.done)
+	})
+	h.wg.Wait()
+}
 
 // lookup finds the feed of the request's {room}, or answers the error.
 func (h *Handlers) lookup(w http.ResponseWriter, r *http.Request) *Feed {
@@ -99,75 +113,6 @@ func parseID(s string) (int64, error) {
 		return 0, errors.New("event ids are integers >= 0")
 	}
 	return id, nil
-}
-
-// SSE serves GET /rooms/{room}/events.
-func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
-	last := r.Header.Get("Last-Event-ID")
-	if last == "" {
-		last = r.URL.Query().Get("lastEventId")
-	}
-	after, err := parseID(last)
-	if err != nil {
-		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "Last-Event-ID: "+err.Error())
-		return
-	}
-	f := h.lookup(w, r)
-	if f == nil {
-		return
-	}
-	f.addViewer(1)
-	defer f.addViewer(-1)
-	hdr := w.Header()
-	hdr.Set("Content-Type", "text/event-stream")
-	hdr.Set("Cache-Control", "no-cache")
-	hdr.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	write := func(chunks ...[]byte) bool {
-		_ = rc.SetWriteDeadline(time.Now().Add(h.cfg.WriteWait))
-		defer rc.SetWriteDeadline(time.Time{}) // idle streams have no deadline
-		for _, c := range chunks {
-			if _, err := w.Write(c); err != nil {
-				return false
-			}
-		}
-		return rc.Flush() == nil
-	}
-	if !write([]byte("retry: " + strconv.FormatInt(h.cfg.Retry.Milliseconds(), 10) + "\n\n")) {
-		return
-	}
-	heartbeat := time.NewTimer(h.cfg.Heartbeat)
-	defer heartbeat.Stop()
-	b := f.Read(after, Stream)
-	for {
-		if len(b.Events) > 0 {
-			chunks := make([][]byte, len(b.Events))
-			for i, e := range b.Events {
-				chunks[i] = e.SSE()
-			}
-			if !write(chunks...) {
-				return
-			}
-			heartbeat.Reset(h.cfg.Heartbeat)
-		}
-		if b.Closed {
-			return
-		}
-		select {
-		case <-b.Wake:
-			b = f.Read(int64(b.Last), Stream)
-		case <-heartbeat.C:
-			if !write([]byte(": ping\n\n")) {
-				return
-			}
-			heartbeat.Reset(h.cfg.Heartbeat)
-		case <-r.Context().Done():
-			return
-		case <-h.done:
-			return
-		}
-	}
 }
 
 // Poll serves GET /rooms/{room}/poll?after=<id>&timeout=<s>.
@@ -197,12 +142,12 @@ func (h *Handlers) Poll(w http.ResponseWriter, r *http.Request) {
 	}
 	b := f.Read(after, Coalesce)
 	if len(b.Events) == 0 && !b.Closed {
-		if !h.park(f) {
+		if !h.parkPoll(f) {
 			httpapi.WriteRetryError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable,
 				"too many parked polls; try again", time.Second)
 			return
 		}
-		defer h.unpark(f)
+		defer h.unparkPoll(f)
 		timer := time.NewTimer(timeout)
 		defer timer.Stop()
 	wait:
@@ -235,8 +180,8 @@ func (h *Handlers) Poll(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(body)
 }
 
-// park counts a waiting poll against the room's and the server's caps.
-func (h *Handlers) park(f *Feed) bool {
+// parkPoll counts a waiting poll against the room's and the server's caps.
+func (h *Handlers) parkPoll(f *Feed) bool {
 	inRoom, inServer := f.parked.Add(1), h.parked.Add(1)
 	if inRoom > int64(h.cfg.MaxPollsPerRoom) || inServer > int64(h.cfg.MaxPolls) {
 		f.parked.Add(-1)
@@ -247,7 +192,7 @@ func (h *Handlers) park(f *Feed) bool {
 	return true
 }
 
-func (h *Handlers) unpark(f *Feed) {
+func (h *Handlers) unparkPoll(f *Feed) {
 	f.addViewer(-1)
 	f.parked.Add(-1)
 	h.parked.Add(-1)

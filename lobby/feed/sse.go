@@ -1,0 +1,337 @@
+package feed
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/tickwire/tickwire/internal/httpapi"
+)
+
+// An SSE viewer that has caught up holds no goroutine: its connection is
+// taken over from net/http (hijacked) and parked with its room's other idle
+// streams, and one pump goroutine per room writes each new event to all of
+// them. A viewer whose socket cannot take an event at once gets a goroutine
+// of its own until it has caught up again. HTTP/2 streams, which cannot be
+// taken over, are served by their handler goroutine.
+
+// sseHead is the head of a taken-over SSE response; its body runs until
+// the connection closes.
+const sseHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n" +
+	"X-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
+
+// idleWrite is how long the pump waits on one viewer's socket before
+// handing that viewer to a goroutine of its own.
+const idleWrite = 2 * time.Millisecond
+
+var ping = []byte(": ping\n\n")
+
+// sseConn is a taken-over SSE connection.
+type sseConn struct {
+	conn   net.Conn
+	cursor uint64 // id of the last event written
+}
+
+// idleStreams are the parked SSE connections of one feed and their pump.
+type idleStreams struct {
+	h    *Handlers
+	f    *Feed
+	poke chan struct{} // a viewer was added (capacity 1)
+
+	mu      sync.Mutex // guards viewers and running
+	viewers map[*sseConn]struct{}
+	running bool
+}
+
+// SSE serves GET /rooms/{room}/events.
+func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
+	last := r.Header.Get("Last-Event-ID")
+	if last == "" {
+		last = r.URL.Query().Get("lastEventId")
+	}
+	after, err := parseID(last)
+	if err != nil {
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "Last-Event-ID: "+err.Error())
+		return
+	}
+	f := h.lookup(w, r)
+	if f == nil {
+		return
+	}
+	f.addViewer(1)
+	retry := []byte("retry: " + strconv.FormatInt(h.cfg.Retry.Milliseconds(), 10) + "\n\n")
+	b := f.Read(after, Stream)
+	if r.ProtoMajor == 1 {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			v := &sseConn{conn: conn}
+			if h.writeConn(v, h.cfg.WriteWait, append([]byte(sseHead), retry...)) == nil {
+				h.catchUp(f, v, b)
+			} else {
+				h.drop(f, v)
+			}
+			return
+		}
+	}
+	defer f.addViewer(-1)
+	h.serveStream(w, r, f, retry, b)
+}
+
+// writeConn writes p to v within wait.
+func (h *Handlers) writeConn(v *sseConn, wait time.Duration, p []byte) error {
+	_ = v.conn.SetWriteDeadline(time.Now().Add(wait))
+	_, err := v.conn.Write(p)
+	return err
+}
+
+// drop closes a taken-over viewer.
+func (h *Handlers) drop(f *Feed, v *sseConn) {
+	_ = v.conn.Close()
+	f.addViewer(-1)
+}
+
+// sseBytes joins a batch's events into one write.
+func sseBytes(b Batch) []byte {
+	var p []byte
+	for _, e := range b.Events {
+		p = append(p, e.SSE()...)
+	}
+	return p
+}
+
+// catchUp writes to v, on the calling goroutine, every batch from b on
+// until v has nothing left to read, then parks v with its room's idle
+// streams. It ends v when the room closes, the server shuts down or a write
+// fails.
+func (h *Handlers) catchUp(f *Feed, v *sseConn, b Batch) {
+	for len(b.Events) > 0 {
+		if h.writeConn(v, h.cfg.WriteWait, sseBytes(b)) != nil {
+			h.drop(f, v)
+			return
+		}
+		v.cursor = b.Last
+		if b.Closed {
+			h.drop(f, v)
+			return
+		}
+		b = f.Read(int64(v.cursor), Stream)
+	}
+	if b.Closed || !h.parkStream(f, v) {
+		h.drop(f, v)
+	}
+}
+
+// parkStream adds v to its feed's idle streams, starting their pump if needed.
+// It reports false once the handlers are shutting down.
+func (h *Handlers) parkStream(f *Feed, v *sseConn) bool {
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		return false
+	}
+	s := h.streams[f]
+	if s == nil {
+		s = &idleStreams{h: h, f: f, poke: make(chan struct{}, 1), viewers: make(map[*sseConn]struct{})}
+		h.streams[f] = s
+	}
+	s.mu.Lock()
+	s.viewers[v] = struct{}{}
+	start := !s.running
+	s.running = true
+	s.mu.Unlock()
+	if start {
+		h.wg.Add(1)
+	}
+	h.mu.Unlock()
+	if start {
+		go s.pump()
+	}
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// pump writes new events to the idle streams of its feed until none is
+// left or the handlers shut down.
+func (s *idleStreams) pump() {
+	defer s.h.wg.Done()
+	heartbeat := time.NewTimer(s.h.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	for {
+		wake := s.f.wakeChan()
+		viewers := s.list()
+		if len(viewers) == 0 {
+			return
+		}
+		if s.deliver(viewers) {
+			heartbeat.Reset(s.h.cfg.Heartbeat)
+		}
+		select {
+		case <-wake:
+		case <-s.poke:
+		case <-heartbeat.C:
+			for _, v := range s.list() {
+				s.write(v, ping, v.cursor)
+			}
+			heartbeat.Reset(s.h.cfg.Heartbeat)
+		case <-s.h.done:
+			s.deliver(s.list()) // the rooms' `closed` events
+			for _, v := range s.list() {
+				s.remove(v)
+				s.h.drop(s.f, v)
+			}
+			return
+		}
+	}
+}
+
+// list returns the idle viewers; with none it stops the pump's run, under
+// the same lock as park, so a viewer parked later starts a new pump.
+func (s *idleStreams) list() []*sseConn {
+	s.h.mu.Lock()
+	defer s.h.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*sseConn, 0, len(s.viewers))
+	for v := range s.viewers {
+		out = append(out, v)
+	}
+	if len(out) == 0 {
+		s.running = false
+		delete(s.h.streams, s.f)
+	}
+	return out
+}
+
+func (s *idleStreams) remove(v *sseConn) {
+	s.mu.Lock()
+	delete(s.viewers, v)
+	s.mu.Unlock()
+}
+
+// deliver writes to each viewer the events after its cursor, reading and
+// joining them once per distinct cursor. It reports whether it wrote.
+func (s *idleStreams) deliver(viewers []*sseConn) bool {
+	type pending struct {
+		p      []byte
+		last   uint64
+		closed bool
+	}
+	byCursor := make(map[uint64]pending)
+	wrote := false
+	for _, v := range viewers {
+		pd, ok := byCursor[v.cursor]
+		if !ok {
+			b := s.f.Read(int64(v.cursor), Stream)
+			pd = pending{sseBytes(b), b.Last, b.Closed}
+			byCursor[v.cursor] = pd
+		}
+		if len(pd.p) > 0 {
+			wrote = true
+			if !s.write(v, pd.p, pd.last) {
+				continue
+			}
+		}
+		if pd.closed {
+			s.remove(v)
+			s.h.drop(s.f, v)
+		}
+	}
+	return wrote
+}
+
+// write gives p to v without waiting on a full socket: a viewer that cannot
+// take it at once leaves the idle streams and catches up on a goroutine of
+// its own; one whose connection failed is dropped. It reports whether v is
+// still idle with p written.
+func (s *idleStreams) write(v *sseConn, p []byte, last uint64) bool {
+	err := s.h.writeConnN(v, p, func(rest []byte) {
+		s.remove(v)
+		s.h.wg.Add(1)
+		go func() {
+			defer s.h.wg.Done()
+			if s.h.writeConn(v, s.h.cfg.WriteWait, rest) != nil {
+				s.h.drop(s.f, v)
+				return
+			}
+			v.cursor = last
+			s.h.catchUp(s.f, v, s.f.Read(int64(last), Stream))
+		}()
+	})
+	switch {
+	case err == nil:
+		v.cursor = last
+		return true
+	case errors.Is(err, errBusy):
+		return false
+	}
+	s.remove(v)
+	s.h.drop(s.f, v)
+	return false
+}
+
+var errBusy = errors.New("feed: viewer busy")
+
+// writeConnN writes p within idleWrite; when the socket is full it calls
+// busy with the unwritten rest and returns errBusy.
+func (h *Handlers) writeConnN(v *sseConn, p []byte, busy func(rest []byte)) error {
+	_ = v.conn.SetWriteDeadline(time.Now().Add(idleWrite))
+	n, err := v.conn.Write(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		busy(p[n:])
+		return errBusy
+	}
+	return err
+}
+
+// serveStream serves an SSE stream on its handler goroutine (HTTP/2).
+func (h *Handlers) serveStream(w http.ResponseWriter, r *http.Request, f *Feed, retry []byte, b Batch) {
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	write := func(p []byte) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(h.cfg.WriteWait))
+		defer rc.SetWriteDeadline(time.Time{}) // idle streams have no deadline
+		if _, err := w.Write(p); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !write(retry) {
+		return
+	}
+	heartbeat := time.NewTimer(h.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	for {
+		if len(b.Events) > 0 {
+			if !write(sseBytes(b)) {
+				return
+			}
+			heartbeat.Reset(h.cfg.Heartbeat)
+		}
+		if b.Closed {
+			return
+		}
+		select {
+		case <-b.Wake:
+			b = f.Read(int64(b.Last), Stream)
+		case <-heartbeat.C:
+			if !write(ping) {
+				return
+			}
+			heartbeat.Reset(h.cfg.Heartbeat)
+		case <-r.Context().Done():
+			return
+		case <-h.done:
+			return
+		}
+	}
+}

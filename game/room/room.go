@@ -62,7 +62,10 @@ type Config struct {
 	Idle       time.Duration // an empty room ends after this long (30s)
 	Game       game.Config
 	Observer   Observer // optional
-	Logger     *slog.Logger
+	// OnTick, when set, is told each tick's duration and whether it
+	// overran its period, on the room goroutine (for metrics).
+	OnTick func(d time.Duration, overrun bool)
+	Logger *slog.Logger
 }
 
 // DefaultMode is the only game mode: the orb arena.
@@ -511,6 +514,9 @@ func (r *Room) tick(n uint64, now time.Time) {
 	}
 	if d > r.dt {
 		r.overruns.Add(1)
+	}
+	if r.cfg.OnTick != nil {
+		r.cfg.OnTick(d, d > r.dt)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/tickwire/tickwire/game/room"
 	"github.com/tickwire/tickwire/internal/httpapi"
@@ -42,6 +43,9 @@ func (l *Lobby) createRoom(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, ErrDraining):
 		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "the server is draining")
+		return
+	case errors.Is(err, ErrTooMany):
+		httpapi.WriteRetryError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "too many rooms open; try again later", 10*time.Second)
 		return
 	case err != nil:
 		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, err.Error())

@@ -38,7 +38,14 @@ type Config struct {
 	// chat). A player sending more than 10x that for 2 s is closed with 4029.
 	MessageRate float64
 	Feed        feed.Config // every room's spectator feed
-	Logger      *slog.Logger
+	// OnReject, when set, is told the error code of every refused join or
+	// message and of every player sent away (for metrics).
+	OnReject func(code string)
+	// OnTick is given to every room (see room.Config.OnTick).
+	OnTick func(d time.Duration, overrun bool)
+	// MaxRooms caps the rooms open at once (1000).
+	MaxRooms int
+	Logger   *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -66,10 +73,19 @@ func (c Config) withDefaults() Config {
 	if c.MessageRate <= 0 {
 		c.MessageRate = float64(2 * c.Hz)
 	}
+	if c.MaxRooms <= 0 {
+		c.MaxRooms = 1000
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return c
+}
+
+func (l *Lobby) reject(code string) {
+	if l.cfg.OnReject != nil {
+		l.cfg.OnReject(code)
+	}
 }
 
 // Errors of the registry.
@@ -78,6 +94,7 @@ var (
 	ErrGone     = errors.New("lobby: room has ended")
 	ErrDraining = errors.New("lobby: server is draining")
 	ErrBadRoom  = errors.New("lobby: bad room options")
+	ErrTooMany  = errors.New("lobby: too many rooms")
 )
 
 // MaxRoomSeats is the largest maxPlayers a created room may have.
@@ -136,6 +153,9 @@ func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if len(l.rooms) >= l.cfg.MaxRooms {
+		return nil, ErrTooMany
+	}
 	id := newRoomID()
 	for l.rooms[id] != nil || !l.ended[id].IsZero() {
 		id = newRoomID()
@@ -143,7 +163,7 @@ func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
 	cfg := room.Config{
 		ID: id, Mode: opts.Mode, Private: opts.Private, Hz: l.cfg.Hz,
 		MaxPlayers: opts.MaxPlayers, Grace: l.cfg.Grace, Idle: l.cfg.RoomIdle,
-		Game: l.cfg.Game, Logger: l.cfg.Logger,
+		Game: l.cfg.Game, OnTick: l.cfg.OnTick, Logger: l.cfg.Logger,
 	}
 	var r *room.Room
 	f := feed.New(l.cfg.Feed, func(delta int) { r.AddSpectators(delta) })
@@ -202,6 +222,24 @@ func (l *Lobby) Feed(id string) (*feed.Feed, error) {
 		return nil, feed.ErrRoomEnded
 	}
 	return nil, feed.ErrUnknownRoom
+}
+
+// Stats are totals over every room, private ones included.
+type Stats struct {
+	Rooms, Players, Spectators int
+}
+
+// Stats returns the lobby's totals.
+func (l *Lobby) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := Stats{Rooms: len(l.rooms)}
+	for _, r := range l.rooms {
+		info := r.Info()
+		st.Players += info.Players
+		st.Spectators += info.Spectators
+	}
+	return st
 }
 
 // List returns the public rooms, fullest first.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/time/rate"
 
@@ -27,24 +28,44 @@ type session struct {
 	conn  PlayerConn
 	room  *room.Room
 	seat  *room.Seat
+	opts  PlayerOptions
 	chat  *rate.Limiter
 	flood *rate.Limiter
+
+	expiry *time.Timer // ends the session when its token expires
+}
+
+func (s *session) stopExpiry() {
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+}
+
+// PlayerOptions tell ServePlayer how to judge a connection.
+type PlayerOptions struct {
+	// IsTimeout tells a read error caused by missing pongs from others.
+	IsTimeout func(error) bool
+	// Authorize checks the token of the `join`; nil admits guests. It
+	// returns the name the token gives (empty: the join's name is used) and
+	// when the session must end (zero: never).
+	Authorize func(token string) (name string, expires time.Time, err error)
 }
 
 // ServePlayer runs a player connection until it ends: it waits for `join`,
 // seats the player, then hands inputs, chat and pings over until the
-// player leaves or the connection drops. isTimeout tells a read error caused
-// by missing pongs from other read errors. It returns when the connection
-// is done with.
-func (l *Lobby) ServePlayer(conn PlayerConn, isTimeout func(error) bool) {
+// player leaves or the connection drops. It returns when the connection is
+// done with.
+func (l *Lobby) ServePlayer(conn PlayerConn, opts PlayerOptions) {
 	s := &session{
 		l:    l,
 		conn: conn,
+		opts: opts,
 		chat: rate.NewLimiter(rate.Limit(l.cfg.ChatRate), l.cfg.ChatBurst),
 		// Beyond the allowed rate a player may send 9x more for 2 s, i.e.
 		// 10x the allowed rate for 2 s, before the flood guard closes.
 		flood: rate.NewLimiter(rate.Limit(l.cfg.MessageRate), int(18*l.cfg.MessageRate)),
 	}
+	defer s.stopExpiry()
 	if !s.join() {
 		return
 	}
@@ -52,7 +73,7 @@ func (l *Lobby) ServePlayer(conn PlayerConn, isTimeout func(error) bool) {
 		frame, err := conn.Read()
 		if err != nil {
 			reason := wire.LeftDisconnect
-			if isTimeout(err) {
+			if opts.IsTimeout != nil && opts.IsTimeout(err) {
 				reason = wire.LeftTimeout
 			}
 			_ = s.room.Disconnect(context.Background(), s.seat, conn, reason)
@@ -82,17 +103,35 @@ func (s *session) join() bool {
 	}
 	msg, err := wire.DecodeClient(frame)
 	if err != nil {
+		s.l.reject(wire.CodeBadMessage)
 		s.fail(wire.CodeBadMessage, err.Error(), wire.CloseBadMessage)
 		return false
 	}
 	j, ok := msg.(*wire.Join)
 	if !ok {
+		s.l.reject(wire.CodeBadMessage)
 		s.fail(wire.CodeBadMessage, "the first message must be join", wire.CloseBadMessage)
 		return false
 	}
 	if s.l.draining.Load() {
 		s.fail(wire.CodeClosed, "the server is shutting down", wire.CloseGoingAway)
 		return false
+	}
+	if s.opts.Authorize != nil {
+		name, expires, err := s.opts.Authorize(j.Token)
+		if err != nil {
+			s.l.reject(wire.CodeUnauthorized)
+			s.fail(wire.CodeUnauthorized, "bad or missing token", wire.CloseUnauthorized)
+			return false
+		}
+		if n := utf8.RuneCountInString(name); n >= 1 && n <= wire.MaxNameLen {
+			j.Name = name // the token's name wins over the one typed
+		}
+		if !expires.IsZero() {
+			s.expiry = time.AfterFunc(time.Until(expires), func() {
+				s.fail(wire.CodeUnauthorized, "token expired", wire.CloseUnauthorized)
+			})
+		}
 	}
 	ctx := context.Background()
 	if j.Resume != "" {
@@ -105,7 +144,12 @@ func (s *session) join() bool {
 	}
 	if j.Room == wire.RoomAuto {
 		r, seat, err := s.l.Matchmake(ctx, s.conn, j.Name)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrTooMany):
+			s.l.reject(wire.CodeRoomFull)
+			s.fail(wire.CodeRoomFull, "no free seat and no room for a new room", wire.CloseRoomFull)
+			return false
+		case err != nil:
 			s.fail(wire.CodeClosed, "the server is shutting down", wire.CloseGoingAway)
 			return false
 		}
@@ -114,12 +158,14 @@ func (s *session) join() bool {
 	}
 	r, err := s.l.Room(j.Room)
 	if err != nil {
+		s.l.reject(wire.CodeNotFound)
 		s.fail(wire.CodeNotFound, "no room "+j.Room, wire.CloseNotFound)
 		return false
 	}
 	seat, err := r.Join(ctx, s.conn, j.Name)
 	switch {
 	case errors.Is(err, room.ErrRoomFull):
+		s.l.reject(wire.CodeRoomFull)
 		s.fail(wire.CodeRoomFull, "room "+j.Room+" is full", wire.CloseRoomFull)
 		return false
 	case err != nil:
@@ -154,6 +200,7 @@ func (s *session) handle(frame []byte) bool {
 		return s.conn.Reply(wire.MustEncode(&wire.Pong{TS: m.TS, ST: time.Now().UnixMilli()})) == nil
 	case *wire.Chat:
 		if !s.chat.Allow() {
+			s.l.reject(wire.CodeRateLimited)
 			return s.conn.Reply(wire.MustEncode(&wire.Error{Code: wire.CodeRateLimited, Msg: "chat is limited; line dropped"})) == nil
 		}
 		return s.room.Chat(ctx, s.seat, s.conn, m.Text) == nil
@@ -171,6 +218,7 @@ func (s *session) handle(frame []byte) bool {
 
 // kick closes the connection for misbehaving and frees the seat at once.
 func (s *session) kick(code, msg string, closeCode int) {
+	s.l.reject(code)
 	s.fail(code, msg, closeCode)
 	_ = s.room.Leave(context.Background(), s.seat, s.conn, wire.LeftKicked)
 }

@@ -53,7 +53,7 @@ func (s *Server) ICEHandler() http.Handler {
 		user := ""
 		if s.cfg.Authenticate != nil {
 			var err error
-			if user, err = s.cfg.Authenticate(r, ""); err != nil {
+			if user, _, err = s.cfg.Authenticate(r, ""); err != nil {
 				httpapi.WriteError(w, http.StatusUnauthorized, httpapi.CodeUnauthorized, "bad or missing token")
 				return
 			}

@@ -58,9 +58,11 @@ type Config struct {
 	// Authenticate, when set, admits or refuses a client. It gets the HTTP
 	// request (headers, ?token=) and the `join.token` ("" for GET /api/ice
 	// and when the join carries none) and returns the user id, which may be
-	// empty. An error answers `unauthorized` and closes with 4001 (HTTP 401
-	// on /api/ice). Nil admits everyone as a guest.
-	Authenticate func(r *http.Request, token string) (user string, err error)
+	// empty, and when the client's token expires (zero: never); a peer is
+	// closed with 4001 at that time. An error answers `unauthorized` and
+	// closes with 4001 (HTTP 401 on /api/ice). Nil admits everyone as a
+	// guest.
+	Authenticate func(r *http.Request, token string) (user string, expires time.Time, err error)
 }
 
 func (c Config) withDefaults() Config {
@@ -126,6 +128,7 @@ type peer struct {
 	call     *call
 	c        conn
 	limit    *rate.Limiter
+	expiry   *time.Timer // closes the peer when its token expires; nil without one
 }
 
 // New returns a Server with cfg's zero fields set to the defaults.
@@ -237,6 +240,9 @@ func (s *Server) serve(r *http.Request, c conn) {
 		}
 	}
 	if p != nil {
+		if p.expiry != nil {
+			p.expiry.Stop()
+		}
 		s.leave(p)
 	}
 }
@@ -276,13 +282,20 @@ func (s *Server) join(r *http.Request, c conn, data []byte) *peer {
 		s.fail(c, wire.SignalErrBadMessage, "the first message must be a valid join", wire.SignalCloseBadMessage)
 		return nil
 	}
+	var expires time.Time
 	if s.cfg.Authenticate != nil {
-		if _, err := s.cfg.Authenticate(r, m.Token); err != nil {
+		var err error
+		if _, expires, err = s.cfg.Authenticate(r, m.Token); err != nil {
 			s.fail(c, wire.SignalErrUnauthorized, "bad or missing token", wire.SignalCloseUnauthorized)
 			return nil
 		}
 	}
 	p := &peer{name: m.Name, c: c, limit: rate.NewLimiter(s.cfg.RelayRate, s.cfg.RelayBurst)}
+	if !expires.IsZero() {
+		p.expiry = time.AfterFunc(time.Until(expires), func() {
+			s.fail(c, wire.SignalErrUnauthorized, "token expired", wire.SignalCloseUnauthorized)
+		})
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()

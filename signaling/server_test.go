@@ -451,15 +451,27 @@ func TestICEEmpty(t *testing.T) {
 }
 
 func TestAuthenticate(t *testing.T) {
-	s := newTestServer(t, Config{Authenticate: func(r *http.Request, token string) (string, error) {
+	s := newTestServer(t, Config{Authenticate: func(r *http.Request, token string) (string, time.Time, error) {
 		if token == "" {
 			token = r.URL.Query().Get("token")
 		}
-		if token != "good" {
-			return "", ErrUnauthorized
+		switch token {
+		case "good":
+			return "user-1", time.Time{}, nil
+		case "brief":
+			return "user-2", time.Now().Add(300 * time.Millisecond), nil
 		}
-		return "user-1", nil
+		return "", time.Time{}, ErrUnauthorized
 	}, TURN: []string{"turn:h"}, TURNSecret: "x"})
+
+	// A peer whose token expires is closed with 4001.
+	brief := s.dial(t)
+	brief.send(wire.SignalMessage{Type: wire.SignalTypeJoin, Call: "c", Name: "b", Token: "brief"})
+	if m := brief.recv(); m.Type != wire.SignalTypeWelcome {
+		t.Fatalf("got %+v", m)
+	}
+	brief.expectError(wire.SignalErrUnauthorized)
+	brief.expectClose(wire.SignalCloseUnauthorized)
 
 	c := s.dial(t)
 	c.send(wire.SignalMessage{Type: wire.SignalTypeJoin, Call: "c", Name: "a", Token: "bad"})

@@ -50,6 +50,7 @@ type Options struct {
 	LastID uint64
 	// PollTimeout is the long-poll wait asked of the server (25s).
 	PollTimeout time.Duration
+	Token       string // JWT when the server requires one (sent as a bearer token)
 	Header      http.Header
 	Client      *http.Client // http.DefaultClient when nil
 	Buffer      int          // capacity of Events (1024)
@@ -221,6 +222,9 @@ func (v *Viewer) get(ctx context.Context, u string, header http.Header) (*http.R
 	}
 	for k, vals := range header {
 		req.Header[k] = vals
+	}
+	if v.opts.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+v.opts.Token)
 	}
 	v.requests.Add(1)
 	resp, err := v.opts.Client.Do(req)

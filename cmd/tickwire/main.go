@@ -20,6 +20,7 @@ commands:
   serve   run the server (tickwire serve -h for flags)
   bot     bot players that join rooms and move
   peer    a WebRTC test peer that joins a call
+  token   mint a token for a server run with -auth-secret
 
 Every flag of serve can also be set as TICKWIRE_<FLAG> (upper case, - as _).
 `
@@ -35,6 +36,7 @@ func main() {
 		"serve": runServe,
 		"bot":   runBot,
 		"peer":  runPeer,
+		"token": runToken,
 	}
 	run, ok := cmds[os.Args[1]]
 	if !ok {

@@ -26,9 +26,25 @@ func runServe(ctx context.Context, args []string) error {
 	roomIdle := fs.Duration("room-idle", 30*time.Second, "an empty room ends after this")
 	grace := fs.Duration("grace", 15*time.Second, "seat held after an unexpected disconnect")
 	drain := fs.Duration("drain", 2*time.Second, "refuse new joins this long before closing on SIGTERM")
+	tlsCert := fs.String("tls-cert", "", "TLS certificate file (with -tls-key: https and wss)")
+	tlsKey := fs.String("tls-key", "", "TLS private key file")
+	readLimit := fs.Int64("read-limit", 4096, "largest player frame in bytes (over it: close 1009)")
+	maxConns := fs.Int("max-conns", 10000, "open WebSockets, SSE streams and polls in total (0: no cap)")
+	maxConnsPerIP := fs.Int("max-conns-per-ip", 256, "open connections per client IP, loopback exempt (0: no cap)")
+	maxRooms := fs.Int("max-rooms", 1000, "rooms open at once")
+	maxSpectators := fs.Int("max-spectators", 5000, "SSE streams and parked polls per room")
+	chatRate := fs.Float64("chat-rate", 5, "chat lines per second per player")
+	chatBurst := fs.Int("chat-burst", 20, "chat lines a player may send at once")
+	msgRate := fs.Float64("msg-rate", 0, "messages per second a player stays under (default 2 x hz); 10x that for 2s closes with 4029")
+	signalRate := fs.Float64("signal-rate", 50, "relayed signaling messages per second per peer")
+	signalBurst := fs.Int("signal-burst", 200, "relayed signaling messages a peer may send at once")
+	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parseWithEnv(fs, args); err != nil {
 		return err
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return fmt.Errorf("-tls-cert and -tls-key go together")
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -40,13 +56,17 @@ func runServe(ctx context.Context, args []string) error {
 		Addr: *addr, Hz: *hz, SpectateHz: *spectateHz, MaxPlayers: *maxPlayers,
 		AuthSecret: *authSecret, Origins: splitList(*origins), NATS: *natsURL,
 		STUN: splitList(*stun), TURN: splitList(*turn), TURNSecret: *turnSecret,
+		TLSCert: *tlsCert, TLSKey: *tlsKey, ReadLimit: *readLimit,
+		MaxConns: *maxConns, MaxConnsPerIP: *maxConnsPerIP, MaxRooms: *maxRooms, MaxSpectators: *maxSpectators,
+		ChatRate: *chatRate, ChatBurst: *chatBurst, MessageRate: *msgRate,
+		SignalRate: *signalRate, SignalBurst: *signalBurst, Pprof: *pprofOn,
 		RoomIdle: *roomIdle, Grace: *grace, Drain: *drain, Logger: logger,
 	})
 	ln, err := srv.Listen()
 	if err != nil {
 		return err
 	}
-	fmt.Printf("listening on http://%s\n", ln.Addr())
+	fmt.Printf("listening on %s://%s\n", srv.Scheme(), ln.Addr())
 	logger.Info("serving", "addr", ln.Addr().String(), "hz", *hz)
 	if err := srv.Serve(ctx, ln); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"slices"
 	"strings"
@@ -16,9 +17,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
 	"github.com/tickwire/tickwire/clients/web"
 	"github.com/tickwire/tickwire/game"
+	"github.com/tickwire/tickwire/internal/auth"
 	"github.com/tickwire/tickwire/internal/httpapi"
+	"github.com/tickwire/tickwire/internal/limits"
+	"github.com/tickwire/tickwire/internal/metrics"
 	"github.com/tickwire/tickwire/internal/transport"
 	"github.com/tickwire/tickwire/lobby"
 	"github.com/tickwire/tickwire/lobby/feed"
@@ -39,17 +46,34 @@ type Config struct {
 	STUN       []string      // STUN URLs for ICE
 	TURN       []string      // TURN URLs for ICE
 	TURNSecret string        // shared secret for TURN REST credentials
+	TLSCert    string        // certificate file; with TLSKey serves https/wss
+	TLSKey     string        // private key file
 	RoomIdle   time.Duration // an empty room ends after this (30s)
 	Grace      time.Duration // seat held after a disconnect (15s)
 	Drain      time.Duration // refuse joins this long before closing (2s)
 	PingEvery  time.Duration // WebSocket ping interval (2s)
 	JoinWait   time.Duration // time a player has to send join (5s)
 	ReadLimit  int64         // player frame limit (4096)
+	// Limits: connections (WebSockets, SSE streams, polls) in total (10000)
+	// and per client IP (256), rooms (1000), spectators per room (5000),
+	// chat lines per player (5/s, bursts of 20), messages per player
+	// (2 * Hz; 10x that for 2 s closes with 4029), relayed signaling
+	// messages per peer (50/s, bursts of 200).
+	MaxConns      int
+	MaxConnsPerIP int
+	MaxRooms      int
+	MaxSpectators int
+	ChatRate      float64
+	ChatBurst     int
+	MessageRate   float64
+	SignalRate    float64
+	SignalBurst   int
 	// Spectator feed settings: events kept for resumes (1024), SSE
 	// heartbeat (15s), default long-poll wait (25s).
 	FeedHistory   int
 	FeedHeartbeat time.Duration
 	PollTimeout   time.Duration
+	Pprof         bool // serve /debug/pprof/
 	Game          game.Config
 	Logger        *slog.Logger
 }
@@ -60,6 +84,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Drain < 0 {
 		c.Drain = 0
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 10000
+	}
+	if c.MaxConnsPerIP == 0 {
+		c.MaxConnsPerIP = 256
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -73,7 +103,12 @@ type Server struct {
 	lobby    *lobby.Lobby
 	feeds    *feed.Handlers
 	signal   *signaling.Server
-	mux      *http.ServeMux
+	auth     *auth.Verifier
+	metrics  *metrics.Metrics
+	limits   *limits.Limiter
+	play     transport.Counters // totals of the player WebSockets
+	signals  transport.Counters // totals of the signaling WebSockets
+	handler  http.Handler
 	draining atomic.Bool
 
 	mu      sync.Mutex // guards conns and closing
@@ -85,33 +120,181 @@ type Server struct {
 // New builds a server; nothing runs until Serve (rooms start on demand).
 func New(cfg Config) *Server {
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, conns: make(map[*transport.Conn]struct{})}
+	s := &Server{
+		cfg:     cfg,
+		conns:   make(map[*transport.Conn]struct{}),
+		auth:    auth.NewVerifier(cfg.AuthSecret),
+		metrics: metrics.New(),
+	}
+	s.limits = limits.New(cfg.MaxConns, cfg.MaxConnsPerIP, s.metrics.Reject)
 	s.lobby = lobby.New(lobby.Config{
 		Hz: cfg.Hz, MaxPlayers: cfg.MaxPlayers, Grace: cfg.Grace, RoomIdle: cfg.RoomIdle,
-		JoinWait: cfg.JoinWait, Game: cfg.Game, Logger: cfg.Logger,
-		Feed: feed.Config{SpectateHz: cfg.SpectateHz, History: cfg.FeedHistory},
+		JoinWait: cfg.JoinWait, ChatRate: cfg.ChatRate, ChatBurst: cfg.ChatBurst,
+		MessageRate: cfg.MessageRate, MaxRooms: cfg.MaxRooms, Game: cfg.Game, Logger: cfg.Logger,
+		Feed:     feed.Config{SpectateHz: cfg.SpectateHz, History: cfg.FeedHistory},
+		OnReject: s.metrics.Reject, OnTick: s.metrics.Tick,
 	})
 	s.feeds = feed.NewHandlers(feed.HandlerConfig{
 		Lookup: s.lobby.Feed, Heartbeat: cfg.FeedHeartbeat, PollTimeout: cfg.PollTimeout,
+		MaxViewers: cfg.MaxSpectators,
 	})
-	s.mux = http.NewServeMux()
-	s.mux.Handle("/api/rooms", s.lobby.RoomsHandler())
-	s.mux.HandleFunc("GET /ws/play", s.servePlay)
 	s.signal = signaling.New(signaling.Config{
 		STUN: cfg.STUN, TURN: cfg.TURN, TURNSecret: cfg.TURNSecret,
-		Transport: transport.Config{PingInterval: cfg.PingEvery, CheckOrigin: s.checkOrigin},
+		RelayRate: rate.Limit(cfg.SignalRate), RelayBurst: cfg.SignalBurst,
+		Transport:    transport.Config{PingInterval: cfg.PingEvery, CheckOrigin: s.checkOrigin, Counters: &s.signals},
+		Authenticate: s.authenticate,
 	})
-	s.mux.Handle("GET /ws/signal", s.signal)
-	s.mux.Handle("GET /api/ice", s.signal.ICEHandler())
-	s.mux.HandleFunc("GET /rooms/{room}/events", s.feeds.SSE)
-	s.mux.HandleFunc("GET /rooms/{room}/poll", s.feeds.Poll)
-	s.mux.HandleFunc("GET /healthz", s.healthz)
-	s.mux.Handle("/", web.Handler()) // the browser client
+	s.registerMetrics()
+
+	mux := http.NewServeMux()
+	// Routes of the contract. Everything under /api/, /rooms/ and /ws/
+	// passes the origin check; /api/ and /rooms/ need a token in the
+	// request when auth is on, /ws/ may carry it in its first message.
+	// Long-lived connections count against the connection limits.
+	mux.Handle("/api/rooms", s.requireToken(s.lobby.RoomsHandler()))
+	mux.Handle("GET /api/ice", s.requireToken(s.signal.ICEHandler()))
+	mux.Handle("GET /ws/play", s.optionalToken(s.limits.Wrap(http.HandlerFunc(s.servePlay))))
+	mux.Handle("GET /ws/signal", s.optionalToken(s.limits.Wrap(s.signal)))
+	mux.Handle("GET /rooms/{room}/events", s.requireToken(s.limits.Wrap(http.HandlerFunc(s.feeds.SSE))))
+	mux.Handle("GET /rooms/{room}/poll", s.requireToken(s.limits.Wrap(http.HandlerFunc(s.feeds.Poll))))
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.Handle("GET /metrics", s.metrics.Handler())
+	if cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	mux.Handle("/", web.Handler()) // the browser client
+	s.handler = s.originGuard(mux)
 	return s
 }
 
+// registerMetrics exposes the parts' state to /metrics.
+func (s *Server) registerMetrics() {
+	m := s.metrics
+	m.Gauge("tickwire_rooms", "Rooms open.", func() float64 { return float64(s.lobby.Stats().Rooms) })
+	m.Gauge("tickwire_players", "Seats taken, connected or held.", func() float64 { return float64(s.lobby.Stats().Players) })
+	m.Gauge("tickwire_spectators", "SSE streams and parked long-polls on rooms.", func() float64 { return float64(s.lobby.Stats().Spectators) })
+	m.ByLabel("tickwire_connections", "Open connections by transport.", "transport", prometheus.GaugeValue, func() map[string]float64 {
+		s.mu.Lock()
+		play := len(s.conns)
+		s.mu.Unlock()
+		fs := s.feeds.Stats()
+		return map[string]float64{
+			"websocket": float64(play), "signaling": float64(s.signal.Stats().Conns),
+			"sse": float64(fs.Streams), "poll": float64(fs.ParkedPolls),
+		}
+	})
+	m.ByLabel("tickwire_bytes_out_total", "Payload bytes sent, by transport.", "transport", prometheus.CounterValue, func() map[string]float64 {
+		fs := s.feeds.Stats()
+		return map[string]float64{
+			"websocket": float64(s.play.BytesOut.Load()), "signaling": float64(s.signals.BytesOut.Load()),
+			"sse": float64(fs.BytesSSE), "poll": float64(fs.BytesPoll),
+		}
+	})
+	m.Counter("tickwire_snapshots_replaced_total", "Snapshots replaced by a newer one before a slow player got them (latest wins).",
+		func() float64 { return float64(s.play.StatesReplaced.Load()) })
+	m.Counter("tickwire_slow_consumers_total", "WebSockets closed with 1008 slow consumer.",
+		func() float64 { return float64(s.play.SlowConsumers.Load() + s.signals.SlowConsumers.Load()) })
+	m.Counter("tickwire_signaling_relays_total", "Offers, answers and ICE candidates relayed.",
+		func() float64 { return float64(s.signal.Stats().Relayed) })
+}
+
+// authenticate checks a signaling client: the token of its request, or
+// else the one in its join.
+func (s *Server) authenticate(r *http.Request, token string) (string, time.Time, error) {
+	id, err := s.identity(r, token)
+	return id.User, id.Expires, err
+}
+
+// identity returns who the request's checked token names, or checks token.
+func (s *Server) identity(r *http.Request, token string) (auth.Identity, error) {
+	if id, ok := auth.FromContext(r.Context()); ok {
+		return id, nil
+	}
+	id, err := s.auth.Verify(token)
+	if err != nil {
+		s.metrics.Reject(wire.CodeUnauthorized)
+	}
+	return id, err
+}
+
+// requireToken answers 401 to a request without a valid token when auth is
+// on.
+func (s *Server) requireToken(next http.Handler) http.Handler {
+	return s.checkToken(next, false)
+}
+
+// optionalToken checks a token the request carries, and lets a request
+// without one through (a WebSocket may send it in its first message).
+func (s *Server) optionalToken(next http.Handler) http.Handler {
+	return s.checkToken(next, true)
+}
+
+func (s *Server) checkToken(next http.Handler, optional bool) http.Handler {
+	if !s.auth.Required() {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok := auth.FromRequest(r)
+		if tok == "" && optional {
+			next.ServeHTTP(w, r)
+			return
+		}
+		id, err := s.auth.Verify(tok)
+		if err != nil {
+			s.metrics.Reject(wire.CodeUnauthorized)
+			httpapi.WriteError(w, http.StatusUnauthorized, httpapi.CodeUnauthorized, "a valid token is required")
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(auth.WithIdentity(r.Context(), id)))
+	})
+}
+
+// originGuard refuses browsers from origins not allowed on /api/, /rooms/
+// and /ws/ with 403, and gives allowed cross-origin callers of /api/ and
+// /rooms/ their CORS headers, preflights included.
+func (s *Server) originGuard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		guarded := strings.HasPrefix(r.URL.Path, "/api/") || strings.HasPrefix(r.URL.Path, "/rooms/") || strings.HasPrefix(r.URL.Path, "/ws/")
+		if origin == "" || !guarded {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if !s.checkOrigin(r) {
+			s.metrics.Reject("origin")
+			httpapi.WriteError(w, http.StatusForbidden, httpapi.CodeForbidden, "origin "+origin+" is not allowed")
+			return
+		}
+		if !strings.HasPrefix(r.URL.Path, "/ws/") {
+			h := w.Header()
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Add("Vary", "Origin")
+			if r.Method == http.MethodOptions {
+				h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID")
+				h.Set("Access-Control-Max-Age", "600")
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // Handler returns the server's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Scheme is "https" when the server has a certificate, else "http".
+func (s *Server) Scheme() string {
+	if s.cfg.TLSCert != "" {
+		return "https"
+	}
+	return "http"
+}
 
 // Lobby returns the rooms registry.
 func (s *Server) Lobby() *lobby.Lobby { return s.lobby }
@@ -145,6 +328,7 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 func (s *Server) servePlay(w http.ResponseWriter, r *http.Request) {
 	conn, err := transport.Upgrade(w, r, transport.Config{
 		ReadLimit: s.cfg.ReadLimit, PingInterval: s.cfg.PingEvery, CheckOrigin: s.checkOrigin,
+		Counters: &s.play, OnRTT: s.metrics.RTT,
 	})
 	if err != nil {
 		return // the upgrader has answered
@@ -154,7 +338,14 @@ func (s *Server) servePlay(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.untrack(conn)
-	s.lobby.ServePlayer(conn, transport.IsTimeout)
+	opts := lobby.PlayerOptions{IsTimeout: transport.IsTimeout}
+	if s.auth.Required() {
+		opts.Authorize = func(token string) (string, time.Time, error) {
+			id, err := s.identity(r, token)
+			return id.Name, id.Expires, err
+		}
+	}
+	s.lobby.ServePlayer(conn, opts)
 }
 
 // track registers a connection so a shutdown can close it; it reports false
@@ -201,12 +392,18 @@ func (s *Server) Listen() (net.Listener, error) {
 // then WebSockets get close 1001, the listener closes and Serve returns.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
-		Handler:           s.mux,
+		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() {
+		if s.cfg.TLSCert != "" {
+			errc <- hs.ServeTLS(ln, s.cfg.TLSCert, s.cfg.TLSKey)
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
 	select {
 	case err := <-errc:
 		return err

@@ -32,6 +32,19 @@ type Config struct {
 	// CheckOrigin decides whether a browser's Origin is allowed; nil allows
 	// only the request's own host.
 	CheckOrigin func(*http.Request) bool
+	// Counters, when set, add up the work of every connection made with
+	// this Config (for metrics).
+	Counters *Counters
+	// OnRTT, when set, is told every round-trip sample (for metrics).
+	OnRTT func(time.Duration)
+}
+
+// Counters are totals shared by many connections.
+type Counters struct {
+	BytesOut       atomic.Int64 // payload bytes of data frames written
+	FramesOut      atomic.Int64 // data frames written
+	StatesReplaced atomic.Int64 // state frames replaced before they were written
+	SlowConsumers  atomic.Int64 // connections closed with 1008 slow consumer
 }
 
 func (c Config) withDefaults() Config {
@@ -181,6 +194,9 @@ func (c *Conn) Send(msg []byte) error {
 	case c.queue <- outgoing{data: msg}:
 		return nil
 	default:
+		if t := c.cfg.Counters; t != nil {
+			t.SlowConsumers.Add(1)
+		}
 		c.abort(websocket.ClosePolicyViolation, "slow consumer")
 		return ErrSlowConsumer
 	}
@@ -217,6 +233,9 @@ func (c *Conn) SendState(shared, tail []byte) {
 	}
 	if c.state != nil {
 		c.replaced.Add(1)
+		if t := c.cfg.Counters; t != nil {
+			t.StatesReplaced.Add(1)
+		}
 	}
 	c.state = shared
 	c.tailLen = copy(c.tail[:], tail)
@@ -292,6 +311,9 @@ func (c *Conn) onPong(payload string) error {
 	sample := time.Since(c.start) - sent
 	if sample < 0 {
 		return nil
+	}
+	if c.cfg.OnRTT != nil {
+		c.cfg.OnRTT(sample)
 	}
 	srtt := time.Duration(c.srtt.Load())
 	if srtt == 0 {
@@ -387,8 +409,7 @@ func (c *Conn) write(m outgoing) bool {
 	if err := c.ws.WriteMessage(c.kind, m.data); err != nil {
 		return false
 	}
-	c.bytesOut.Add(int64(len(m.data)))
-	c.framesOut.Add(1)
+	c.wrote(len(m.data))
 	return true
 }
 
@@ -411,9 +432,18 @@ func (c *Conn) writeState() bool {
 	if errors.Join(err1, err2, w.Close()) != nil {
 		return false
 	}
-	c.bytesOut.Add(int64(len(shared) + n))
-	c.framesOut.Add(1)
+	c.wrote(len(shared) + n)
 	return true
+}
+
+// wrote counts a data frame of n bytes.
+func (c *Conn) wrote(n int) {
+	c.bytesOut.Add(int64(n))
+	c.framesOut.Add(1)
+	if t := c.cfg.Counters; t != nil {
+		t.BytesOut.Add(int64(n))
+		t.FramesOut.Add(1)
+	}
 }
 
 // writeClose sends a close frame and waits a little for the peer's answer,

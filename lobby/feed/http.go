@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tickwire/tickwire/internal/auth"
 	"github.com/tickwire/tickwire/internal/httpapi"
 )
 
@@ -28,6 +29,7 @@ type HandlerConfig struct {
 	PollTimeout     time.Duration // default long-poll wait (25s)
 	MaxPollsPerRoom int           // parked polls per room (5000)
 	MaxPolls        int           // parked polls in the server (20000)
+	MaxViewers      int           // SSE streams and parked polls per room (5000)
 }
 
 func (c HandlerConfig) withDefaults() HandlerConfig {
@@ -49,6 +51,9 @@ func (c HandlerConfig) withDefaults() HandlerConfig {
 	if c.MaxPolls <= 0 {
 		c.MaxPolls = 20000
 	}
+	if c.MaxViewers <= 0 {
+		c.MaxViewers = 5000
+	}
 	return c
 }
 
@@ -60,20 +65,36 @@ const (
 
 // Handlers serve the spectator feeds over SSE and long-poll.
 type Handlers struct {
-	cfg      HandlerConfig
-	parked   atomic.Int64 // parked polls in the server
-	done     chan struct{}
-	doneOnce sync.Once
-	wg       sync.WaitGroup // pumps and catch-up writers of idle streams
+	cfg       HandlerConfig
+	parked    atomic.Int64 // parked polls in the server
+	sseOpen   atomic.Int64 // SSE streams open
+	bytesSSE  atomic.Int64
+	bytesPoll atomic.Int64
+	done      chan struct{}
+	doneOnce  sync.Once
+	wg        sync.WaitGroup // pumps and catch-up writers of idle streams
 
-	mu      sync.Mutex // guards streams and closing
-	streams map[*Feed]*idleStreams
+	mu      sync.Mutex // guards idle and closing
+	idle    map[*Feed]*idleStreams
 	closing bool
+}
+
+// Stats are the handlers' counters.
+type Stats struct {
+	Streams     int64 // SSE streams open
+	ParkedPolls int64 // long-polls waiting
+	BytesSSE    int64 // bytes written to SSE streams, headers included
+	BytesPoll   int64 // bytes of long-poll answers' bodies
+}
+
+// Stats returns the handlers' counters.
+func (h *Handlers) Stats() Stats {
+	return Stats{Streams: h.sseOpen.Load(), ParkedPolls: h.parked.Load(), BytesSSE: h.bytesSSE.Load(), BytesPoll: h.bytesPoll.Load()}
 }
 
 // NewHandlers returns the feed handlers.
 func NewHandlers(cfg HandlerConfig) *Handlers {
-	return &Handlers{cfg: cfg.withDefaults(), done: make(chan struct{}), streams: make(map[*Feed]*idleStreams)}
+	return &Handlers{cfg: cfg.withDefaults(), done: make(chan struct{}), idle: make(map[*Feed]*idleStreams)}
 }
 
 // Shutdown ends every SSE stream, after the events already published, and
@@ -89,15 +110,22 @@ func (h *Handlers) Shutdown() {
 	h.wg.Wait()
 }
 
-// lookup finds the feed of the request's {room}, or answers the error.
+// lookup finds the feed of the request's {room} and checks that it has
+// room for one more viewer, or answers the error.
 func (h *Handlers) lookup(w http.ResponseWriter, r *http.Request) *Feed {
 	id := r.PathValue("room")
 	f, err := h.cfg.Lookup(id)
 	switch {
 	case errors.Is(err, ErrRoomEnded):
 		httpapi.WriteError(w, http.StatusGone, httpapi.CodeGone, "room "+id+" has ended")
+		return nil
 	case err != nil:
 		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "no room "+id)
+		return nil
+	case f.Viewers() >= h.cfg.MaxViewers:
+		httpapi.WriteRetryError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable,
+			"room "+id+" has too many spectators", 5*time.Second)
+		return nil
 	}
 	return f
 }
@@ -148,6 +176,9 @@ func (h *Handlers) Poll(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer h.unparkPoll(f)
+		if exp := auth.Expiry(r.Context()); !exp.IsZero() {
+			timeout = min(timeout, time.Until(exp))
+		}
 		timer := time.NewTimer(timeout)
 		defer timer.Stop()
 	wait:
@@ -178,6 +209,7 @@ func (h *Handlers) Poll(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write(body)
+	h.bytesPoll.Add(int64(len(body)))
 }
 
 // parkPoll counts a waiting poll against the room's and the server's caps.

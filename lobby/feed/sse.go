@@ -9,7 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tickwire/tickwire/internal/auth"
 	"github.com/tickwire/tickwire/internal/httpapi"
+	"github.com/tickwire/tickwire/internal/limits"
 )
 
 // An SSE viewer that has caught up holds no goroutine: its connection is
@@ -32,8 +34,15 @@ var ping = []byte(": ping\n\n")
 
 // sseConn is a taken-over SSE connection.
 type sseConn struct {
-	conn   net.Conn
-	cursor uint64 // id of the last event written
+	conn    net.Conn
+	cursor  uint64    // id of the last event written
+	expires time.Time // the stream ends then (its token expires); zero: never
+	release func()    // frees the connection's slot in the server's limits
+}
+
+// expired reports whether v's token has expired.
+func (v *sseConn) expired(now time.Time) bool {
+	return !v.expires.IsZero() && now.After(v.expires)
 }
 
 // idleStreams are the parked SSE connections of one feed and their pump.
@@ -63,11 +72,12 @@ func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.addViewer(1)
+	h.sseOpen.Add(1)
 	retry := []byte("retry: " + strconv.FormatInt(h.cfg.Retry.Milliseconds(), 10) + "\n\n")
 	b := f.Read(after, Stream)
 	if r.ProtoMajor == 1 {
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
-			v := &sseConn{conn: conn}
+			v := &sseConn{conn: conn, expires: auth.Expiry(r.Context()), release: limits.Detach(r.Context())}
 			if h.writeConn(v, h.cfg.WriteWait, append([]byte(sseHead), retry...)) == nil {
 				h.catchUp(f, v, b)
 			} else {
@@ -77,20 +87,24 @@ func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	defer f.addViewer(-1)
+	defer h.sseOpen.Add(-1)
 	h.serveStream(w, r, f, retry, b)
 }
 
 // writeConn writes p to v within wait.
 func (h *Handlers) writeConn(v *sseConn, wait time.Duration, p []byte) error {
 	_ = v.conn.SetWriteDeadline(time.Now().Add(wait))
-	_, err := v.conn.Write(p)
+	n, err := v.conn.Write(p)
+	h.bytesSSE.Add(int64(n))
 	return err
 }
 
 // drop closes a taken-over viewer.
 func (h *Handlers) drop(f *Feed, v *sseConn) {
 	_ = v.conn.Close()
+	v.release()
 	f.addViewer(-1)
+	h.sseOpen.Add(-1)
 }
 
 // sseBytes joins a batch's events into one write.
@@ -107,7 +121,7 @@ func sseBytes(b Batch) []byte {
 // streams. It ends v when the room closes, the server shuts down or a write
 // fails.
 func (h *Handlers) catchUp(f *Feed, v *sseConn, b Batch) {
-	for len(b.Events) > 0 {
+	for len(b.Events) > 0 && !v.expired(time.Now()) {
 		if h.writeConn(v, h.cfg.WriteWait, sseBytes(b)) != nil {
 			h.drop(f, v)
 			return
@@ -119,7 +133,7 @@ func (h *Handlers) catchUp(f *Feed, v *sseConn, b Batch) {
 		}
 		b = f.Read(int64(v.cursor), Stream)
 	}
-	if b.Closed || !h.parkStream(f, v) {
+	if b.Closed || v.expired(time.Now()) || !h.parkStream(f, v) {
 		h.drop(f, v)
 	}
 }
@@ -132,10 +146,10 @@ func (h *Handlers) parkStream(f *Feed, v *sseConn) bool {
 		h.mu.Unlock()
 		return false
 	}
-	s := h.streams[f]
+	s := h.idle[f]
 	if s == nil {
 		s = &idleStreams{h: h, f: f, poke: make(chan struct{}, 1), viewers: make(map[*sseConn]struct{})}
-		h.streams[f] = s
+		h.idle[f] = s
 	}
 	s.mu.Lock()
 	s.viewers[v] = struct{}{}
@@ -175,8 +189,14 @@ func (s *idleStreams) pump() {
 		case <-wake:
 		case <-s.poke:
 		case <-heartbeat.C:
+			now := time.Now()
 			for _, v := range s.list() {
-				s.write(v, ping, v.cursor)
+				if v.expired(now) {
+					s.remove(v)
+					s.h.drop(s.f, v)
+				} else {
+					s.write(v, ping, v.cursor)
+				}
 			}
 			heartbeat.Reset(s.h.cfg.Heartbeat)
 		case <-s.h.done:
@@ -203,7 +223,7 @@ func (s *idleStreams) list() []*sseConn {
 	}
 	if len(out) == 0 {
 		s.running = false
-		delete(s.h.streams, s.f)
+		delete(s.h.idle, s.f)
 	}
 	return out
 }
@@ -224,7 +244,13 @@ func (s *idleStreams) deliver(viewers []*sseConn) bool {
 	}
 	byCursor := make(map[uint64]pending)
 	wrote := false
+	now := time.Now()
 	for _, v := range viewers {
+		if v.expired(now) {
+			s.remove(v)
+			s.h.drop(s.f, v)
+			continue
+		}
 		pd, ok := byCursor[v.cursor]
 		if !ok {
 			b := s.f.Read(int64(v.cursor), Stream)
@@ -282,6 +308,7 @@ var errBusy = errors.New("feed: viewer busy")
 func (h *Handlers) writeConnN(v *sseConn, p []byte, busy func(rest []byte)) error {
 	_ = v.conn.SetWriteDeadline(time.Now().Add(idleWrite))
 	n, err := v.conn.Write(p)
+	h.bytesSSE.Add(int64(n))
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		busy(p[n:])
 		return errBusy
@@ -300,7 +327,9 @@ func (h *Handlers) serveStream(w http.ResponseWriter, r *http.Request, f *Feed, 
 	write := func(p []byte) bool {
 		_ = rc.SetWriteDeadline(time.Now().Add(h.cfg.WriteWait))
 		defer rc.SetWriteDeadline(time.Time{}) // idle streams have no deadline
-		if _, err := w.Write(p); err != nil {
+		n, err := w.Write(p)
+		h.bytesSSE.Add(int64(n))
+		if err != nil {
 			return false
 		}
 		return rc.Flush() == nil
@@ -310,6 +339,12 @@ func (h *Handlers) serveStream(w http.ResponseWriter, r *http.Request, f *Feed, 
 	}
 	heartbeat := time.NewTimer(h.cfg.Heartbeat)
 	defer heartbeat.Stop()
+	var expired <-chan time.Time
+	if exp := auth.Expiry(r.Context()); !exp.IsZero() {
+		t := time.NewTimer(time.Until(exp))
+		defer t.Stop()
+		expired = t.C
+	}
 	for {
 		if len(b.Events) > 0 {
 			if !write(sseBytes(b)) {
@@ -331,6 +366,8 @@ func (h *Handlers) serveStream(w http.ResponseWriter, r *http.Request, f *Feed, 
 		case <-r.Context().Done():
 			return
 		case <-h.done:
+			return
+		case <-expired:
 			return
 		}
 	}

@@ -31,6 +31,7 @@ type session struct {
 	opts  PlayerOptions
 	chat  *rate.Limiter
 	flood *rate.Limiter
+	acks  *rate.Limiter // snapshot acks (delta mode), apart from flood
 
 	expiry *time.Timer // ends the session when its token expires
 }
@@ -64,25 +65,31 @@ func (l *Lobby) ServePlayer(conn PlayerConn, opts PlayerOptions) {
 		// Beyond the allowed rate a player may send 9x more for 2 s, i.e.
 		// 10x the allowed rate for 2 s, before the flood guard closes.
 		flood: rate.NewLimiter(rate.Limit(l.cfg.MessageRate), int(18*l.cfg.MessageRate)),
+		// A delta client acks every snapshot, up to the tick rate: acks
+		// have a guard of their own, at twice the tick rate with the same
+		// 10x-for-2-s allowance, and leave the message rate to the rest.
+		acks: rate.NewLimiter(rate.Limit(2*l.cfg.Hz), 36*l.cfg.Hz),
 	}
 	defer s.stopExpiry()
 	if !s.join() {
 		return
 	}
+	reason := wire.LeftDisconnect
 	for {
 		frame, err := conn.Read()
 		if err != nil {
-			reason := wire.LeftDisconnect
 			if opts.IsTimeout != nil && opts.IsTimeout(err) {
 				reason = wire.LeftTimeout
 			}
-			_ = s.room.Disconnect(context.Background(), s.seat, conn, reason)
-			return
+			break
 		}
 		if !s.handle(frame) {
-			return
+			break
 		}
 	}
+	// Hold the seat unless it was given up already (leave, kick): a
+	// connection can also end while the session waits to answer it.
+	_ = s.room.Disconnect(context.Background(), s.seat, s.conn, reason)
 }
 
 // fail sends an error and closes with code.
@@ -112,6 +119,10 @@ func (s *session) join() bool {
 		s.l.reject(wire.CodeBadMessage)
 		s.fail(wire.CodeBadMessage, "the first message must be join", wire.CloseBadMessage)
 		return false
+	}
+	if wire.HasCap(j.Caps, wire.CapDelta) {
+		// The room sees the connection through this wrapper from now on.
+		s.conn = &deltaConn{PlayerConn: s.conn}
 	}
 	if s.l.draining.Load() {
 		s.fail(wire.CodeClosed, "the server is shutting down", wire.CloseGoingAway)
@@ -180,11 +191,15 @@ func (s *session) join() bool {
 // session goes on.
 func (s *session) handle(frame []byte) bool {
 	ctx := context.Background()
-	if !s.flood.Allow() {
+	msg, err := wire.DecodeClient(frame)
+	limit := s.flood
+	if _, ok := msg.(*wire.Ack); ok {
+		limit = s.acks
+	}
+	if !limit.Allow() {
 		s.kick(wire.CodeRateLimited, "too many messages", wire.CloseRateLimited)
 		return false
 	}
-	msg, err := wire.DecodeClient(frame)
 	var fe *wire.FieldError
 	switch {
 	case errors.As(err, &fe):
@@ -196,6 +211,8 @@ func (s *session) handle(frame []byte) bool {
 	switch m := msg.(type) {
 	case *wire.Input:
 		s.seat.Input(*m)
+	case *wire.Ack:
+		s.seat.AckSnapshot(s.conn, m.N)
 	case *wire.Ping:
 		return s.conn.Reply(wire.MustEncode(&wire.Pong{TS: m.TS, ST: time.Now().UnixMilli()})) == nil
 	case *wire.Chat:
@@ -222,3 +239,10 @@ func (s *session) kick(code, msg string, closeCode int) {
 	s.fail(code, msg, closeCode)
 	_ = s.room.Leave(context.Background(), s.seat, s.conn, wire.LeftKicked)
 }
+
+// deltaConn is a player connection that asked for delta snapshots in its
+// `join` (caps ["delta"]); the room sends it `delta` frames.
+type deltaConn struct{ PlayerConn }
+
+// WantsDelta implements room.DeltaClient.
+func (*deltaConn) WantsDelta() bool { return true }

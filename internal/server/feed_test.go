@@ -440,3 +440,73 @@ func TestThousandSSEViewersGetTheSameSnapIDs(t *testing.T) {
 	closed(t, p)
 	checkGoroutines(t, base+30) // the test server's own goroutines
 }
+
+// TestLongParkedPoll covers polls parked past the point where their
+// connection is taken over from net/http: they are still woken at once by
+// an event, answered empty at their timeout, and keep their CORS headers.
+func TestLongParkedPoll(t *testing.T) {
+	// Pings only at connect, so that a still player's snapshots stay the
+	// same and the room publishes none.
+	ts := start(t, Config{Origins: []string{"https://game.example"}, PingEvery: time.Hour})
+	room := createRoom(t, ts, `{}`)
+	base := ts.http.URL + "/rooms/" + room + "/poll"
+	time.Sleep(200 * time.Millisecond) // the still room's only snapshot
+	first, _ := poll(t, base)
+	get := func(query string) (pollAnswer, *http.Response, time.Duration) {
+		req, _ := http.NewRequest("GET", base+query, nil)
+		req.Header.Set("Origin", "https://game.example")
+		began := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var a pollAnswer
+		if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+			t.Fatal(err)
+		}
+		return a, resp, time.Since(began)
+	}
+	// Empty at its timeout, well after the takeover.
+	a, resp, took := get(fmt.Sprintf("?after=%d&timeout=2", first.Last))
+	if len(a.Events) != 0 || a.Last != first.Last || took < 1900*time.Millisecond || took > 6*time.Second {
+		t.Fatalf("idle poll: %+v after %v", a, took)
+	}
+	if resp.Header.Get("Access-Control-Allow-Origin") != "https://game.example" || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("taken-over answer lost its headers: %v", resp.Header)
+	}
+	// Woken by a chat 1.5 s into the wait.
+	p := ts.join(t, "ana", room)
+	time.Sleep(300 * time.Millisecond)
+	joined, _ := poll(t, fmt.Sprintf("%s?after=%d", base, first.Last))
+	done := make(chan pollAnswer, 1)
+	go func() {
+		a, _, _ := get(fmt.Sprintf("?after=%d&timeout=20", joined.Last))
+		done <- a
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	sent := time.Now()
+	_ = p.Chat("late")
+	select {
+	case a := <-done:
+		if len(a.Events) == 0 || a.Events[0].Type != wire.EventChat {
+			t.Fatalf("woken poll: %+v", a)
+		}
+		if d := time.Since(sent); d > time.Second {
+			t.Fatalf("answered %v after the chat", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("taken-over poll not woken")
+	}
+	// An SSE stream keeps its CORS headers too.
+	req, _ := http.NewRequest("GET", ts.http.URL+"/rooms/"+room+"/events", nil)
+	req.Header.Set("Origin", "https://game.example")
+	sse, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sse.Body.Close()
+	if sse.Header.Get("Access-Control-Allow-Origin") != "https://game.example" || sse.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("SSE headers %v", sse.Header)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tickwire/tickwire/internal/auth"
 	"github.com/tickwire/tickwire/internal/httpapi"
 )
 
@@ -141,75 +140,6 @@ func parseID(s string) (int64, error) {
 		return 0, errors.New("event ids are integers >= 0")
 	}
 	return id, nil
-}
-
-// Poll serves GET /rooms/{room}/poll?after=<id>&timeout=<s>.
-func (h *Handlers) Poll(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	after := int64(-1)
-	if q.Has("after") {
-		var err error
-		if after, err = parseID(q.Get("after")); err != nil || q.Get("after") == "" {
-			httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "after: event ids are integers >= 0")
-			return
-		}
-	}
-	timeout := h.cfg.PollTimeout
-	if s := q.Get("timeout"); s != "" {
-		secs, err := strconv.ParseFloat(s, 64)
-		if err != nil || secs != secs {
-			httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "timeout: seconds, a number")
-			return
-		}
-		secs = min(max(secs, MinPollTimeout), MaxPollTimeout)
-		timeout = time.Duration(secs * float64(time.Second))
-	}
-	f := h.lookup(w, r)
-	if f == nil {
-		return
-	}
-	b := f.Read(after, Coalesce)
-	if len(b.Events) == 0 && !b.Closed {
-		if !h.parkPoll(f) {
-			httpapi.WriteRetryError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable,
-				"too many parked polls; try again", time.Second)
-			return
-		}
-		defer h.unparkPoll(f)
-		if exp := auth.Expiry(r.Context()); !exp.IsZero() {
-			timeout = min(timeout, time.Until(exp))
-		}
-		timer := time.NewTimer(timeout)
-		defer timer.Stop()
-	wait:
-		for len(b.Events) == 0 && !b.Closed {
-			select {
-			case <-b.Wake:
-				b = f.Read(after, Coalesce)
-			case <-timer.C:
-				break wait
-			case <-h.done:
-				break wait
-			case <-r.Context().Done():
-				return
-			}
-		}
-	}
-	body := make([]byte, 0, 256)
-	body = append(body, `{"events":[`...)
-	for i, e := range b.Events {
-		if i > 0 {
-			body = append(body, ',')
-		}
-		body = append(body, e.PollJSON()...)
-	}
-	body = append(body, `],"last":`...)
-	body = strconv.AppendUint(body, b.Last, 10)
-	body = append(body, "}\n"...)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_, _ = w.Write(body)
-	h.bytesPoll.Add(int64(len(body)))
 }
 
 // parkPoll counts a waiting poll against the room's and the server's caps.

@@ -1,10 +1,12 @@
 package feed
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -19,12 +21,19 @@ import (
 // streams, and one pump goroutine per room writes each new event to all of
 // them. A viewer whose socket cannot take an event at once gets a goroutine
 // of its own until it has caught up again. HTTP/2 streams, which cannot be
-// taken over, are served by their handler goroutine.
+// taken over, are served by their handler goroutine. Long-polls parked for
+// a while are taken over the same way (see poll.go).
 
-// sseHead is the head of a taken-over SSE response; its body runs until
-// the connection closes.
-const sseHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n" +
-	"X-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
+// rawHead renders the head of a taken-over response: status 200, the
+// handler's headers (CORS ones included) and Connection: close, without
+// the blank line that ends it.
+func rawHead(h http.Header) []byte {
+	var b bytes.Buffer
+	b.WriteString("HTTP/1.1 200 OK\r\n")
+	_ = h.Write(&b)
+	b.WriteString("Connection: close\r\n")
+	return b.Bytes()
+}
 
 // idleWrite is how long the pump waits on one viewer's socket before
 // handing that viewer to a goroutine of its own.
@@ -45,14 +54,16 @@ func (v *sseConn) expired(now time.Time) bool {
 	return !v.expires.IsZero() && now.After(v.expires)
 }
 
-// idleStreams are the parked SSE connections of one feed and their pump.
+// idleStreams are the parked SSE connections and long-polls of one feed
+// and their pump.
 type idleStreams struct {
 	h    *Handlers
 	f    *Feed
-	poke chan struct{} // a viewer was added (capacity 1)
+	poke chan struct{} // a viewer or poll was added (capacity 1)
 
-	mu      sync.Mutex // guards viewers and running
+	mu      sync.Mutex // guards viewers, polls and running
 	viewers map[*sseConn]struct{}
+	polls   map[*parkedPoll]struct{}
 	running bool
 }
 
@@ -76,9 +87,11 @@ func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
 	retry := []byte("retry: " + strconv.FormatInt(h.cfg.Retry.Milliseconds(), 10) + "\n\n")
 	b := f.Read(after, Stream)
 	if r.ProtoMajor == 1 {
+		setSSEHeaders(w.Header())
+		head := rawHead(w.Header())
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			v := &sseConn{conn: conn, expires: auth.Expiry(r.Context()), release: limits.Detach(r.Context())}
-			if h.writeConn(v, h.cfg.WriteWait, append([]byte(sseHead), retry...)) == nil {
+			if h.writeConn(v, h.cfg.WriteWait, slices.Concat(head, []byte("\r\n"), retry)) == nil {
 				h.catchUp(f, v, b)
 			} else {
 				h.drop(f, v)
@@ -138,9 +151,15 @@ func (h *Handlers) catchUp(f *Feed, v *sseConn, b Batch) {
 	}
 }
 
-// parkStream adds v to its feed's idle streams, starting their pump if needed.
-// It reports false once the handlers are shutting down.
+// parkStream adds v to its feed's idle streams, starting their pump if
+// needed. It reports false once the handlers are shutting down.
 func (h *Handlers) parkStream(f *Feed, v *sseConn) bool {
+	return h.parkIdle(f, func(s *idleStreams) { s.viewers[v] = struct{}{} })
+}
+
+// parkIdle adds a connection to its feed's idle set with add, starting the
+// pump if needed. It reports false once the handlers are shutting down.
+func (h *Handlers) parkIdle(f *Feed, add func(*idleStreams)) bool {
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
@@ -148,11 +167,12 @@ func (h *Handlers) parkStream(f *Feed, v *sseConn) bool {
 	}
 	s := h.idle[f]
 	if s == nil {
-		s = &idleStreams{h: h, f: f, poke: make(chan struct{}, 1), viewers: make(map[*sseConn]struct{})}
+		s = &idleStreams{h: h, f: f, poke: make(chan struct{}, 1),
+			viewers: make(map[*sseConn]struct{}), polls: make(map[*parkedPoll]struct{})}
 		h.idle[f] = s
 	}
 	s.mu.Lock()
-	s.viewers[v] = struct{}{}
+	add(s)
 	start := !s.running
 	s.running = true
 	s.mu.Unlock()
@@ -170,27 +190,33 @@ func (h *Handlers) parkStream(f *Feed, v *sseConn) bool {
 	return true
 }
 
-// pump writes new events to the idle streams of its feed until none is
-// left or the handlers shut down.
+// pump writes new events to the idle streams of its feed and answers its
+// parked polls, until none is left or the handlers shut down.
 func (s *idleStreams) pump() {
 	defer s.h.wg.Done()
 	heartbeat := time.NewTimer(s.h.cfg.Heartbeat)
 	defer heartbeat.Stop()
+	pollDue := time.NewTimer(time.Hour)
+	defer pollDue.Stop()
 	for {
 		wake := s.f.wakeChan()
-		viewers := s.list()
-		if len(viewers) == 0 {
+		viewers, polls := s.list()
+		if len(viewers) == 0 && len(polls) == 0 {
 			return
 		}
 		if s.deliver(viewers) {
 			heartbeat.Reset(s.h.cfg.Heartbeat)
 		}
+		if next := s.answerPolls(polls, false); !next.IsZero() {
+			pollDue.Reset(time.Until(next))
+		}
 		select {
 		case <-wake:
 		case <-s.poke:
+		case <-pollDue.C:
 		case <-heartbeat.C:
 			now := time.Now()
-			for _, v := range s.list() {
+			for _, v := range viewers {
 				if v.expired(now) {
 					s.remove(v)
 					s.h.drop(s.f, v)
@@ -200,32 +226,39 @@ func (s *idleStreams) pump() {
 			}
 			heartbeat.Reset(s.h.cfg.Heartbeat)
 		case <-s.h.done:
-			s.deliver(s.list()) // the rooms' `closed` events
-			for _, v := range s.list() {
+			viewers, polls := s.list()
+			s.deliver(viewers) // the rooms' `closed` events
+			for _, v := range viewers {
 				s.remove(v)
 				s.h.drop(s.f, v)
 			}
+			s.answerPolls(polls, true)
 			return
 		}
 	}
 }
 
-// list returns the idle viewers; with none it stops the pump's run, under
-// the same lock as park, so a viewer parked later starts a new pump.
-func (s *idleStreams) list() []*sseConn {
+// list returns the idle viewers and parked polls; with none it stops the
+// pump's run, under the same lock as parkIdle, so a connection parked later
+// starts a new pump.
+func (s *idleStreams) list() ([]*sseConn, []*parkedPoll) {
 	s.h.mu.Lock()
 	defer s.h.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]*sseConn, 0, len(s.viewers))
+	viewers := make([]*sseConn, 0, len(s.viewers))
 	for v := range s.viewers {
-		out = append(out, v)
+		viewers = append(viewers, v)
 	}
-	if len(out) == 0 {
+	polls := make([]*parkedPoll, 0, len(s.polls))
+	for p := range s.polls {
+		polls = append(polls, p)
+	}
+	if len(viewers) == 0 && len(polls) == 0 {
 		s.running = false
 		delete(s.h.idle, s.f)
 	}
-	return out
+	return viewers, polls
 }
 
 func (s *idleStreams) remove(v *sseConn) {
@@ -316,12 +349,15 @@ func (h *Handlers) writeConnN(v *sseConn, p []byte, busy func(rest []byte)) erro
 	return err
 }
 
-// serveStream serves an SSE stream on its handler goroutine (HTTP/2).
-func (h *Handlers) serveStream(w http.ResponseWriter, r *http.Request, f *Feed, retry []byte, b Batch) {
-	hdr := w.Header()
+func setSSEHeaders(hdr http.Header) {
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache")
 	hdr.Set("X-Accel-Buffering", "no")
+}
+
+// serveStream serves an SSE stream on its handler goroutine (HTTP/2).
+func (h *Handlers) serveStream(w http.ResponseWriter, r *http.Request, f *Feed, retry []byte, b Batch) {
+	setSSEHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	write := func(p []byte) bool {

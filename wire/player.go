@@ -61,7 +61,7 @@ type Message interface {
 }
 
 // ClientMessage is a message from a player: one of *Join, *Input, *Ping,
-// *Chat, *Typing, *Leave.
+// *Chat, *Typing, *Leave, or *Ack (delta mode, see delta.go).
 type ClientMessage interface {
 	Message
 	fromClient()
@@ -74,13 +74,16 @@ type Head struct {
 
 func (h *Head) setType(t string) { h.T = t }
 
-// Join enters a room. Room is RoomAuto or a room id.
+// Join enters a room. Room is RoomAuto or a room id. Caps (an addition)
+// lists optional features the client supports, such as CapDelta; unknown
+// ones are ignored.
 type Join struct {
 	Head
-	Name   string `msgpack:"name"`
-	Room   string `msgpack:"room"`
-	Token  string `msgpack:"token,omitempty"`
-	Resume string `msgpack:"resume,omitempty"`
+	Name   string   `msgpack:"name"`
+	Room   string   `msgpack:"room"`
+	Token  string   `msgpack:"token,omitempty"`
+	Resume string   `msgpack:"resume,omitempty"`
+	Caps   []string `msgpack:"caps,omitempty"`
 }
 
 // Input is the player's movement intent; Seq increases with every input.
@@ -152,7 +155,8 @@ func ValidID(s string) bool {
 // clientFields holds every field a client message may carry while decoding.
 type clientFields struct {
 	t, name, room, token, resume, text string
-	seq, dx, dy, ts                    float64
+	seq, dx, dy, ts, n                 float64
+	caps                               []string
 	has                                uint16 // bit per field present
 	bad                                string // first field with a wrong type
 }
@@ -165,6 +169,8 @@ const (
 	hasName
 	hasRoom
 	hasText
+	hasN
+	hasCaps
 )
 
 var decoderPool = sync.Pool{New: func() any {
@@ -242,6 +248,10 @@ func (f *clientFields) read(d *msgpack.Decoder) error {
 			err = f.num(d, key, &f.dy, hasDY)
 		case "ts":
 			err = f.num(d, key, &f.ts, hasTS)
+		case "n":
+			err = f.num(d, key, &f.n, hasN)
+		case "caps":
+			err = f.strs(d, key)
 		default:
 			err = d.Skip()
 		}
@@ -299,6 +309,49 @@ func (f *clientFields) num(d *msgpack.Decoder, key string, dst *float64, bit uin
 	return err
 }
 
+// strs reads the caps field: an array of strings. Elements past MaxCaps+1
+// are skipped unread (the message is refused anyway); nil counts as absent.
+func (f *clientFields) strs(d *msgpack.Decoder, key string) error {
+	c, err := d.PeekCode()
+	if err != nil {
+		return err
+	}
+	if c == 0xc0 {
+		return d.Skip()
+	}
+	if !(c >= 0x90 && c <= 0x9f || c == 0xdc || c == 0xdd) {
+		f.wrongType(key)
+		return d.Skip()
+	}
+	n, err := d.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	f.has |= hasCaps
+	f.caps = f.caps[:0]
+	for i := 0; i < n; i++ {
+		c, err := d.PeekCode()
+		if err != nil {
+			return err
+		}
+		if !isString(c) || len(f.caps) > MaxCaps {
+			if !isString(c) {
+				f.wrongType(key)
+			}
+			if err := d.Skip(); err != nil {
+				return err
+			}
+			continue
+		}
+		s, err := d.DecodeString()
+		if err != nil {
+			return err
+		}
+		f.caps = append(f.caps, s)
+	}
+	return nil
+}
+
 func (f *clientFields) wrongType(key string) {
 	if f.bad == "" {
 		f.bad = key
@@ -314,7 +367,7 @@ func (f *clientFields) message() (ClientMessage, error) {
 	head := Head{T: f.t}
 	switch f.t {
 	case TypeJoin:
-		m = &Join{Head: head, Name: f.name, Room: f.room, Token: f.token, Resume: f.resume}
+		m = &Join{Head: head, Name: f.name, Room: f.room, Token: f.token, Resume: f.resume, Caps: f.caps}
 	case TypeInput:
 		m = &Input{Head: head, Seq: uint64(f.seq), DX: f.dx, DY: f.dy}
 	case TypePing:
@@ -325,6 +378,8 @@ func (f *clientFields) message() (ClientMessage, error) {
 		return &Typing{head}, nil
 	case TypeLeave:
 		return &Leave{head}, nil
+	case TypeAck:
+		m = &Ack{Head: head, N: uint64(f.n)}
 	default:
 		return nil, fmt.Errorf("%w: unknown type %q", ErrMalformed, f.t)
 	}
@@ -339,6 +394,14 @@ func (f *clientFields) message() (ClientMessage, error) {
 		if m.Room != RoomAuto && !ValidID(m.Room) {
 			return nil, fail("room", `must be "auto" or 1-64 characters of [A-Za-z0-9_-]`)
 		}
+		if len(m.Caps) > MaxCaps {
+			return nil, fail("caps", "must be at most 16 strings of 1-32 bytes")
+		}
+		for _, c := range m.Caps {
+			if len(c) < 1 || len(c) > MaxCapLen {
+				return nil, fail("caps", "must be at most 16 strings of 1-32 bytes")
+			}
+		}
 	case *Input:
 		if f.has&hasSeq == 0 || f.seq < 0 || f.seq > MaxSeq || f.seq != math.Trunc(f.seq) {
 			return nil, fail("seq", "must be an integer >= 0")
@@ -348,6 +411,10 @@ func (f *clientFields) message() (ClientMessage, error) {
 		}
 		if f.has&hasDY == 0 || !(f.dy >= -1 && f.dy <= 1) {
 			return nil, fail("dy", "must be a number in [-1,1]")
+		}
+	case *Ack:
+		if f.has&hasN == 0 || f.n < 0 || f.n > MaxSeq || f.n != math.Trunc(f.n) {
+			return nil, fail("n", "must be an integer >= 0")
 		}
 	case *Ping:
 		if f.has&hasTS == 0 || math.IsNaN(f.ts) || math.IsInf(f.ts, 0) {

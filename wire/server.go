@@ -10,7 +10,7 @@ import (
 )
 
 // ServerMessage is a message from the server to a player: one of *Welcome,
-// *Snap, *Pong, *Joined, *Left, *ChatLine, *TypingFrom, *Error.
+// *Snap, *Delta, *Pong, *Joined, *Left, *ChatLine, *TypingFrom, *Error.
 type ServerMessage interface {
 	Message
 	fromServer()
@@ -187,6 +187,7 @@ var serverTypes = map[string]func() ServerMessage{
 	TypeChat:    func() ServerMessage { return new(ChatLine) },
 	TypeTyping:  func() ServerMessage { return new(TypingFrom) },
 	TypeError:   func() ServerMessage { return new(Error) },
+	TypeDelta:   func() ServerMessage { return new(Delta) },
 }
 
 // ErrUnknownType is returned by DecodeServer for a message type it does not

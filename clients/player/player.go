@@ -5,6 +5,11 @@
 // A Client's methods are safe for concurrent use. Received messages are
 // delivered in order on Messages (unless Options.Discard is set); the newest
 // snapshot is always available from Latest.
+//
+// With Options.Delta the client asks for delta snapshots (an addition to
+// the protocol): it rebuilds each snapshot from the server's `delta` frames,
+// acknowledges it, and delivers it as the same *wire.Snap a client in full
+// mode gets, its coordinates within wire.DeltaPrecision of the server's.
 package player
 
 import (
@@ -35,6 +40,9 @@ type Options struct {
 	// Buffer is the capacity of Messages (4096). When it is full the
 	// client stops reading, as a slow real client would.
 	Buffer int
+	// Delta asks for delta snapshots (`caps:["delta"]`), which cost a
+	// fraction of the bytes of full ones.
+	Delta bool
 }
 
 // JoinError is the server's refusal of a join.
@@ -50,12 +58,14 @@ func (e *JoinError) Error() string {
 
 // Stats count what a client received and sent.
 type Stats struct {
-	Frames   int64 // frames received
-	Bytes    int64 // payload bytes received
-	Snaps    int64 // snapshots received
-	Sent     int64 // frames sent
-	LastRTT  time.Duration
-	Received time.Time // when the newest frame arrived
+	Frames    int64 // frames received
+	Bytes     int64 // payload bytes received
+	Snaps     int64 // snapshots received (full or rebuilt from deltas)
+	Deltas    int64 // of which delta frames, keyframes included
+	Keyframes int64 // of which keyframes
+	Sent      int64 // frames sent
+	LastRTT   time.Duration
+	Received  time.Time // when the newest frame arrived
 }
 
 // Client is one connected player.
@@ -70,6 +80,15 @@ type Client struct {
 	seq uint64     // last input seq, guarded by wmu
 
 	latest atomic.Pointer[wire.Snap]
+	// Delta mode: rx is used by the reader only; the newest tick to
+	// acknowledge is handed to ackLoop through ackN and ackWake.
+	rx      *wire.DeltaReceiver
+	ackN    atomic.Uint64
+	ackWake chan struct{}
+	ackDone chan struct{}
+	deltas  atomic.Int64
+	keys    atomic.Int64
+
 	frames atomic.Int64
 	bytes  atomic.Int64
 	snaps  atomic.Int64
@@ -95,13 +114,23 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{ws: ws, msgs: make(chan wire.ServerMessage, o.Buffer), done: make(chan struct{}), discard: o.Discard}
-	if err := c.send(&wire.Join{Name: o.Name, Room: o.Room, Token: o.Token, Resume: o.Resume}); err != nil {
+	join := &wire.Join{Name: o.Name, Room: o.Room, Token: o.Token, Resume: o.Resume}
+	if o.Delta {
+		join.Caps = []string{wire.CapDelta}
+	}
+	if err := c.send(join); err != nil {
 		ws.Close()
 		return nil, err
 	}
 	if err := c.awaitWelcome(ctx); err != nil {
 		ws.Close()
 		return nil, err
+	}
+	if o.Delta {
+		c.rx = wire.NewDeltaReceiver(c.welcome.Hz)
+		c.ackWake = make(chan struct{}, 1)
+		c.ackDone = make(chan struct{})
+		go c.ackLoop()
 	}
 	go c.readLoop()
 	return c, nil
@@ -156,6 +185,13 @@ func (c *Client) readLoop() {
 		if err != nil {
 			continue // unknown types are ignored
 		}
+		if d, ok := m.(*wire.Delta); ok {
+			snap := c.applyDelta(d)
+			if snap == nil {
+				continue
+			}
+			m = snap
+		}
 		switch m := m.(type) {
 		case *wire.Snap:
 			c.snaps.Add(1)
@@ -165,6 +201,52 @@ func (c *Client) readLoop() {
 		}
 		if !c.discard {
 			c.msgs <- m
+		}
+	}
+}
+
+// applyDelta rebuilds the snapshot a delta frame describes and has it
+// acknowledged; it returns nil for a frame it cannot use, and then asks for a
+// keyframe.
+func (c *Client) applyDelta(d *wire.Delta) *wire.Snap {
+	if c.rx == nil {
+		return nil // not asked for; ignored like an unknown type
+	}
+	before := c.rx.Keyframes()
+	snap, err := c.rx.Apply(d)
+	if err != nil {
+		c.ackSnapshot(0)
+		return nil
+	}
+	c.deltas.Add(1)
+	if c.rx.Keyframes() != before {
+		c.keys.Add(1)
+	}
+	c.ackSnapshot(snap.N)
+	return snap
+}
+
+// ackSnapshot makes n the next tick ackLoop acknowledges (latest wins).
+func (c *Client) ackSnapshot(n uint64) {
+	c.ackN.Store(n)
+	select {
+	case c.ackWake <- struct{}{}:
+	default:
+	}
+}
+
+// ackLoop sends `ack` messages for the reader, so that the reader never
+// waits on a write.
+func (c *Client) ackLoop() {
+	defer close(c.ackDone)
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.ackWake:
+		}
+		if err := c.send(&wire.Ack{N: c.ackN.Load()}); err != nil {
+			return
 		}
 	}
 }
@@ -214,6 +296,7 @@ func (c *Client) Latest() *wire.Snap { return c.latest.Load() }
 func (c *Client) Stats() Stats {
 	return Stats{
 		Frames: c.frames.Load(), Bytes: c.bytes.Load(), Snaps: c.snaps.Load(), Sent: c.sent.Load(),
+		Deltas: c.deltas.Load(), Keyframes: c.keys.Load(),
 		LastRTT: time.Duration(c.rtt.Load()), Received: time.Unix(0, c.recvAt.Load()),
 	}
 }
@@ -271,5 +354,8 @@ func (c *Client) Close() error {
 		}
 	}()
 	<-c.done
+	if c.ackDone != nil {
+		<-c.ackDone
+	}
 	return err
 }

@@ -192,6 +192,179 @@ function decodeSnap(s, names) {
   return { n: s.n, st: s.st, ack: s.ack, players, orbs };
 }
 
+// ---- delta snapshots ---------------------------------------------------------
+//
+// Delta mode is an addition to the protocol (docs/protocol.md, "Delta
+// snapshots"): the client sends `caps: ["delta"]` in `join`, receives
+// `delta` frames whose `d` bytes describe a snapshot relative to one it
+// acknowledged (or to nothing: a keyframe), and acknowledges every snapshot
+// it rebuilds with `{t: "ack", n}`. The format is the one of wire/delta.go.
+
+/** Quanta per unit: positions in 1/64 unit, velocities in 1/64 unit/s. */
+export const DELTA_SCALE = 64;
+/** Rebuilt snapshots kept as baselines (the server picks among its last 64). */
+const DELTA_KEEP = 128;
+
+/** Reads the varints of a delta's bytes. */
+class VarintReader {
+  /** @param {Uint8Array} bytes */
+  constructor(bytes) {
+    this.b = bytes;
+    this.i = 0;
+  }
+
+  /** An unsigned varint (LEB128), exact up to 2^53. */
+  u() {
+    let v = 0;
+    let mul = 1;
+    for (;;) {
+      if (this.i >= this.b.length) throw new Error("delta: truncated");
+      const c = this.b[this.i++];
+      v += (c & 0x7f) * mul;
+      if (c < 0x80) return v;
+      mul *= 128;
+      if (mul > 2 ** 63) throw new Error("delta: varint too long");
+    }
+  }
+
+  /** A zigzag varint. */
+  z() {
+    const u = this.u();
+    return u % 2 === 0 ? u / 2 : -(u + 1) / 2;
+  }
+
+  /** A count of items taking at least a byte each. */
+  count(limit) {
+    const n = this.u();
+    if (n > limit || n > this.b.length - this.i) throw new Error(`delta: count ${n} out of range`);
+    return n;
+  }
+}
+
+/**
+ * Where a coordinate is expected after `age` ticks, from its value and
+ * velocity in the baseline and its velocity now (all in quanta); the same
+ * integer formula as the server's.
+ */
+export function deltaPredict(q, vb, vc, age, hz) {
+  return q + Math.floor((2 * age * vb + (age + 1) * (vc - vb) + hz) / (2 * hz));
+}
+
+const EMPTY_STATE = { n: 0, st: 0, p: [], o: [] };
+
+/**
+ * Rebuilds the quantized state a delta's bytes describe.
+ * @param {Uint8Array} d the `d` bytes of a `delta` frame
+ * @param {number} hz the room's tick rate
+ * @param {(n: number) => object|undefined} baseline a state this client rebuilt before, by tick
+ * @returns {{n: number, st: number, keyframe: boolean, p: object[], o: object[]}}
+ */
+export function decodeDelta(d, hz, baseline) {
+  const r = new VarintReader(d);
+  const n = r.u();
+  const age = r.u();
+  let base = EMPTY_STATE;
+  if (age !== 0) {
+    if (age >= n) throw new Error("delta: bad baseline age");
+    base = baseline(n - age);
+    if (!base) throw Object.assign(new Error(`delta: baseline ${n - age} not held`), { baseline: true });
+  }
+  const st = base.st + r.z();
+  const gone = new Set();
+  let id = 0;
+  for (let i = 0, k = r.count(4096); i < k; i++) {
+    id += r.u();
+    gone.add(id);
+  }
+  const entered = [];
+  id = 0;
+  for (let i = 0, k = r.count(4096); i < k; i++) {
+    id += r.u();
+    entered.push({ id, x: r.z(), y: r.z(), vx: r.z(), vy: r.z(), score: r.z(), rtt: r.z() });
+  }
+  const p = [];
+  let j = 0;
+  for (const b of base.p) {
+    if (gone.has(b.id)) {
+      gone.delete(b.id);
+      continue;
+    }
+    const mask = r.u();
+    if (mask > 63) throw new Error("delta: bad player mask");
+    const c = { ...b };
+    if (mask & 1) c.vx += r.z();
+    if (mask & 2) c.vy += r.z();
+    c.x = deltaPredict(b.x, b.vx, c.vx, age, hz);
+    c.y = deltaPredict(b.y, b.vy, c.vy, age, hz);
+    if (mask & 4) c.x += r.z();
+    if (mask & 8) c.y += r.z();
+    if (mask & 16) c.score += r.z();
+    if (mask & 32) c.rtt += r.z();
+    while (j < entered.length && entered[j].id < c.id) p.push(entered[j++]);
+    p.push(c);
+  }
+  while (j < entered.length) p.push(entered[j++]);
+  if (gone.size) throw new Error("delta: removed player not in the baseline");
+  const count = r.u();
+  const o = [];
+  let slot = -1;
+  for (let i = 0, k = r.count(count); i < k; i++) {
+    const next = slot + 1 + r.u();
+    if (next >= count) throw new Error("delta: orb slot out of range");
+    for (let s = slot + 1; s < next; s++) o.push(base.o[s]);
+    slot = next;
+    o.push({ id: (base.o[slot]?.id ?? 0) + r.z(), x: r.z(), y: r.z() });
+  }
+  for (let s = slot + 1; s < count; s++) o.push(base.o[s]);
+  if (o.some((x) => x === undefined)) throw new Error("delta: orb slot missing");
+  if (r.i !== d.length) throw new Error("delta: trailing bytes");
+  return { n, st, keyframe: age === 0, p, o };
+}
+
+/**
+ * Turns the `delta` frames of one connection back into snapshots, keeping
+ * the newest rebuilt states as baselines.
+ */
+export class DeltaReceiver {
+  /** @param {number} hz the room's tick rate (welcome `hz`) */
+  constructor(hz) {
+    this.hz = hz;
+    this.ring = [];
+    this.keyframes = 0;
+  }
+
+  /**
+   * @param {Uint8Array} d the `d` bytes of a `delta` frame
+   * @returns {object} the quantized state; its `n` is what to acknowledge
+   */
+  apply(d) {
+    const s = decodeDelta(d, this.hz, (n) => this.ring.find((x) => x.n === n));
+    if (s.keyframe) this.keyframes++;
+    this.ring.push(s);
+    if (this.ring.length > DELTA_KEEP) this.ring.shift();
+    return s;
+  }
+}
+
+/** A rebuilt state as a Snapshot, coordinates back in units. */
+function deltaSnapshot(s, ack, names) {
+  const players = new Map();
+  for (const p of s.p) {
+    players.set(p.id, {
+      id: p.id,
+      name: names.get(p.id) ?? `#${p.id}`,
+      x: p.x / DELTA_SCALE,
+      y: p.y / DELTA_SCALE,
+      vx: p.vx / DELTA_SCALE,
+      vy: p.vy / DELTA_SCALE,
+      score: p.score,
+      rtt: p.rtt,
+    });
+  }
+  const orbs = s.o.map((o) => ({ id: o.id, x: o.x / DELTA_SCALE, y: o.y / DELTA_SCALE }));
+  return { n: s.n, st: s.st, ack, players, orbs };
+}
+
 /**
  * Keeps recent snapshots and answers where every player was at a given
  * server time, interpolating between the two snapshots around it. Renderers
@@ -340,6 +513,12 @@ export function stepPosition(pos, dx, dy, world) {
  * prediction to the server's position and replays the inputs not yet
  * applied. Other players should be drawn from `view()`, which interpolates
  * them about two ticks in the past.
+ *
+ * By default the client asks for delta snapshots (`delta: true`): the
+ * server then sends each snapshot as a difference from one the client
+ * acknowledged, a fraction of the bytes; the client rebuilds it and emits the
+ * same `snap` event, with coordinates within 1/128 unit of the server's.
+ * `stats` counts what arrived.
  */
 export class GameClient extends EventTarget {
   /**
@@ -352,15 +531,23 @@ export class GameClient extends EventTarget {
    * @param {number} [options.pingInterval] ms between pings (1000)
    * @param {number} [options.minBackoff] first reconnection delay, ms (1000)
    * @param {number} [options.maxBackoff] longest reconnection delay, ms (30000)
+   * @param {boolean} [options.delta] ask for delta snapshots (true)
    */
-  constructor({ name, room = "auto", server, token, reconnect = true, pingInterval = 1000, minBackoff = 1000, maxBackoff = 30000 }) {
+  constructor({ name, room = "auto", server, token, reconnect = true, pingInterval = 1000, minBackoff = 1000, maxBackoff = 30000, delta = true }) {
     super();
     this.name = name;
     /** Room id; "auto" until the welcome names the room. */
     this.room = room;
     this.server = server;
     this.token = token;
-    this.options = { reconnect, pingInterval, minBackoff, maxBackoff };
+    this.options = { reconnect, pingInterval, minBackoff, maxBackoff, delta };
+    /** Rebuilds delta snapshots; one per connection, made at its welcome. */
+    this.deltaReceiver = null;
+    /**
+     * What arrived: frames and their payload bytes, snapshots (full or
+     * rebuilt), delta frames and keyframes among them.
+     */
+    this.stats = { frames: 0, bytes: 0, snaps: 0, deltas: 0, keyframes: 0 };
     /** This player's entity id, null before the first welcome. */
     this.id = null;
     /** The arena: {w, h, r, speed, hz}, null before the first welcome. */
@@ -405,10 +592,20 @@ export class GameClient extends EventTarget {
     this.ws = ws;
     let serverError = null;
     ws.onopen = () => {
-      this.#send({ t: "join", name: this.name, room: this.room, token: this.token, resume: this.resumeToken ?? undefined });
+      this.deltaReceiver = null;
+      this.#send({
+        t: "join",
+        name: this.name,
+        room: this.room,
+        token: this.token,
+        resume: this.resumeToken ?? undefined,
+        caps: this.options.delta ? ["delta"] : undefined,
+      });
     };
     ws.onmessage = (e) => {
       if (typeof e.data === "string") return;
+      this.stats.frames++;
+      this.stats.bytes += e.data.byteLength;
       let m;
       try {
         m = decoder.decode(new Uint8Array(e.data));
@@ -460,7 +657,9 @@ export class GameClient extends EventTarget {
       case "welcome":
         return this.#onWelcome(m);
       case "snap":
-        return this.#onSnap(m);
+        return this.#onSnapshot(decodeSnap(m, this.names));
+      case "delta":
+        return this.#onDelta(m);
       case "pong": {
         const rtt = performance.now() - m.ts;
         if (this.ping !== null) this.jitter += (Math.abs(rtt - this.ping) - this.jitter) / 16;
@@ -505,6 +704,7 @@ export class GameClient extends EventTarget {
     this.buffer.clear();
     if (!resumed) this.predicted = null;
     this.clock.fromStamp(m.st);
+    if (this.options.delta) this.deltaReceiver = new DeltaReceiver(m.hz);
     this.#setConnection({ state: "connected", attempt: 0, resumed });
     clearInterval(this.timers.ping);
     this.timers.ping = setInterval(() => this.#sendPing(), this.options.pingInterval);
@@ -512,8 +712,24 @@ export class GameClient extends EventTarget {
     this.#emit("welcome", m);
   }
 
-  #onSnap(m) {
-    const snap = decodeSnap(m, this.names);
+  #onDelta(m) {
+    if (!this.deltaReceiver || !(m.d instanceof Uint8Array)) return;
+    let s;
+    try {
+      s = this.deltaReceiver.apply(m.d);
+    } catch {
+      // A frame this client cannot rebuild: ask for a keyframe.
+      this.#send({ t: "ack", n: 0 });
+      return;
+    }
+    this.#send({ t: "ack", n: s.n });
+    this.stats.deltas++;
+    if (s.keyframe) this.stats.keyframes++;
+    this.#onSnapshot(deltaSnapshot(s, m.ack, this.names));
+  }
+
+  #onSnapshot(snap) {
+    this.stats.snaps++;
     this.latest = snap;
     this.buffer.push(snap);
     this.clock.fromStamp(snap.st);

@@ -1,6 +1,8 @@
 // Package room runs one game room: a single goroutine owns the room's World
-// and its seats, ticks it on a fixed-step schedule, and fans one encoded
-// snapshot per tick out to every player's client.
+// and its seats, ticks it on a fixed-step schedule, and fans the tick's
+// snapshot out to every player's client: one shared encoding for the
+// players on full snapshots, and one delta frame per distinct baseline for
+// those on delta snapshots.
 //
 // Every exported method of Room is safe for concurrent use. Work that
 // changes the room (joins, leaves, chat) is handed to the room goroutine
@@ -35,6 +37,26 @@ type Client interface {
 	Close(code int, reason string)
 	// RTT is the client's smoothed round trip.
 	RTT() (rtt, jitter time.Duration)
+}
+
+// DeltaClient is a Client that may ask for delta snapshots (`join` with
+// caps ["delta"], an addition to the protocol). When WantsDelta is true the
+// room sends it `delta` frames instead of `snap`: a keyframe on join and on
+// resume, then deltas against the newest snapshot it acknowledged through
+// Seat.AckSnapshot, with a keyframe again when that is more than
+// wire.DeltaHistory ticks old and every DeltaKeyframeEvery.
+type DeltaClient interface {
+	Client
+	WantsDelta() bool
+}
+
+// DeltaKeyframeEvery is how often a delta client gets a keyframe even when
+// its acks are current.
+const DeltaKeyframeEvery = 5 * time.Second
+
+func wantsDelta(c Client) bool {
+	dc, ok := c.(DeltaClient)
+	return ok && dc.WantsDelta()
 }
 
 // Observer receives a room's events, in order, on the room goroutine. It
@@ -144,6 +166,13 @@ type Room struct {
 	orbs     []wire.Orb
 	emptyAt  time.Time // when the room became empty; zero while occupied
 	closeErr string
+
+	// Delta snapshots: the quantized state of recent ticks, by tick modulo
+	// the history size (kept while any delta client is connected), and
+	// this tick's frames, one per distinct baseline.
+	dhist   [wire.DeltaHistory]wire.DeltaState
+	denc    wire.DeltaEncoder
+	dframes []deltaFrame
 }
 
 // Seat is a player's place in a room. The session that joined holds it to
@@ -163,6 +192,19 @@ type Seat struct {
 	ack       uint64
 	heldUntil time.Time // zero while connected
 	heldWhy   string
+
+	// Delta snapshots. snapAck (the newest snapshot acknowledged) and
+	// ackFrom (the connection whose acks count) are guarded by mu.
+	delta   bool   // the client gets delta frames
+	keyAt   uint64 // tick of the newest keyframe sent
+	snapAck uint64
+	ackFrom Client
+}
+
+// deltaFrame is a delta frame encoded for one baseline (0: a keyframe).
+type deltaFrame struct {
+	base  uint64
+	frame []byte
 }
 
 // New returns a room; it does nothing until Run.
@@ -284,6 +326,17 @@ func (s *Seat) Input(in wire.Input) {
 	s.mu.Unlock()
 }
 
+// AckSnapshot records that the connection c, if it still holds the seat,
+// has the snapshot of tick n: later delta frames may use it as their
+// baseline. n = 0 asks for a keyframe.
+func (s *Seat) AckSnapshot(c Client, n uint64) {
+	s.mu.Lock()
+	if s.ackFrom == c {
+		s.snapAck = n
+	}
+	s.mu.Unlock()
+}
+
 // Chat sends a chat line from the seat to everyone in the room.
 func (r *Room) Chat(ctx context.Context, s *Seat, c Client, text string) error {
 	return r.post(ctx, func() {
@@ -337,7 +390,8 @@ func (r *Room) join(c Client, name string) (*Seat, error) {
 		return nil, ErrRoomFull
 	}
 	r.nextID++
-	s := &Seat{ID: r.nextID, Name: name, client: c, token: r.cfg.ID + "." + randomHex(16)}
+	s := &Seat{ID: r.nextID, Name: name, client: c, token: r.cfg.ID + "." + randomHex(16),
+		delta: wantsDelta(c), ackFrom: c}
 	r.world.AddPlayer(s.ID)
 	r.seats = append(r.seats, s)
 	r.seatsTaken.Store(int32(len(r.seats)))
@@ -364,8 +418,11 @@ func (r *Room) resume(c Client, token string) *Seat {
 		// The new connection numbers its inputs afresh.
 		s.mu.Lock()
 		s.seen, s.last, s.fresh = false, 0, false
+		// It holds no snapshot yet: its first delta frame is a keyframe.
+		s.snapAck, s.ackFrom = 0, c
 		s.mu.Unlock()
 		s.ack = 0
+		s.delta, s.keyAt = wantsDelta(c), 0
 		r.welcome(s)
 		return s
 	}
@@ -542,15 +599,79 @@ func (r *Room) sendSnapshot(n uint64, st int64) {
 	for _, o := range r.world.Orbs() {
 		r.orbs = append(r.orbs, wire.Orb{ID: o.ID, X: o.X, Y: o.Y})
 	}
-	shared := r.enc.Shared(n, st, r.states, r.orbs)
+	var shared []byte
+	deltas := false
 	for _, s := range r.seats {
-		if s.client != nil {
-			s.client.SendState(shared, r.enc.Ack(s.ack))
+		if s.client == nil {
+			continue
 		}
+		if s.delta {
+			deltas = true
+			continue
+		}
+		if shared == nil {
+			shared = r.enc.Shared(n, st, r.states, r.orbs)
+		}
+		s.client.SendState(shared, r.enc.Ack(s.ack))
+	}
+	if deltas {
+		r.sendDeltas(n, st)
 	}
 	if o := r.cfg.Observer; o != nil {
 		o.Snap(n, st, r.states, r.orbs)
 	}
+}
+
+// sendDeltas hands every delta client this tick's state relative to the
+// newest snapshot it acknowledged, encoding one frame per distinct baseline.
+func (r *Room) sendDeltas(n uint64, st int64) {
+	cur := &r.dhist[n%wire.DeltaHistory]
+	cur.Set(n, st, r.states, r.orbs)
+	r.dframes = r.dframes[:0]
+	for _, s := range r.seats {
+		if s.client == nil || !s.delta {
+			continue
+		}
+		base := r.deltaBase(s, n)
+		var b uint64
+		if base != nil {
+			b = base.N
+		} else {
+			s.keyAt = n
+		}
+		var frame []byte
+		for _, f := range r.dframes {
+			if f.base == b {
+				frame = f.frame
+				break
+			}
+		}
+		if frame == nil {
+			frame = r.denc.Frame(base, cur, r.cfg.Hz)
+			r.dframes = append(r.dframes, deltaFrame{base: b, frame: frame})
+		}
+		s.client.SendState(frame, r.enc.Ack(s.ack))
+	}
+	for i := range r.dframes {
+		r.dframes[i].frame = nil // the clients own the bytes now
+	}
+}
+
+// deltaBase returns the baseline of s's next delta frame, or nil when it
+// gets a keyframe: it has acknowledged nothing, its ack is no longer in the
+// history, or its periodic keyframe is due.
+func (r *Room) deltaBase(s *Seat, n uint64) *wire.DeltaState {
+	s.mu.Lock()
+	ack := s.snapAck
+	s.mu.Unlock()
+	every := uint64(DeltaKeyframeEvery.Seconds() * float64(r.cfg.Hz))
+	if ack == 0 || ack >= n || n-ack >= wire.DeltaHistory || n-s.keyAt >= every {
+		return nil
+	}
+	if b := &r.dhist[ack%wire.DeltaHistory]; b.N == ack {
+		return b
+	}
+	return nil
 }
 
 func randomHex(n int) string {

@@ -1,0 +1,507 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tickwire/tickwire/clients/player"
+	"github.com/tickwire/tickwire/wire"
+)
+
+// delayProxy is a TCP proxy on loopback that holds every chunk of bytes for
+// a delay drawn per chunk, in each direction, keeping their order (a later
+// chunk never overtakes an earlier one): packet timing jitter and latency
+// for the WebSocket running through it.
+type delayProxy struct {
+	ln     net.Listener
+	target string
+	up     func() time.Duration // client to server
+	down   func() time.Duration // server to client
+
+	mu    sync.Mutex // guards conns
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func startProxy(t *testing.T, target string, up, down func() time.Duration) *delayProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &delayProxy{ln: ln, target: target, up: up, down: down}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// url is the player WebSocket's address through the proxy.
+func (p *delayProxy) url() string { return "ws://" + p.ln.Addr().String() + "/ws/play" }
+
+func (p *delayProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, s)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(c, s, p.up)
+		go p.pipe(s, c, p.down)
+	}
+}
+
+// pipe copies src to dst, each chunk delivered delay() after it was read
+// but not before the chunk ahead of it.
+func (p *delayProxy) pipe(src, dst net.Conn, delay func() time.Duration) {
+	defer p.wg.Done()
+	type chunk struct {
+		b   []byte
+		due time.Time
+	}
+	ch := make(chan chunk, 4096)
+	go func() {
+		defer close(ch)
+		var last time.Time
+		for {
+			buf := make([]byte, 32<<10)
+			n, err := src.Read(buf)
+			if n > 0 {
+				due := time.Now().Add(delay())
+				if due.Before(last) {
+					due = last
+				}
+				last = due
+				ch <- chunk{buf[:n], due}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for c := range ch {
+		time.Sleep(time.Until(c.due))
+		if _, err := dst.Write(c.b); err != nil {
+			break
+		}
+	}
+	dst.Close()
+	src.Close()
+	for range ch { // let the reader end
+	}
+}
+
+func jitter(lo, hi time.Duration) func() time.Duration {
+	var mu sync.Mutex
+	rng := rand.New(rand.NewPCG(uint64(lo), uint64(hi)))
+	return func() time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		return lo + time.Duration(rng.Int64N(int64(hi-lo)+1))
+	}
+}
+
+// snapLog keeps every snapshot a client delivered, by tick, across the
+// connections of one player (a resume goes on filling the same log).
+type snapLog struct {
+	mu    sync.Mutex // guards snaps and last
+	snaps map[uint64]*wire.Snap
+	last  uint64
+	err   error
+	wg    sync.WaitGroup
+}
+
+func newSnapLog() *snapLog { return &snapLog{snaps: make(map[uint64]*wire.Snap)} }
+
+// follow records c's snapshots until its connection ends.
+func (l *snapLog) follow(c *player.Client) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for m := range c.Messages() {
+			s, ok := m.(*wire.Snap)
+			if !ok {
+				continue
+			}
+			l.mu.Lock()
+			if s.N <= l.last && l.err == nil {
+				l.err = fmt.Errorf("tick %d after %d", s.N, l.last)
+			}
+			l.last = s.N
+			l.snaps[s.N] = s
+			l.mu.Unlock()
+		}
+	}()
+}
+
+// compareSnaps checks a snapshot rebuilt from deltas against the full one
+// of the same tick: the same players and orbs in the same order, ids,
+// scores, rtt and server time exact, coordinates within the delta precision
+// of the server's values (the full snapshot carries them as 32-bit floats,
+// within 1.3e-4 of the server's in a 1280 x 720 arena). It returns the
+// largest coordinate difference.
+func compareSnaps(got, want *wire.Snap) (float64, error) {
+	const f32 = 1.3e-4
+	if got.N != want.N || got.ST != want.ST {
+		return 0, fmt.Errorf("tick %d st %d, want %d st %d", got.N, got.ST, want.N, want.ST)
+	}
+	if len(got.P) != len(want.P) || len(got.O) != len(want.O) {
+		return 0, fmt.Errorf("tick %d: %d players and %d orbs, want %d and %d", got.N, len(got.P), len(got.O), len(want.P), len(want.O))
+	}
+	worst := 0.0
+	near := func(a, b float64) bool {
+		d := math.Abs(a - b)
+		worst = max(worst, d)
+		// The rebuilt value is a whole number of quanta.
+		return d <= wire.DeltaPrecision+f32 && a*wire.DeltaScale == math.Round(a*wire.DeltaScale)
+	}
+	for i, g := range got.P {
+		w := want.P[i]
+		if g.ID != w.ID || g.Score != w.Score || g.RTT != w.RTT ||
+			!near(g.X, w.X) || !near(g.Y, w.Y) || !near(g.VX, w.VX) || !near(g.VY, w.VY) {
+			return worst, fmt.Errorf("tick %d: player %+v, want %+v", got.N, g, w)
+		}
+	}
+	for i, g := range got.O {
+		w := want.O[i]
+		if g.ID != w.ID || !near(g.X, w.X) || !near(g.Y, w.Y) {
+			return worst, fmt.Errorf("tick %d: orb %+v, want %+v", got.N, g, w)
+		}
+	}
+	return worst, nil
+}
+
+// TestDeltaClientsRebuildTheFullSnapshots runs a room at 200 Hz for
+// thousands of ticks with players moving, joining and leaving, and checks
+// that every snapshot delta clients rebuild is the one a full client
+// receives: one client behind a jittery link that drops its connection and
+// resumes, one whose acks reach the server 100 ms late (old baselines), one
+// whose acks are 400 ms late (older than the server keeps: keyframes).
+func TestDeltaClientsRebuildTheFullSnapshots(t *testing.T) {
+	const hz = 200
+	ts := start(t, Config{Hz: hz, PingEvery: 200 * time.Millisecond, Grace: 400 * time.Millisecond})
+	target := strings.TrimPrefix(ts.http.URL, "http://")
+	dial := func(url, name, room, resume string, delta bool) (*player.Client, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return player.Dial(ctx, player.Options{URL: url, Name: name, Room: room, Resume: resume, Delta: delta})
+	}
+	must := func(c *player.Client, err error) *player.Client {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+
+	full := must(dial(ts.ws, "full", "auto", "", false))
+	room := full.Welcome().Room
+	fullLog := newSnapLog()
+	fullLog.follow(full)
+	keepMoving(t, full)
+
+	jittery := startProxy(t, target, jitter(0, 8*time.Millisecond), jitter(0, 8*time.Millisecond))
+	late := startProxy(t, target, jitter(100*time.Millisecond, 110*time.Millisecond), jitter(0, 3*time.Millisecond))
+	later := startProxy(t, target, jitter(400*time.Millisecond, 410*time.Millisecond), jitter(0, 3*time.Millisecond))
+
+	type deltaPlayer struct {
+		name    string
+		proxy   *delayProxy
+		log     *snapLog
+		clients []*player.Client
+	}
+	players := []*deltaPlayer{
+		{name: "jittery", proxy: jittery}, {name: "late", proxy: late}, {name: "later", proxy: later},
+	}
+	for _, p := range players {
+		p.log = newSnapLog()
+		c := must(dial(p.proxy.url(), p.name, room, "", true))
+		p.clients = append(p.clients, c)
+		p.log.follow(c)
+		keepMoving(t, c)
+	}
+
+	// Others join and leave all along, some by `leave`, some by dropping
+	// (their seats are held, then freed after the grace period).
+	stop := make(chan struct{})
+	churned := make(chan error, 1)
+	go func() {
+		var live []*player.Client
+		defer func() {
+			for _, c := range live {
+				c.Close()
+			}
+		}()
+		tick := time.NewTicker(300 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				churned <- nil
+				return
+			case <-tick.C:
+			}
+			c, err := dial(ts.ws, fmt.Sprintf("guest%d", i), room, "", i%2 == 0)
+			if err != nil {
+				churned <- err
+				return
+			}
+			go func() {
+				for range c.Messages() {
+				}
+			}()
+			_, _ = c.Input(math.Cos(float64(i)), math.Sin(float64(i)))
+			live = append(live, c)
+			if len(live) > 3 {
+				if i%2 == 0 {
+					_ = live[0].Leave()
+				}
+				live[0].Close()
+				live = live[1:]
+			}
+		}
+	}()
+
+	// compared counts the ticks both p and the full client received.
+	compared := func(p *deltaPlayer) int {
+		fullLog.mu.Lock()
+		defer fullLog.mu.Unlock()
+		p.log.mu.Lock()
+		defer p.log.mu.Unlock()
+		k := 0
+		for n := range p.log.snaps {
+			if fullLog.snaps[n] != nil {
+				k++
+			}
+		}
+		return k
+	}
+	// runUntil lets the room run for at least d, and on until every delta
+	// player has at least min ticks to compare (a loaded machine delivers
+	// fewer of the 200 per second), or a minute has passed.
+	runUntil := func(d time.Duration, min int) {
+		end, limit := time.Now().Add(d), time.Now().Add(time.Minute)
+		for time.Now().Before(limit) {
+			time.Sleep(250 * time.Millisecond)
+			if time.Now().Before(end) {
+				continue
+			}
+			enough := true
+			for _, p := range players {
+				enough = enough && compared(p) >= min
+			}
+			if enough {
+				return
+			}
+		}
+	}
+
+	// Keyframes past the first second: acks have had time to come back.
+	time.Sleep(time.Second)
+	warm := map[string]player.Stats{}
+	for _, p := range players {
+		warm[p.name] = p.clients[0].Stats()
+	}
+
+	// The jittery player drops its connection and resumes its seat.
+	runUntil(3*time.Second, 600)
+	jp := players[0]
+	first := jp.clients[0]
+	first.Close()
+	time.Sleep(100 * time.Millisecond)
+	again := must(dial(jp.proxy.url(), jp.name, room, first.Welcome().Resume, true))
+	if again.ID() != first.ID() {
+		t.Fatalf("resumed as %d, was %d", again.ID(), first.ID())
+	}
+	jp.clients = append(jp.clients, again)
+	jp.log.follow(again)
+	keepMoving(t, again)
+	runUntil(6*time.Second, 2000)
+
+	close(stop)
+	if err := <-churned; err != nil {
+		t.Fatalf("a joining player: %v", err)
+	}
+	fullStats := full.Stats()
+	full.Close()
+	fullLog.wg.Wait()
+	for _, p := range players {
+		for _, c := range p.clients {
+			c.Close()
+		}
+		p.log.wg.Wait()
+	}
+	if fullLog.err != nil {
+		t.Fatalf("full client: %v", fullLog.err)
+	}
+	if fullStats.Deltas != 0 {
+		t.Fatalf("a client that did not ask for deltas got %d", fullStats.Deltas)
+	}
+
+	ids := map[uint32]bool{}
+	for _, p := range players {
+		if p.log.err != nil {
+			t.Fatalf("%s: %v", p.name, p.log.err)
+		}
+		same, worst := 0, 0.0
+		for n, got := range p.log.snaps {
+			want, ok := fullLog.snaps[n]
+			if !ok {
+				continue // the full client skipped this tick (latest wins)
+			}
+			d, err := compareSnaps(got, want)
+			if err != nil {
+				t.Fatalf("%s: %v", p.name, err)
+			}
+			worst = max(worst, d)
+			same++
+			for _, pl := range got.P {
+				ids[pl.ID] = true
+			}
+		}
+		var st player.Stats
+		for _, c := range p.clients {
+			s := c.Stats()
+			st.Snaps += s.Snaps
+			st.Deltas += s.Deltas
+			st.Keyframes += s.Keyframes
+			st.Bytes += s.Bytes
+			st.Frames += s.Frames
+		}
+		t.Logf("%s: %d frames, %d ticks compared, largest difference %.5f; %d deltas of which %d keyframes, %.0f B per snapshot (full client: %.0f)",
+			p.name, st.Frames, same, worst, st.Deltas, st.Keyframes,
+			float64(st.Bytes)/float64(st.Snaps), float64(fullStats.Bytes)/float64(fullStats.Snaps))
+		if same < 2000 {
+			t.Errorf("%s: only %d ticks compared", p.name, same)
+		}
+		if st.Deltas != st.Snaps {
+			t.Errorf("%s: %d snapshots but %d deltas: a delta client got full snapshots", p.name, st.Snaps, st.Deltas)
+		}
+		switch p.name {
+		case "jittery":
+			// Keyframes on join, on resume, and every 5 s.
+			if st.Keyframes < 3 || st.Keyframes > st.Deltas/20 {
+				t.Errorf("%s: %d keyframes in %d deltas", p.name, st.Keyframes, st.Deltas)
+			}
+		case "late":
+			// Until its first ack comes back it gets keyframes; after
+			// that, acks 20 ticks old are well within the 64 kept.
+			w := warm[p.name]
+			if k, d := st.Keyframes-w.Keyframes, st.Deltas-w.Deltas; k > d/20 {
+				t.Errorf("%s: %d keyframes in %d deltas after the first second", p.name, k, d)
+			}
+		case "later":
+			// Acks 80 ticks late are older than the 64 the server keeps.
+			if st.Keyframes < st.Deltas*9/10 {
+				t.Errorf("%s: %d keyframes in %d deltas, want nearly all", p.name, st.Keyframes, st.Deltas)
+			}
+		}
+	}
+	if len(ids) < 8 {
+		t.Errorf("only %d players seen over the run; joins and leaves did not happen", len(ids))
+	}
+}
+
+// TestDeltaAckOfUnknownTickGetsKeyframes checks the server against a client
+// that acknowledges ticks it never saw, or 0: it keeps receiving frames it
+// can decode (keyframes), and a bad `ack` is answered with bad-message.
+func TestDeltaAckOfUnknownTickGetsKeyframes(t *testing.T) {
+	ts := start(t, Config{Hz: 100})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := player.Dial(ctx, player.Options{URL: ts.ws, Name: "ana", Delta: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	first := next[*wire.Snap](t, c)
+	for _, n := range []uint64{first.N + 1000, 0, 1} {
+		frame, _ := msgpackMarshal(map[string]any{"t": "ack", "n": n})
+		if err := c.SendRaw(frame); err != nil {
+			t.Fatal(err)
+		}
+		next[*wire.Snap](t, c)
+	}
+	frame, _ := msgpackMarshal(map[string]any{"t": "ack", "n": -1})
+	if err := c.SendRaw(frame); err != nil {
+		t.Fatal(err)
+	}
+	if e := next[*wire.Error](t, c); e.Code != wire.CodeBadMessage || !strings.Contains(e.Msg, "ack.n") {
+		t.Fatalf("got %+v for ack -1", e)
+	}
+	before := c.Stats()
+	time.Sleep(300 * time.Millisecond)
+	after := c.Stats()
+	if after.Snaps-before.Snaps < 20 || after.Deltas-before.Deltas != after.Snaps-before.Snaps {
+		t.Fatalf("%d snapshots (%d deltas) in 300 ms at 100 Hz after the bad acks", after.Snaps-before.Snaps, after.Deltas-before.Deltas)
+	}
+	if c.Err() != nil {
+		t.Fatalf("connection ended: %v", c.Err())
+	}
+}
+
+// TestDeltaAcksDoNotCountAsFlood checks that the acks of a delta client
+// do not use up its message allowance: with an allowance far below the tick
+// rate, a client acking every snapshot stays connected and can still send
+// its inputs.
+func TestDeltaAcksDoNotCountAsFlood(t *testing.T) {
+	ts := start(t, Config{Hz: 50, MessageRate: 1}) // 1 message/s, bursts of 18
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := player.Dial(ctx, player.Options{URL: ts.ws, Name: "ana", Delta: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var seq uint64
+	for range 10 {
+		if seq, err = c.Input(1, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.After(2 * time.Second)
+	for done := false; !done; {
+		select {
+		case m, ok := <-c.Messages():
+			if !ok {
+				t.Fatalf("connection ended: %v", c.Err())
+			}
+			if e, ok := m.(*wire.Error); ok {
+				t.Fatalf("got %+v", e)
+			}
+		case <-deadline:
+			done = true
+		}
+	}
+	st := c.Stats()
+	if st.Deltas < 80 || st.Sent < st.Deltas/2 {
+		t.Fatalf("%d deltas and %d frames sent in 2 s at 50 Hz", st.Deltas, st.Sent)
+	}
+	if s := c.Latest(); s.Ack != seq {
+		t.Fatalf("ack %d, want the last input's seq %d", s.Ack, seq)
+	}
+}

@@ -20,6 +20,7 @@ commands:
   serve   run the server (tickwire serve -h for flags)
   bot     bot players that join rooms and move
   peer    a WebRTC test peer that joins a call
+  bench   benchmarks: game, feeds, transports, signaling (tickwire bench -h)
   token   mint a token for a server run with -auth-secret
 
 Every flag of serve can also be set as TICKWIRE_<FLAG> (upper case, - as _).
@@ -36,6 +37,7 @@ func main() {
 		"serve": runServe,
 		"bot":   runBot,
 		"peer":  runPeer,
+		"bench": runBench,
 		"token": runToken,
 	}
 	run, ok := cmds[os.Args[1]]

@@ -1,0 +1,201 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tickwire/tickwire/clients/spectator"
+	"github.com/tickwire/tickwire/internal/server"
+)
+
+// start runs an in-process server whose "process" is this test's own, so
+// that the /proc readers are exercised too.
+func start(t *testing.T, hz int) *InProcess {
+	t.Helper()
+	p, err := StartInProcess(server.Config{Hz: hz})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.PID = os.Getpid()
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestGame(t *testing.T) {
+	t.Parallel()
+	p := start(t, 20)
+	res, err := RunGame(testCtx(t), p.Target, GameConfig{
+		Players: 6, RoomSize: 4, Duration: time.Second, Warmup: 200 * time.Millisecond,
+		Ticks: &RoomProbe{Server: p.Server},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Rooms != 2 || res.Hz != 20 || res.InputHz != 20 {
+		t.Errorf("rooms %d, hz %d, input hz %d; want 2, 20, 20", res.Rooms, res.Hz, res.InputHz)
+	}
+	if res.TicksRun <= 0 || res.TicksNominal < res.TicksRun || res.TicksPct <= 0 || res.TicksPct > 100 {
+		t.Errorf("ticks %d of %d (%v%%)", res.TicksRun, res.TicksNominal, res.TicksPct)
+	}
+	if res.Latency.N == 0 || res.Latency.P50 < 0 || res.Latency.P99 < res.Latency.P50 {
+		t.Errorf("latency %+v", res.Latency)
+	}
+	if res.LatencyRx.N > 0 && res.LatencyRx.P50 > res.Latency.P50 {
+		t.Errorf("latency at socket arrival %+v above latency at read %+v", res.LatencyRx, res.Latency)
+	}
+	if res.Gap.N == 0 || res.Gap.P50 < 20 || res.Gap.P50 > 500 {
+		t.Errorf("update gap %+v, want about 50 ms", res.Gap)
+	}
+	if res.BytesInPerClient <= 0 || res.BytesOutPerClient <= 0 || res.MsgsInPerClient <= 0 || res.MsgsOutPerClient <= 0 {
+		t.Errorf("per client: in %v B/s, out %v B/s, %v msgs in/s, %v out/s", res.BytesInPerClient, res.BytesOutPerClient, res.MsgsInPerClient, res.MsgsOutPerClient)
+	}
+	if res.Tick == nil || res.Tick.N == 0 || res.Tick.P50 <= 0 {
+		t.Errorf("tick durations %+v", res.Tick)
+	}
+	if res.ServerCPUPct == nil || *res.ServerCPUPct < 0 || res.ServerRSSAfter <= 0 || res.ServerRSSPerPlayer == nil {
+		t.Errorf("server CPU %v, RSS %d", res.ServerCPUPct, res.ServerRSSAfter)
+	}
+	if res.Dropped != 0 {
+		t.Errorf("%d bots dropped", res.Dropped)
+	}
+	var buf bytes.Buffer
+	GameTable([]*GameResult{res}, true).Write(&buf)
+	if !strings.Contains(buf.String(), "ticks run / nominal") || !strings.Contains(buf.String(), "verdict") {
+		t.Errorf("table:\n%s", buf.String())
+	}
+}
+
+func TestFeeds(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{spectator.SSE, spectator.Poll} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			p := start(t, 20)
+			res, err := RunFeeds(testCtx(t), p.Target, FeedsConfig{
+				Transport: kind, Viewers: 4, Rooms: 2, BotsPerRoom: 2, ChatEvery: 150 * time.Millisecond,
+				Duration: time.Second, Settle: 300 * time.Millisecond,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Latency.N == 0 || res.LatencyChat.N == 0 || res.Latency.P50 < 0 {
+				t.Errorf("latency %+v, chat %+v", res.Latency, res.LatencyChat)
+			}
+			if res.BytesInPerViewer <= 0 || res.EventsPerViewer <= 0 {
+				t.Errorf("%v B/s, %v events/s per viewer", res.BytesInPerViewer, res.EventsPerViewer)
+			}
+			if kind == spectator.Poll && res.RequestsPerViewer <= 0 {
+				t.Errorf("%v polls/s per viewer", res.RequestsPerViewer)
+			}
+			if res.ChatsLost != 0 {
+				t.Errorf("%d chat lines missed", res.ChatsLost)
+			}
+			if res.ServerRSSPerViewer == nil {
+				t.Error("no memory figure")
+			}
+		})
+	}
+}
+
+func TestTransports(t *testing.T) {
+	t.Parallel()
+	p := start(t, 1)
+	res, err := RunTransports(testCtx(t), p.Target, TransportsConfig{Messages: 10, Senders: 2, Interval: 10 * time.Millisecond, Settle: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Figures) != 3 {
+		t.Fatalf("%d transports", len(res.Figures))
+	}
+	for _, f := range res.Figures {
+		if f.Received != 10 || f.BytesIn <= 0 || f.SetupIn <= 0 || f.SetupOut <= 0 || f.Latency.N != 10 || f.Latency.P50 < 0 || f.Requests < 1 {
+			t.Errorf("%+v", f)
+		}
+	}
+	if lp := res.Figures[2]; lp.Requests < 10 || lp.BytesOut <= 0 {
+		t.Errorf("long-poll: %d requests, %d bytes out for 10 messages", lp.Requests, lp.BytesOut)
+	}
+	idle, err := RunIdle(testCtx(t), p.Target, "sse", 5, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idle.RSSAfter <= 0 {
+		t.Errorf("idle: %+v", idle)
+	}
+	var buf bytes.Buffer
+	TransportsTable([]*TransportsResult{res}, map[string][]*IdleResult{"sse": {idle}}, "test").Write(&buf)
+	if !strings.Contains(buf.String(), "seed estimate") {
+		t.Errorf("table:\n%s", buf.String())
+	}
+}
+
+func TestSignaling(t *testing.T) {
+	t.Parallel()
+	p := start(t, 20)
+	res, err := RunSignaling(testCtx(t), p.Target, 2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Opened != 2 || res.Open.N != 2 || res.Open.P50 <= 0 || res.Join.N != 4 {
+		t.Errorf("%+v", res)
+	}
+}
+
+func TestMetricsProbe(t *testing.T) {
+	t.Parallel()
+	p := start(t, 50)
+	if _, err := CreateRoom(testCtx(t), nil2(), p.URL, 4, true); err != nil {
+		t.Fatal(err)
+	}
+	probe := &MetricsProbe{URL: p.URL}
+	probe.Begin(nil)
+	time.Sleep(300 * time.Millisecond)
+	d, src, ok := probe.End()
+	if !ok || d.N == 0 || d.P50 <= 0 || d.P99 < d.P50 || src == "" {
+		t.Errorf("%+v %q %v", d, src, ok)
+	}
+}
+
+func TestHistQuantile(t *testing.T) {
+	bs := []bucket{{1, 0}, {2, 50}, {4, 100}, {math.Inf(1), 100}}
+	for _, c := range []struct{ q, want float64 }{{0.5, 2}, {0.25, 1.5}, {0.75, 3}, {1, 4}} {
+		if got := histQuantile(bs, c.q); math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("q%v = %v, want %v", c.q, got, c.want)
+		}
+	}
+}
+
+func TestStats(t *testing.T) {
+	s := samples{5, 1, 4, 2, 3}
+	if d := s.dist(); d.N != 5 || d.P50 != 3 || d.P99 != 5 || d.Max != 5 {
+		t.Errorf("%+v", d)
+	}
+	if m := Median([]float64{3, 1, 2, 10}); m != 2.5 {
+		t.Errorf("median %v", m)
+	}
+	g := Goal{Max: true, Value: 3}
+	if v := g.verdict(2); v != "met" {
+		t.Error(v)
+	}
+	if v := g.verdict(6); !strings.HasPrefix(v, "missed by 3") {
+		t.Error(v)
+	}
+	u, err := ReadUsage(os.Getpid())
+	if err != nil || u.RSS <= 0 || u.CPU < 0 {
+		t.Errorf("%+v %v", u, err)
+	}
+}
+
+func nil2() *http.Client { return &http.Client{Timeout: 5 * time.Second} }

@@ -1,0 +1,118 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/tickwire/tickwire/clients/player"
+	"github.com/tickwire/tickwire/wire"
+)
+
+// bot is a lean player connection for load: it reads frames into one
+// reused buffer and hands each to a callback with its arrival time, and it
+// encodes inputs by hand. It does not decode snapshots.
+type bot struct {
+	ws      *websocket.Conn
+	welcome *wire.Welcome
+
+	wmu sync.Mutex // guards writes, seq and out
+	seq uint64
+	out []byte
+}
+
+// dialBot connects to the player WebSocket at url and joins room.
+func dialBot(ctx context.Context, url, name, room string, counter *Counter) (*bot, error) {
+	d := websocket.Dialer{
+		NetDialContext:   counter.dial(true),
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  512,
+	}
+	ws, _, err := d.DialContext(ctx, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	b := &bot{ws: ws}
+	join, _ := wire.Encode(&wire.Join{Name: name, Room: room})
+	if err := ws.WriteMessage(websocket.BinaryMessage, join); err != nil {
+		ws.Close()
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = ws.SetReadDeadline(time.Now()) })
+	defer stop()
+	for {
+		_, frame, err := ws.ReadMessage()
+		if err != nil {
+			ws.Close()
+			return nil, fmt.Errorf("join %s: %w", room, err)
+		}
+		m, err := wire.DecodeServer(frame)
+		if err != nil {
+			continue
+		}
+		switch m := m.(type) {
+		case *wire.Welcome:
+			b.welcome = m
+			return b, nil
+		case *wire.Error:
+			ws.Close()
+			return nil, fmt.Errorf("join %s: %s: %s", room, m.Code, m.Msg)
+		}
+	}
+}
+
+// read reads frames until the connection ends, calling f with each frame
+// (valid only during the call), the time it was read and the time its last
+// bytes reached the socket (the kernel's receive timestamp; zero when not
+// known).
+func (b *bot) read(f func(at, rx time.Time, frame []byte)) error {
+	buf := make([]byte, 0, 2048)
+	for {
+		_, r, err := b.ws.NextReader()
+		if err != nil {
+			return err
+		}
+		buf = buf[:0]
+		for {
+			if len(buf) == cap(buf) {
+				buf = append(buf, 0)[:len(buf)]
+			}
+			n, err := r.Read(buf[len(buf):cap(buf)])
+			buf = buf[:len(buf)+n]
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+		}
+		now := time.Now()
+		rx, _ := rxStamp(b.ws.UnderlyingConn())
+		f(now, rx, buf)
+	}
+}
+
+// input sends a movement input with the next seq.
+func (b *bot) input(dx, dy float64) error {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	b.seq++
+	b.out = player.AppendInput(b.out[:0], b.seq, dx, dy)
+	return b.ws.WriteMessage(websocket.BinaryMessage, b.out)
+}
+
+// chat sends a chat line.
+func (b *bot) chat(text string) error {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	b.out = player.AppendChat(b.out[:0], text)
+	return b.ws.WriteMessage(websocket.BinaryMessage, b.out)
+}
+
+func (b *bot) close() { _ = b.ws.Close() }

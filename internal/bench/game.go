@@ -1,0 +1,502 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tickwire/tickwire/clients/player"
+)
+
+// GameConfig sets up `bench game`.
+type GameConfig struct {
+	Players  int           // bots (1000)
+	RoomSize int           // seats per room (16)
+	InputHz  int           // inputs per second per bot (the room's tick rate)
+	Duration time.Duration // measured window (20s)
+	Warmup   time.Duration // after every bot has joined, before the window (5s)
+	// Dials is how many bots connect at once (32).
+	Dials int
+	// Ticks, when set, measures tick durations during the window.
+	Ticks TickProbe
+	// Progress receives a status line now and then; nil is quiet.
+	Progress func(string)
+	// OnWindow, when set, is called as the measured window opens (true)
+	// and closes (false); profilers hook in here.
+	OnWindow func(open bool)
+}
+
+func (c GameConfig) withDefaults() GameConfig {
+	if c.Players <= 0 {
+		c.Players = 1000
+	}
+	if c.RoomSize <= 0 {
+		c.RoomSize = 16
+	}
+	if c.Duration <= 0 {
+		c.Duration = 20 * time.Second
+	}
+	if c.Warmup < 0 {
+		c.Warmup = 0
+	}
+	if c.Dials <= 0 {
+		c.Dials = 32
+	}
+	if c.Progress == nil {
+		c.Progress = func(string) {}
+	}
+	return c
+}
+
+// TickProbe measures the server's tick durations over a window.
+type TickProbe interface {
+	// Begin starts measuring the given rooms.
+	Begin(rooms []string)
+	// End stops and returns the durations in ms; ok is false when none
+	// could be measured. Source names where they came from.
+	End() (d Dist, source string, ok bool)
+}
+
+// GameResult is one run of `bench game`. Times are in milliseconds, rates
+// per second of the measured window.
+type GameResult struct {
+	Players   int     `json:"players"`
+	Rooms     int     `json:"rooms"`
+	Hz        int     `json:"hz"`
+	InputHz   int     `json:"inputHz"`
+	WindowSec float64 `json:"windowSec"`
+	Dropped   int     `json:"dropped"` // bots disconnected during the run
+
+	TicksRun     int64   `json:"ticksRun"`     // distinct tick numbers seen, summed over rooms
+	TicksNominal int64   `json:"ticksNominal"` // tick numbers the schedule covered in the window
+	TicksPct     float64 `json:"ticksPct"`
+	DeliveredPct float64 `json:"deliveredPct"` // snapshots received / (ticks run * players)
+
+	Tick       *Dist  `json:"tick,omitempty"` // tick duration, when a probe measured it
+	TickSource string `json:"tickSource,omitempty"`
+	Gap        Dist   `json:"gap"`     // time between snapshots at a client
+	Latency    Dist   `json:"latency"` // receive time minus snapshot st
+	// The same two measured at the kernel's receive timestamp of each
+	// frame, which leaves out the load process's scheduling delays.
+	GapRx     Dist `json:"gapRx"`
+	LatencyRx Dist `json:"latencyRx"`
+
+	BytesInPerClient  float64 `json:"bytesInPerClient"`  // on the wire, server to client, per second
+	BytesOutPerClient float64 `json:"bytesOutPerClient"` // on the wire, client to server, per second
+	MsgsInPerClient   float64 `json:"msgsInPerClient"`   // frames received per second
+	MsgsOutPerClient  float64 `json:"msgsOutPerClient"`  // inputs sent per second
+
+	ServerCPUPct       *float64 `json:"serverCpuPct,omitempty"` // of one core, over the window
+	ServerRSSBefore    int64    `json:"serverRssBefore,omitempty"`
+	ServerRSSAfter     int64    `json:"serverRssAfter,omitempty"`
+	ServerRSSPerPlayer *float64 `json:"serverRssPerPlayer,omitempty"` // bytes
+	LoadCPUPct         float64  `json:"loadCpuPct"`                   // this process, of one core
+	LoadLag            Dist     `json:"loadLag"`                      // lateness of a 5 ms sleep in this process
+}
+
+// gameBot is one bot and what it measured. Only its reader goroutine
+// writes the measurements until the run ends.
+type gameBot struct {
+	b      *bot
+	room   int
+	lat    samples
+	gap    samples
+	latRx  samples
+	gapRx  samples
+	ticks  []uint64
+	last   time.Time
+	lastRx time.Time
+	snaps  int64
+	other  int64 // frames other than snaps in the window
+	done   chan error
+}
+
+// window is the measured interval, in Unix ns; end 0 while it is open.
+type window struct{ start, end atomic.Int64 }
+
+func (w *window) in(t time.Time) bool {
+	s, e := w.start.Load(), w.end.Load()
+	ns := t.UnixNano()
+	return s != 0 && ns >= s && (e == 0 || ns < e)
+}
+
+// RunGame runs one round of `bench game` against t.
+func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error) {
+	cfg = cfg.withDefaults()
+	res := &GameResult{Players: cfg.Players}
+	before, haveUsage := t.Usage()
+	res.ServerRSSBefore = before.RSS
+
+	nRooms := (cfg.Players + cfg.RoomSize - 1) / cfg.RoomSize
+	res.Rooms = nRooms
+	hc := &http.Client{Timeout: 10 * time.Second}
+	rooms := make([]string, nRooms)
+	for i := range rooms {
+		id, err := CreateRoom(ctx, hc, t.URL, cfg.RoomSize, true)
+		if err != nil {
+			return nil, err
+		}
+		rooms[i] = id
+	}
+
+	var counter Counter
+	var win window
+	bots := make([]*gameBot, cfg.Players)
+	var mu sync.Mutex // guards dialErr
+	var dialErr error
+	var connected atomic.Int64
+	sem := make(chan struct{}, cfg.Dials)
+	var wg sync.WaitGroup
+	progressDone := ticker(ctx, time.Second, func() {
+		cfg.Progress(fmt.Sprintf("game: %d/%d bots joined", connected.Load(), cfg.Players))
+	})
+	for i := range bots {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			gb := &gameBot{room: i / cfg.RoomSize, done: make(chan error, 1)}
+			b, err := dialBot(ctx, t.WSURL("/ws/play"), fmt.Sprintf("bot-%d", i+1), rooms[gb.room], &counter)
+			if err != nil {
+				mu.Lock()
+				dialErr = fmt.Errorf("bot %d: %w", i+1, err)
+				mu.Unlock()
+				return
+			}
+			gb.b = b
+			bots[i] = gb
+			connected.Add(1)
+			go func() { gb.done <- b.read(func(at, rx time.Time, f []byte) { gb.frame(&win, at, rx, f) }) }()
+		}()
+		mu.Lock()
+		err := dialErr
+		mu.Unlock()
+		if err != nil || ctx.Err() != nil {
+			break
+		}
+	}
+	wg.Wait()
+	progressDone()
+	defer func() {
+		for _, gb := range bots {
+			if gb != nil {
+				gb.b.close()
+			}
+		}
+	}()
+	if dialErr != nil {
+		return nil, dialErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	hz := bots[0].b.welcome.Hz
+	res.Hz = hz
+	if cfg.InputHz <= 0 {
+		cfg.InputHz = hz
+	}
+	res.InputHz = cfg.InputHz
+
+	// Inputs: a few sender goroutines, spread in phase over one period.
+	sendCtx, stopSend := context.WithCancel(ctx)
+	defer stopSend()
+	var sent atomic.Int64
+	senders := min(len(bots), 64)
+	var swg sync.WaitGroup
+	for g := range senders {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			sendInputs(sendCtx, bots, g, senders, cfg.InputHz, &win, &sent)
+		}()
+	}
+	defer swg.Wait()
+	defer stopSend()
+
+	lag := &lagProbe{}
+	lagDone := lag.start(ctx, &win)
+	defer lagDone()
+
+	warmEnd := time.Now().Add(cfg.Warmup)
+	done := ticker(ctx, time.Second, func() {
+		cfg.Progress(fmt.Sprintf("game: %d bots, %d rooms: warm-up %s left", cfg.Players, nRooms, time.Until(warmEnd).Round(time.Second)))
+	})
+	if !sleepCtx(ctx, cfg.Warmup) {
+		done()
+		return nil, ctx.Err()
+	}
+	done()
+
+	// The measured window.
+	if cfg.Ticks != nil {
+		cfg.Ticks.Begin(rooms)
+	}
+	in0, out0 := counter.Snapshot()
+	u0, _ := t.Usage()
+	self0, _ := ReadUsage(os.Getpid())
+	if cfg.OnWindow != nil {
+		cfg.OnWindow(true)
+	}
+	start := time.Now()
+	win.start.Store(start.UnixNano())
+	end := start.Add(cfg.Duration)
+	done = ticker(ctx, time.Second, func() {
+		cfg.Progress(fmt.Sprintf("game: %d bots, %d rooms: measuring, %s left", cfg.Players, nRooms, time.Until(end).Round(time.Second)))
+	})
+	ok := sleepCtx(ctx, cfg.Duration)
+	stop := time.Now()
+	win.end.Store(stop.UnixNano())
+	done()
+	in1, out1 := counter.Snapshot()
+	u1, _ := t.Usage()
+	self1, _ := ReadUsage(os.Getpid())
+	if cfg.OnWindow != nil {
+		cfg.OnWindow(false)
+	}
+	if !ok {
+		return nil, ctx.Err()
+	}
+	if cfg.Ticks != nil {
+		if d, src, ok := cfg.Ticks.End(); ok {
+			res.Tick, res.TickSource = &d, src
+		}
+	}
+	secs := stop.Sub(start).Seconds()
+	res.WindowSec = round3(secs)
+	stopSend()
+	swg.Wait()
+	for _, gb := range bots {
+		gb.b.close()
+	}
+	for _, gb := range bots {
+		if err := <-gb.done; err != nil && gb.dropped(stop) {
+			res.Dropped++
+		}
+	}
+
+	// Ticks: the distinct tick numbers any bot of a room saw in the
+	// window, against the span of tick numbers the schedule covered.
+	perRoom := make([]map[uint64]struct{}, nRooms)
+	for i := range perRoom {
+		perRoom[i] = make(map[uint64]struct{})
+	}
+	var lat, gap, latRx, gapRx []samples
+	var snaps, frames int64
+	for _, gb := range bots {
+		for _, n := range gb.ticks {
+			perRoom[gb.room][n] = struct{}{}
+		}
+		lat = append(lat, gb.lat)
+		gap = append(gap, gb.gap)
+		latRx = append(latRx, gb.latRx)
+		gapRx = append(gapRx, gb.gapRx)
+		snaps += gb.snaps
+		frames += gb.snaps + gb.other
+	}
+	var seatTicks int64
+	for r, set := range perRoom {
+		if len(set) == 0 {
+			continue
+		}
+		lo, hi := uint64(math.MaxUint64), uint64(0)
+		for n := range set {
+			lo, hi = min(lo, n), max(hi, n)
+		}
+		res.TicksRun += int64(len(set))
+		res.TicksNominal += int64(hi - lo + 1)
+		seats := min(cfg.RoomSize, cfg.Players-r*cfg.RoomSize)
+		seatTicks += int64(len(set)) * int64(seats)
+	}
+	if res.TicksNominal > 0 {
+		res.TicksPct = round3(100 * float64(res.TicksRun) / float64(res.TicksNominal))
+	}
+	if seatTicks > 0 {
+		res.DeliveredPct = round3(100 * float64(snaps) / float64(seatTicks))
+	}
+	res.Latency = merge(lat...).dist()
+	res.Gap = merge(gap...).dist()
+	res.LatencyRx = merge(latRx...).dist()
+	res.GapRx = merge(gapRx...).dist()
+	perClient := float64(cfg.Players) * secs
+	res.BytesInPerClient = round3(float64(in1-in0) / perClient)
+	res.BytesOutPerClient = round3(float64(out1-out0) / perClient)
+	res.MsgsInPerClient = round3(float64(frames) / perClient)
+	res.MsgsOutPerClient = round3(float64(sent.Load()) / perClient)
+	if haveUsage && u1.RSS > 0 {
+		cpu := CPUPercent(u0, u1)
+		res.ServerCPUPct = &cpu
+		res.ServerRSSAfter = u1.RSS
+		per := round3(float64(u1.RSS-before.RSS) / float64(cfg.Players))
+		res.ServerRSSPerPlayer = &per
+	}
+	res.LoadCPUPct = CPUPercent(self0, self1)
+	res.LoadLag = lag.result()
+	return res, nil
+}
+
+// frame records one frame received by the bot.
+func (gb *gameBot) frame(w *window, at, rx time.Time, f []byte) {
+	if !w.in(at) {
+		return
+	}
+	h, err := player.Head(f)
+	if err != nil || h.T != "snap" {
+		gb.other++
+		return
+	}
+	gb.snaps++
+	gb.lat.add(float64(at.UnixNano())/1e6 - float64(h.ST))
+	if !gb.last.IsZero() {
+		gb.gap.addDur(at.Sub(gb.last))
+	}
+	gb.last = at
+	gb.ticks = append(gb.ticks, h.N)
+	if !rx.IsZero() {
+		gb.latRx.add(float64(rx.UnixNano())/1e6 - float64(h.ST))
+		if !gb.lastRx.IsZero() {
+			gb.gapRx.addDur(rx.Sub(gb.lastRx))
+		}
+		gb.lastRx = rx
+	}
+}
+
+// dropped reports whether the bot's connection had ended before stop,
+// judged by its last snapshot.
+func (gb *gameBot) dropped(stop time.Time) bool {
+	return gb.last.IsZero() || stop.Sub(gb.last) > 2*time.Second
+}
+
+// sendInputs sends inputs for bots g, g+step, ... at hz, starting at a
+// phase of g/step of a period.
+func sendInputs(ctx context.Context, bots []*gameBot, g, step, hz int, w *window, sent *atomic.Int64) {
+	period := time.Second / time.Duration(hz)
+	if !sleepCtx(ctx, period*time.Duration(g)/time.Duration(step)) {
+		return
+	}
+	rng := rand.New(rand.NewPCG(uint64(g), 7))
+	var mine []*gameBot
+	var angles []float64
+	for i := g; i < len(bots); i += step {
+		mine = append(mine, bots[i])
+		angles = append(angles, rng.Float64()*2*math.Pi)
+	}
+	tk := time.NewTicker(period)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+		}
+		for i, gb := range mine {
+			angles[i] += (rng.Float64() - 0.5) * 0.6
+			if gb.b.input(math.Cos(angles[i]), math.Sin(angles[i])) == nil && w.in(time.Now()) {
+				sent.Add(1)
+			}
+		}
+	}
+}
+
+// lagProbe measures how late a 5 ms sleep wakes up in this process: a
+// baseline for the latencies the bots see, which include this process's
+// own scheduling delay.
+type lagProbe struct {
+	mu sync.Mutex // guards s
+	s  samples
+}
+
+func (p *lagProbe) start(ctx context.Context, w *window) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			t0 := time.Now()
+			time.Sleep(5 * time.Millisecond)
+			now := time.Now()
+			if w.in(now) {
+				p.mu.Lock()
+				p.s.addDur(now.Sub(t0) - 5*time.Millisecond)
+				p.mu.Unlock()
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+func (p *lagProbe) result() Dist {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.s.dist()
+}
+
+// CreateRoom creates a room with maxPlayers seats through POST /api/rooms
+// and returns its id.
+func CreateRoom(ctx context.Context, hc *http.Client, server string, maxPlayers int, private bool) (string, error) {
+	body, _ := json.Marshal(map[string]any{"maxPlayers": maxPlayers, "private": private})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, server+"/api/rooms", bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("create room: %w", err)
+	}
+	defer resp.Body.Close()
+	var info struct {
+		ID string `json:"id"`
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return "", fmt.Errorf("create room: HTTP %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil || info.ID == "" {
+		return "", fmt.Errorf("create room: bad answer: %v", err)
+	}
+	return info.ID, nil
+}
+
+// sleepCtx sleeps for d or until ctx ends; it reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// ticker calls f every d until the returned stop is called.
+func ticker(ctx context.Context, d time.Duration, f func()) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		f()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				f()
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}

@@ -10,6 +10,7 @@
 package transport
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -83,15 +84,19 @@ type Conn struct {
 	start time.Time
 	kind  int // websocket.BinaryMessage or TextMessage
 
-	queue chan outgoing // reliable messages, in order
-	wake  chan struct{} // a state frame is waiting (capacity 1)
+	wake  chan struct{} // something waits to be written (capacity 1)
+	space chan struct{} // the writer took the queue (capacity 1), for Reply
 
-	mu       sync.Mutex // guards the fields below
+	mu       sync.Mutex // guards the outbox fields below
+	queue    []outgoing // reliable messages, in order; grows on demand up to QueueSize
+	spare    []outgoing // the writer's previous batch, reused as the next queue
 	state    []byte     // newest state frame's shared part, nil when none waits
 	tail     [16]byte   // the receiver's own bytes appended to state
 	tailLen  int
 	closing  bool
 	closeMsg outgoing // close frame to write when killed with priority
+
+	readBuf bytes.Buffer // the last message Read returned; reader goroutine only
 
 	kill       chan struct{} // close at once (slow consumer), before queued messages
 	killOnce   sync.Once
@@ -132,8 +137,8 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg Config) (*Conn, error) 
 		cfg:        cfg,
 		start:      time.Now(),
 		kind:       websocket.BinaryMessage,
-		queue:      make(chan outgoing, cfg.QueueSize),
 		wake:       make(chan struct{}, 1),
+		space:      make(chan struct{}, 1),
 		kill:       make(chan struct{}),
 		readDone:   make(chan struct{}),
 		done:       make(chan struct{}),
@@ -152,16 +157,20 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg Config) (*Conn, error) 
 // RemoteAddr is the client's address as the HTTP server saw it.
 func (c *Conn) RemoteAddr() string { return c.remoteAddr }
 
-// Read returns the next data message. It fails when the peer closes, when
-// pongs stop (IsTimeout), on a frame over the read limit (the peer gets
-// 1009), or after Close.
+// Read returns the next data message. The slice is valid until the next
+// call. It fails when the peer closes, when pongs stop (IsTimeout), on a
+// frame over the read limit (the peer gets 1009), or after Close.
 func (c *Conn) Read() ([]byte, error) {
-	_, data, err := c.ws.ReadMessage()
+	_, r, err := c.ws.NextReader()
+	if err == nil {
+		c.readBuf.Reset()
+		_, err = c.readBuf.ReadFrom(r)
+	}
 	if err != nil {
 		c.readOnce.Do(func() { close(c.readDone) })
 		return nil, err
 	}
-	return data, nil
+	return c.readBuf.Bytes(), nil
 }
 
 // IsTimeout reports whether Read failed because the peer stopped answering
@@ -185,20 +194,29 @@ func CloseCode(err error) int {
 // returned.
 func (c *Conn) Send(msg []byte) error {
 	c.mu.Lock()
-	closing := c.closing
-	c.mu.Unlock()
-	if closing {
+	if c.closing {
+		c.mu.Unlock()
 		return ErrClosed
 	}
-	select {
-	case c.queue <- outgoing{data: msg}:
-		return nil
-	default:
+	if len(c.queue) >= c.cfg.QueueSize {
+		c.mu.Unlock()
 		if t := c.cfg.Counters; t != nil {
 			t.SlowConsumers.Add(1)
 		}
 		c.abort(websocket.ClosePolicyViolation, "slow consumer")
 		return ErrSlowConsumer
+	}
+	c.queue = append(c.queue, outgoing{data: msg})
+	c.mu.Unlock()
+	c.notify()
+	return nil
+}
+
+// notify wakes the writer.
+func (c *Conn) notify() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -206,19 +224,26 @@ func (c *Conn) Send(msg []byte) error {
 // Send it waits for room in the queue, so a peer that floods requests is
 // slowed down instead of dropped; call it only from the reader goroutine.
 func (c *Conn) Reply(msg []byte) error {
-	c.mu.Lock()
-	closing := c.closing
-	c.mu.Unlock()
-	if closing {
-		return ErrClosed
-	}
-	select {
-	case c.queue <- outgoing{data: msg}:
-		return nil
-	case <-c.done:
-		return ErrClosed
-	case <-c.kill:
-		return ErrClosed
+	for {
+		c.mu.Lock()
+		if c.closing {
+			c.mu.Unlock()
+			return ErrClosed
+		}
+		if len(c.queue) < c.cfg.QueueSize {
+			c.queue = append(c.queue, outgoing{data: msg})
+			c.mu.Unlock()
+			c.notify()
+			return nil
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.space:
+		case <-c.done:
+			return ErrClosed
+		case <-c.kill:
+			return ErrClosed
+		}
 	}
 }
 
@@ -240,10 +265,7 @@ func (c *Conn) SendState(shared, tail []byte) {
 	c.state = shared
 	c.tailLen = copy(c.tail[:], tail)
 	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+	c.notify()
 }
 
 // Close writes a close frame with code and reason after the messages
@@ -256,12 +278,9 @@ func (c *Conn) Close(code int, reason string) {
 		return
 	}
 	c.closing = true
+	c.queue = append(c.queue, outgoing{close: true, code: code, reason: reason})
 	c.mu.Unlock()
-	select {
-	case c.queue <- outgoing{close: true, code: code, reason: reason}:
-	default:
-		c.abort(code, reason)
-	}
+	c.notify()
 }
 
 // abort closes at once, skipping queued messages. Only the first call
@@ -330,7 +349,8 @@ func (c *Conn) onPong(payload string) error {
 	return nil
 }
 
-// writeLoop is the only writer of data frames. It ends when the connection
+// writeLoop is the only writer of data frames. Each wake it takes the
+// whole queue and the pending state at once. It ends when the connection
 // closes and releases the socket.
 func (c *Conn) writeLoop() {
 	ticker := time.NewTicker(c.cfg.PingInterval)
@@ -339,6 +359,7 @@ func (c *Conn) writeLoop() {
 		c.mu.Lock()
 		c.closing = true
 		c.state = nil
+		c.queue = nil
 		c.mu.Unlock()
 		_ = c.ws.Close()
 		close(c.done)
@@ -347,29 +368,9 @@ func (c *Conn) writeLoop() {
 		return
 	}
 	for {
-		// An abort beats everything; then reliable messages go first: a new
-		// player's `joined` before the snapshot that shows it.
 		select {
-		case <-c.kill:
-			c.writeKillClose()
-			return
-		default:
-		}
-		select {
-		case m := <-c.queue:
-			if !c.write(m) {
-				return
-			}
-			continue
-		default:
-		}
-		select {
-		case m := <-c.queue:
-			if !c.write(m) {
-				return
-			}
 		case <-c.wake:
-			if !c.writeState() {
+			if !c.flush() {
 				return
 			}
 		case <-ticker.C:
@@ -383,6 +384,50 @@ func (c *Conn) writeLoop() {
 			return
 		}
 	}
+}
+
+// flush writes the queued messages, in order, then the pending state (a
+// new player's `joined` goes before the snapshot that shows it). It
+// returns false when the writer must stop.
+func (c *Conn) flush() bool {
+	c.mu.Lock()
+	batch := c.queue
+	c.queue = c.spare[:0]
+	c.mu.Unlock()
+	select {
+	case c.space <- struct{}{}:
+	default:
+	}
+	defer func() {
+		clear(batch) // drop references to the written messages
+		c.mu.Lock()
+		c.spare = batch[:0]
+		c.mu.Unlock()
+	}()
+	for _, m := range batch {
+		select {
+		case <-c.kill:
+			c.writeKillClose()
+			return false
+		default:
+		}
+		if m.close {
+			c.writeClose(m, c.cfg.WriteWait)
+			return false
+		}
+		if !c.writeFrame(m.data, nil) {
+			return false
+		}
+	}
+	// The state is taken after the queue is written, so it is the newest.
+	c.mu.Lock()
+	shared, tail, n := c.state, c.tail, c.tailLen
+	c.state = nil
+	c.mu.Unlock()
+	if shared == nil {
+		return true
+	}
+	return c.writeFrame(shared, tail[:n])
 }
 
 // writeKillClose writes the close frame chosen by abort.
@@ -399,40 +444,22 @@ func (c *Conn) ping() bool {
 	return c.ws.WriteControl(websocket.PingMessage, b[:], time.Now().Add(c.cfg.WriteWait)) == nil
 }
 
-// write writes one queued item; it returns false when the writer must stop.
-func (c *Conn) write(m outgoing) bool {
-	if m.close {
-		c.writeClose(m, c.cfg.WriteWait)
-		return false
-	}
-	_ = c.ws.SetWriteDeadline(time.Now().Add(c.cfg.WriteWait))
-	if err := c.ws.WriteMessage(c.kind, m.data); err != nil {
-		return false
-	}
-	c.wrote(len(m.data))
-	return true
-}
-
-func (c *Conn) writeState() bool {
-	c.mu.Lock()
-	shared, tail := c.state, c.tail
-	n := c.tailLen
-	c.state = nil
-	c.mu.Unlock()
-	if shared == nil {
-		return true
-	}
+// writeFrame writes one data frame made of head followed by tail.
+func (c *Conn) writeFrame(head, tail []byte) bool {
 	_ = c.ws.SetWriteDeadline(time.Now().Add(c.cfg.WriteWait))
 	w, err := c.ws.NextWriter(c.kind)
 	if err != nil {
 		return false
 	}
-	_, err1 := w.Write(shared)
-	_, err2 := w.Write(tail[:n])
+	_, err1 := w.Write(head)
+	var err2 error
+	if len(tail) > 0 {
+		_, err2 = w.Write(tail)
+	}
 	if errors.Join(err1, err2, w.Close()) != nil {
 		return false
 	}
-	c.wrote(len(shared) + n)
+	c.wrote(len(head) + len(tail))
 	return true
 }
 

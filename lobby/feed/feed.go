@@ -90,9 +90,12 @@ type Feed struct {
 	evicted  uint64     // id of the newest event dropped from history
 	snap     *Event     // newest snapshot, nil before the first
 	recent   []*Event   // the last recentSnaps snapshots, oldest first
-	lastN    uint64     // tick of the newest published snapshot
+	hasLast  bool       // lastN, lastST, lastP and lastO hold a snapshot
+	lastN    uint64     // tick of the newest snapshot taken
+	lastST   int64
 	lastP    []wire.PlayerState
 	lastO    []wire.Orb
+	pending  bool // the newest snapshot is not encoded yet (no viewer wanted it)
 	info     wire.SpectatorRoom
 	infoID   uint64 // id of the newest reliable event, 0 before any
 	closed   bool
@@ -188,21 +191,31 @@ func (f *Feed) Chat(m *wire.ChatLine) { f.publish(wire.EventChat, m) }
 
 // Snap publishes a `snap` event when at least 1/SpectateHz has passed in
 // ticks since the last one and the state differs from the last published
-// (a room where nothing moves sends its viewers nothing). Other ticks cost
-// a comparison.
+// (a room where nothing moves sends its viewers nothing). While the room
+// has no viewer the snapshot is only kept, and encoded when one comes.
+// Other ticks cost a comparison.
 func (f *Feed) Snap(n uint64, st int64, p []wire.PlayerState, o []wire.Orb) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.closed || f.snap != nil && n < f.lastN+f.stride {
+	if f.closed || f.hasLast && n < f.lastN+f.stride {
 		return
 	}
-	if f.snap != nil && slices.Equal(p, f.lastP) && slices.Equal(o, f.lastO) {
+	if f.hasLast && slices.Equal(p, f.lastP) && slices.Equal(o, f.lastO) {
 		return
 	}
-	f.lastN = n
+	f.hasLast, f.lastN, f.lastST = true, n, st
 	f.lastP = append(f.lastP[:0], p...)
 	f.lastO = append(f.lastO[:0], o...)
-	f.publishLocked(wire.EventSnap, wire.AppendSnapJSON(nil, n, st, p, o))
+	f.pending = true
+	if f.viewers.Load() > 0 {
+		f.publishSnapLocked()
+	}
+}
+
+// publishSnapLocked encodes and publishes the kept snapshot.
+func (f *Feed) publishSnapLocked() {
+	f.pending = false
+	f.publishLocked(wire.EventSnap, wire.AppendSnapJSON(nil, f.lastN, f.lastST, f.lastP, f.lastO))
 }
 
 // Closed publishes the final `closed` event; viewers end after it.
@@ -238,6 +251,9 @@ const recentSnaps = 8
 func (f *Feed) Read(after int64, stream bool) Batch {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.pending && !f.closed {
+		f.publishSnapLocked()
+	}
 	b := Batch{Wake: f.wake, Closed: f.closed}
 	if after < 0 || uint64(after) < f.evicted || uint64(after) >= f.nextID {
 		if f.closed { // nothing to start over from: just the end

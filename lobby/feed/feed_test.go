@@ -8,8 +8,10 @@ import (
 	"github.com/tickwire/tickwire/wire"
 )
 
+// opened opens the room of f, with one viewer watching it.
 func opened(f *Feed) {
 	f.Opened(wire.SpectatorRoom{ID: "r", Hz: 30, W: 100, H: 50, Players: []wire.PlayerInfo{{ID: 1, Name: "ana"}}})
+	f.addViewer(1)
 }
 
 // snap offers the feed tick n of a room whose one player moves every tick.
@@ -157,6 +159,23 @@ func TestStillRoomPublishesNoSnapshots(t *testing.T) {
 	f.Snap(200, 200, []wire.PlayerState{{ID: 1, X: 6, Y: 5}}, nil)
 	if f.snap == first {
 		t.Fatal("a move was not published")
+	}
+}
+
+func TestNoViewerNoEncoding(t *testing.T) {
+	f := New(Config{}, nil)
+	f.Opened(wire.SpectatorRoom{ID: "r", Hz: 30})
+	for n := uint64(1); n <= 30; n++ {
+		snap(f, n)
+	}
+	if f.snap != nil || f.nextID != 1 {
+		t.Fatal("snapshots were encoded for a room nobody watches")
+	}
+	// A viewer who comes gets the newest state at once.
+	b := f.Read(-1, Stream)
+	var s wire.SpectatorSnap
+	if types(b) != "room,snap," || json.Unmarshal(b.Events[1].Data, &s) != nil || s.N != 28 {
+		t.Fatalf("first viewer got %s %s", types(b), b.Events[len(b.Events)-1].Data)
 	}
 }
 

@@ -205,13 +205,14 @@ func (s *Server) registerMetrics() {
 // authenticate checks a signaling client: the token of its request, or
 // else the one in its join.
 func (s *Server) authenticate(r *http.Request, token string) (string, time.Time, error) {
-	id, err := s.identity(r, token)
+	id, err := s.identity(r.Context(), token)
 	return id.User, id.Expires, err
 }
 
-// identity returns who the request's checked token names, or checks token.
-func (s *Server) identity(r *http.Request, token string) (auth.Identity, error) {
-	if id, ok := auth.FromContext(r.Context()); ok {
+// identity returns who the checked token of a request (in its context)
+// names, or else checks token.
+func (s *Server) identity(ctx context.Context, token string) (auth.Identity, error) {
+	if id, ok := auth.FromContext(ctx); ok {
 		return id, nil
 	}
 	id, err := s.auth.Verify(token)
@@ -337,15 +338,22 @@ func (s *Server) servePlay(w http.ResponseWriter, r *http.Request) {
 		conn.Close(wire.CloseGoingAway, "server is shutting down")
 		return
 	}
-	defer s.untrack(conn)
 	opts := lobby.PlayerOptions{IsTimeout: transport.IsTimeout}
 	if s.auth.Required() {
+		ctx := r.Context()
 		opts.Authorize = func(token string) (string, time.Time, error) {
-			id, err := s.identity(r, token)
+			id, err := s.identity(ctx, token)
 			return id.Name, id.Expires, err
 		}
 	}
-	s.lobby.ServePlayer(conn, opts)
+	// The session runs on a goroutine of its own so that this handler
+	// returns and net/http frees the connection's buffers and stack.
+	release := limits.Detach(r.Context())
+	go func() {
+		defer release()
+		defer s.untrack(conn)
+		s.lobby.ServePlayer(conn, opts)
+	}()
 }
 
 // track registers a connection so a shutdown can close it; it reports false

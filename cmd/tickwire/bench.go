@@ -42,6 +42,7 @@ type benchFlags struct {
 	serverPprof                   string
 
 	players, roomSize, inputHz int
+	delta                      bool
 	duration, warmup           time.Duration
 
 	viewers, feedRooms, feedBots int
@@ -81,6 +82,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.IntVar(&f.players, "n", 1000, "game: players (bots)")
 	fs.IntVar(&f.roomSize, "room-size", 16, "game: seats per room")
 	fs.IntVar(&f.inputHz, "input-hz", 0, "game: inputs per second per bot (default: the tick rate)")
+	fs.BoolVar(&f.delta, "delta", false, "game: the bots ask for delta snapshots")
 	fs.DurationVar(&f.duration, "duration", 20*time.Second, "game: measured window of each run")
 	fs.DurationVar(&f.warmup, "warmup", 5*time.Second, "game and feeds: warm-up before the window")
 	fs.IntVar(&f.viewers, "k", 1000, "feeds: SSE viewers, and as many long-poll viewers")
@@ -253,7 +255,7 @@ func (r *benchRunner) game(ctx context.Context) (*bench.Table, any, error) {
 	for i := range r.f.runs {
 		cfg := bench.GameConfig{
 			Players: r.f.players, RoomSize: r.f.roomSize, InputHz: r.f.inputHz,
-			Duration: r.f.duration, Warmup: r.f.warmup,
+			Duration: r.f.duration, Warmup: r.f.warmup, Delta: r.f.delta,
 			Progress: r.progress.prefix(fmt.Sprintf("run %d/%d ", i+1, r.f.runs)),
 		}
 		var res *bench.GameResult

@@ -77,6 +77,29 @@ func TestGame(t *testing.T) {
 	}
 }
 
+// TestGameDelta runs the same small load in both modes: delta bots see
+// every tick and receive fewer bytes than full-snapshot bots.
+func TestGameDelta(t *testing.T) {
+	t.Parallel()
+	p := start(t, 20)
+	run := func(delta bool) *GameResult {
+		res, err := RunGame(testCtx(t), p.Target, GameConfig{
+			Players: 8, RoomSize: 8, Duration: time.Second, Warmup: 300 * time.Millisecond, Delta: delta,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	full, delta := run(false), run(true)
+	if !delta.Delta || delta.TicksRun <= 0 || delta.DeliveredPct < 80 || delta.Latency.N == 0 {
+		t.Fatalf("delta run: delta %v, ticks %d, delivered %v%%, latency %+v", delta.Delta, delta.TicksRun, delta.DeliveredPct, delta.Latency)
+	}
+	if delta.BytesInPerClient >= full.BytesInPerClient {
+		t.Fatalf("delta %v B/s per client, full %v B/s", delta.BytesInPerClient, full.BytesInPerClient)
+	}
+}
+
 func TestFeeds(t *testing.T) {
 	t.Parallel()
 	for _, kind := range []string{spectator.SSE, spectator.Poll} {

@@ -20,14 +20,16 @@ import (
 type bot struct {
 	ws      *websocket.Conn
 	welcome *wire.Welcome
+	rx      *wire.DeltaReceiver // rebuilds delta snapshots; nil in full mode
 
 	wmu sync.Mutex // guards writes, seq and out
 	seq uint64
 	out []byte
 }
 
-// dialBot connects to the player WebSocket at url and joins room.
-func dialBot(ctx context.Context, url, name, room string, counter *Counter) (*bot, error) {
+// dialBot connects to the player WebSocket at url and joins room, asking
+// for delta snapshots when delta is set.
+func dialBot(ctx context.Context, url, name, room string, counter *Counter, delta bool) (*bot, error) {
 	d := websocket.Dialer{
 		NetDialContext:   counter.dial(true),
 		HandshakeTimeout: 10 * time.Second,
@@ -39,7 +41,11 @@ func dialBot(ctx context.Context, url, name, room string, counter *Counter) (*bo
 		return nil, err
 	}
 	b := &bot{ws: ws}
-	join, _ := wire.Encode(&wire.Join{Name: name, Room: room})
+	j := &wire.Join{Name: name, Room: room}
+	if delta {
+		j.Caps = []string{wire.CapDelta}
+	}
+	join, _ := wire.Encode(j)
 	if err := ws.WriteMessage(websocket.BinaryMessage, join); err != nil {
 		ws.Close()
 		return nil, err
@@ -59,6 +65,9 @@ func dialBot(ctx context.Context, url, name, room string, counter *Counter) (*bo
 		switch m := m.(type) {
 		case *wire.Welcome:
 			b.welcome = m
+			if delta {
+				b.rx = wire.NewDeltaReceiver(m.Hz)
+			}
 			return b, nil
 		case *wire.Error:
 			ws.Close()
@@ -113,6 +122,34 @@ func (b *bot) chat(text string) error {
 	defer b.wmu.Unlock()
 	b.out = player.AppendChat(b.out[:0], text)
 	return b.ws.WriteMessage(websocket.BinaryMessage, b.out)
+}
+
+// snapshot returns the tick and server time of a snapshot frame, `snap`
+// or `delta`; a delta frame is applied and acknowledged. ok is false for
+// other frames.
+func (b *bot) snapshot(f []byte) (n uint64, st int64, ok bool) {
+	h, err := player.Head(f)
+	switch {
+	case err != nil:
+		return 0, 0, false
+	case h.T == wire.TypeSnap:
+		return h.N, h.ST, true
+	case h.T != wire.TypeDelta || b.rx == nil:
+		return 0, 0, false
+	}
+	m, err := wire.DecodeServer(f)
+	if err != nil {
+		return 0, 0, false
+	}
+	s, err := b.rx.Apply(m.(*wire.Delta))
+	if err != nil {
+		return 0, 0, false
+	}
+	ack, _ := wire.Encode(&wire.Ack{N: s.N})
+	b.wmu.Lock()
+	_ = b.ws.WriteMessage(websocket.BinaryMessage, ack)
+	b.wmu.Unlock()
+	return s.N, s.ST, true
 }
 
 func (b *bot) close() { _ = b.ws.Close() }

@@ -124,7 +124,7 @@ func RunFeeds(ctx context.Context, t *Target, cfg FeedsConfig) (*FeedsResult, er
 	}()
 	for r, id := range rooms {
 		for j := range cfg.BotsPerRoom {
-			b, err := dialBot(ctx, t.WSURL("/ws/play"), fmt.Sprintf("r%db%d", r, j), id, &botCounter)
+			b, err := dialBot(ctx, t.WSURL("/ws/play"), fmt.Sprintf("r%db%d", r, j), id, &botCounter, false)
 			if err != nil {
 				return nil, err
 			}

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tickwire/tickwire/clients/player"
 )
 
 // GameConfig sets up `bench game`.
@@ -25,6 +24,8 @@ type GameConfig struct {
 	Warmup   time.Duration // after every bot has joined, before the window (5s)
 	// Dials is how many bots connect at once (32).
 	Dials int
+	// Delta makes the bots ask for delta snapshots (and acknowledge them).
+	Delta bool
 	// Ticks, when set, measures tick durations during the window.
 	Ticks TickProbe
 	// Progress receives a status line now and then; nil is quiet.
@@ -73,6 +74,7 @@ type GameResult struct {
 	Hz        int     `json:"hz"`
 	InputHz   int     `json:"inputHz"`
 	WindowSec float64 `json:"windowSec"`
+	Delta     bool    `json:"delta"`   // the bots used delta snapshots
 	Dropped   int     `json:"dropped"` // bots disconnected during the run
 
 	TicksRun     int64   `json:"ticksRun"`     // distinct tick numbers seen, summed over rooms
@@ -165,7 +167,7 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 			defer wg.Done()
 			defer func() { <-sem }()
 			gb := &gameBot{room: i / cfg.RoomSize, done: make(chan error, 1)}
-			b, err := dialBot(ctx, t.WSURL("/ws/play"), fmt.Sprintf("bot-%d", i+1), rooms[gb.room], &counter)
+			b, err := dialBot(ctx, t.WSURL("/ws/play"), fmt.Sprintf("bot-%d", i+1), rooms[gb.room], &counter, cfg.Delta)
 			if err != nil {
 				mu.Lock()
 				dialErr = fmt.Errorf("bot %d: %w", i+1, err)
@@ -201,6 +203,7 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 	}
 	hz := bots[0].b.welcome.Hz
 	res.Hz = hz
+	res.Delta = cfg.Delta
 	if cfg.InputHz <= 0 {
 		cfg.InputHz = hz
 	}
@@ -343,25 +346,26 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 	return res, nil
 }
 
-// frame records one frame received by the bot.
+// frame records one frame received by the bot. Delta frames are applied
+// whether or not the window is open, so the bot keeps its baselines.
 func (gb *gameBot) frame(w *window, at, rx time.Time, f []byte) {
+	n, st, ok := gb.b.snapshot(f)
 	if !w.in(at) {
 		return
 	}
-	h, err := player.Head(f)
-	if err != nil || h.T != "snap" {
+	if !ok {
 		gb.other++
 		return
 	}
 	gb.snaps++
-	gb.lat.add(float64(at.UnixNano())/1e6 - float64(h.ST))
+	gb.lat.add(float64(at.UnixNano())/1e6 - float64(st))
 	if !gb.last.IsZero() {
 		gb.gap.addDur(at.Sub(gb.last))
 	}
 	gb.last = at
-	gb.ticks = append(gb.ticks, h.N)
+	gb.ticks = append(gb.ticks, n)
 	if !rx.IsZero() {
-		gb.latRx.add(float64(rx.UnixNano())/1e6 - float64(h.ST))
+		gb.latRx.add(float64(rx.UnixNano())/1e6 - float64(st))
 		if !gb.lastRx.IsZero() {
 			gb.gapRx.addDur(rx.Sub(gb.lastRx))
 		}

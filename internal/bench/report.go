@@ -190,8 +190,12 @@ func GameTable(runs []*GameResult, reference bool) *Table {
 		}
 		return &Goal{Max: max, Value: v}
 	}
-	t := &Table{Title: fmt.Sprintf("bench game: %d players in %d rooms, %d Hz, inputs %d/s, window %.0fs, %d run(s)",
-		r0.Players, r0.Rooms, r0.Hz, r0.InputHz, r0.WindowSec, len(runs))}
+	mode := "full snapshots"
+	if r0.Delta {
+		mode = "delta snapshots"
+	}
+	t := &Table{Title: fmt.Sprintf("bench game: %d players in %d rooms, %d Hz, inputs %d/s, %s, window %.0fs, %d run(s)",
+		r0.Players, r0.Rooms, r0.Hz, r0.InputHz, mode, r0.WindowSec, len(runs))}
 	if r0.TickSource != "" {
 		t.Notes = append(t.Notes, "tick duration from "+r0.TickSource)
 	}

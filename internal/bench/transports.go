@@ -120,7 +120,7 @@ func RunTransports(ctx context.Context, t *Target, cfg TransportsConfig) (*Trans
 	}()
 	var dropCounter Counter
 	for i := range cfg.Senders {
-		b, err := dialBot(ctx, t.WSURL("/ws/play"), fmt.Sprintf("sender-%d", i), room, &dropCounter)
+		b, err := dialBot(ctx, t.WSURL("/ws/play"), fmt.Sprintf("sender-%d", i), room, &dropCounter, false)
 		if err != nil {
 			return nil, err
 		}
@@ -380,7 +380,7 @@ func RunIdle(ctx context.Context, t *Target, kind string, n int, progress func(s
 				}
 				rooms = append(rooms, id)
 			}
-			b, err := dialBot(ctx, t.WSURL("/ws/play"), fmt.Sprintf("idle-%d", i), rooms[len(rooms)-1], &c)
+			b, err := dialBot(ctx, t.WSURL("/ws/play"), fmt.Sprintf("idle-%d", i), rooms[len(rooms)-1], &c, false)
 			if err != nil {
 				return nil, err
 			}

@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -96,7 +95,7 @@ func Join(ctx context.Context, cfg Config) (*Peer, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	u, err := signalURL(cfg.Server)
+	u, err := wire.WebSocketURL(cfg.Server, wire.PathSignal)
 	if err != nil {
 		return nil, err
 	}
@@ -133,27 +132,6 @@ func Join(ctx context.Context, cfg Config) (*Peer, error) {
 	}
 	go p.readSignals(welcome.Peers)
 	return p, nil
-}
-
-// signalURL turns the configured server address into the WebSocket URL.
-func signalURL(server string) (string, error) {
-	u, err := url.Parse(server)
-	if err != nil || u.Host == "" {
-		return "", fmt.Errorf("peer: bad server address %q", server)
-	}
-	switch u.Scheme {
-	case "http":
-		u.Scheme = "ws"
-	case "https":
-		u.Scheme = "wss"
-	case "ws", "wss":
-	default:
-		return "", fmt.Errorf("peer: bad server scheme %q", u.Scheme)
-	}
-	if u.Path == "" || u.Path == "/" {
-		u.Path = "/ws/signal"
-	}
-	return u.String(), nil
 }
 
 // handshake sends the join and waits for the welcome, for as long as ctx

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -26,7 +24,7 @@ func runBot(ctx context.Context, args []string) error {
 	if err := parseWithEnv(fs, args); err != nil {
 		return err
 	}
-	wsURL, err := playURL(*server)
+	wsURL, err := wire.WebSocketURL(*server, wire.PathPlay)
 	if err != nil {
 		return err
 	}
@@ -111,26 +109,4 @@ func report(c *player.Client) {
 		slog.Info("bot", "room", c.Welcome().Room, "id", p.ID, "x", math.Round(p.X), "y", math.Round(p.Y),
 			"score", p.Score, "rtt_ms", p.RTT, "tick", c.Latest().N, "snaps", c.Stats().Snaps)
 	}
-}
-
-// playURL turns a server URL into its /ws/play WebSocket URL.
-func playURL(server string) (string, error) {
-	u, err := url.Parse(server)
-	if err != nil {
-		return "", err
-	}
-	switch u.Scheme {
-	case "http":
-		u.Scheme = "ws"
-	case "https":
-		u.Scheme = "wss"
-	case "ws", "wss":
-	default:
-		return "", fmt.Errorf("server URL %q: want http(s):// or ws(s)://", server)
-	}
-	if u.Path == "" || u.Path == "/" {
-		u.Path = "/ws/play"
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
-	return u.String(), nil
 }

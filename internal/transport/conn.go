@@ -98,6 +98,15 @@ type Conn struct {
 
 	readBuf bytes.Buffer // the last message Read returned; reader goroutine only
 
+	// Every write to the socket happens on the writer goroutine: data
+	// frames are written by hand (one write each), control frames through
+	// gorilla. The reader hands over the answers gorilla would write itself.
+	raw       net.Conn
+	deadline  time.Time // write deadline in force; writer goroutine only
+	pongData  string    // a peer's ping to answer, guarded by mu
+	pongDue   bool      // guarded by mu
+	closeEcho []byte    // the close frame to echo to the peer, guarded by mu
+
 	kill       chan struct{} // close at once (slow consumer), before queued messages
 	killOnce   sync.Once
 	readDone   chan struct{}
@@ -150,6 +159,9 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg Config) (*Conn, error) 
 	ws.SetReadLimit(cfg.ReadLimit)
 	_ = ws.SetReadDeadline(time.Now().Add(cfg.PongWait))
 	ws.SetPongHandler(c.onPong)
+	ws.SetPingHandler(c.onPing)
+	ws.SetCloseHandler(c.onClose)
+	c.raw = ws.UnderlyingConn()
 	go c.writeLoop()
 	return c, nil
 }
@@ -349,6 +361,28 @@ func (c *Conn) onPong(payload string) error {
 	return nil
 }
 
+// onPing runs on the reader goroutine: the writer answers the peer's ping.
+func (c *Conn) onPing(payload string) error {
+	c.mu.Lock()
+	c.pongData, c.pongDue = payload, true
+	c.mu.Unlock()
+	c.notify()
+	return nil
+}
+
+// onClose runs on the reader goroutine when the peer closes: the writer
+// echoes the close code before it ends.
+func (c *Conn) onClose(code int, _ string) error {
+	msg := []byte{}
+	if code != websocket.CloseNoStatusReceived {
+		msg = websocket.FormatCloseMessage(code, "")
+	}
+	c.mu.Lock()
+	c.closeEcho = msg
+	c.mu.Unlock()
+	return nil
+}
+
 // writeLoop is the only writer of data frames. Each wake it takes the
 // whole queue and the pending state at once. It ends when the connection
 // closes and releases the socket.
@@ -381,6 +415,12 @@ func (c *Conn) writeLoop() {
 			c.writeKillClose()
 			return
 		case <-c.readDone:
+			c.mu.Lock()
+			echo := c.closeEcho
+			c.mu.Unlock()
+			if echo != nil {
+				_ = c.ws.WriteControl(websocket.CloseMessage, echo, time.Now().Add(time.Second))
+			}
 			return
 		}
 	}
@@ -393,7 +433,12 @@ func (c *Conn) flush() bool {
 	c.mu.Lock()
 	batch := c.queue
 	c.queue = c.spare[:0]
+	pong, pongDue := c.pongData, c.pongDue
+	c.pongDue = false
 	c.mu.Unlock()
+	if pongDue && c.ws.WriteControl(websocket.PongMessage, []byte(pong), time.Now().Add(c.cfg.WriteWait)) != nil {
+		return false
+	}
 	select {
 	case c.space <- struct{}{}:
 	default:
@@ -444,22 +489,49 @@ func (c *Conn) ping() bool {
 	return c.ws.WriteControl(websocket.PingMessage, b[:], time.Now().Add(c.cfg.WriteWait)) == nil
 }
 
-// writeFrame writes one data frame made of head followed by tail.
+// frames holds buffers for building frames; idle connections hold none.
+var frames = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxCopy is the largest payload copied into one buffer with its header;
+// larger ones are written in two parts.
+const maxCopy = 64 << 10
+
+// writeFrame writes one unmasked data frame made of head followed by tail,
+// with a single write for ordinary sizes.
 func (c *Conn) writeFrame(head, tail []byte) bool {
-	_ = c.ws.SetWriteDeadline(time.Now().Add(c.cfg.WriteWait))
-	w, err := c.ws.NextWriter(c.kind)
-	if err != nil {
+	n := len(head) + len(tail)
+	bp := frames.Get().(*[]byte)
+	defer frames.Put(bp)
+	b := append((*bp)[:0], 0x80|byte(c.kind)) // FIN and the opcode
+	switch {
+	case n < 126:
+		b = append(b, byte(n))
+	case n <= 0xffff:
+		b = append(b, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	parts := [][]byte{head, tail}
+	if n <= maxCopy {
+		b = append(append(b, head...), tail...)
+		parts = nil
+	}
+	*bp = b
+	// The deadline is re-armed only once half of it is spent.
+	if now := time.Now(); c.deadline.Sub(now) < c.cfg.WriteWait/2 {
+		c.deadline = now.Add(c.cfg.WriteWait)
+		_ = c.raw.SetWriteDeadline(c.deadline)
+	}
+	if _, err := c.raw.Write(b); err != nil {
 		return false
 	}
-	_, err1 := w.Write(head)
-	var err2 error
-	if len(tail) > 0 {
-		_, err2 = w.Write(tail)
+	for _, p := range parts {
+		if _, err := c.raw.Write(p); err != nil {
+			return false
+		}
 	}
-	if errors.Join(err1, err2, w.Close()) != nil {
-		return false
-	}
-	c.wrote(len(head) + len(tail))
+	c.wrote(n)
 	return true
 }
 

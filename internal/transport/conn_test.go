@@ -180,3 +180,62 @@ func TestCloseAfterQueuedMessages(t *testing.T) {
 		t.Fatalf("close %v", err)
 	}
 }
+
+func TestPeerPingAnsweredAndCloseEchoed(t *testing.T) {
+	url := serve(t, Config{}, func(c *Conn) {
+		for {
+			if _, err := c.Read(); err != nil {
+				return
+			}
+		}
+	})
+	ws := dial(t, url)
+	pongs := make(chan string, 1)
+	ws.SetPongHandler(func(p string) error { pongs <- p; return nil })
+	closes := make(chan int, 1)
+	ws.SetCloseHandler(func(code int, _ string) error { closes <- code; return nil })
+	go func() { _, _ = readAll(ws) }()
+	if err := ws.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-pongs:
+		if p != "are you there" {
+			t.Fatalf("pong %q", p)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no pong")
+	}
+	_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4321, "bye"), time.Now().Add(time.Second))
+	select {
+	case code := <-closes:
+		if code != 4321 {
+			t.Fatalf("close echoed with %d", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("close not echoed")
+	}
+}
+
+func TestLargeFrames(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789"), 20000) // 200 KB: header, then the payload
+	mid := bytes.Repeat([]byte("m"), 300)            // 16-bit length
+	url := serve(t, Config{}, func(c *Conn) {
+		_ = c.Send(mid)
+		_ = c.Send(big)
+		c.SendState(big[:70000], []byte{1, 2})
+		for {
+			if _, err := c.Read(); err != nil {
+				return
+			}
+		}
+	})
+	ws := dial(t, url)
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for i, want := range [][]byte{mid, big, append(append([]byte{}, big[:70000]...), 1, 2)} {
+		_, got, err := ws.ReadMessage()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("frame %d: %d bytes, %v; want %d bytes", i, len(got), err, len(want))
+		}
+	}
+}

@@ -99,6 +99,9 @@ func (c Config) withDefaults() Config {
 type conn interface {
 	Read() ([]byte, error)
 	Send(msg []byte) error
+	// Reply answers the peer's own message; it slows the reader down
+	// rather than dropping the answer (reader goroutine only).
+	Reply(msg []byte) error
 	Close(code int, reason string)
 	Done() <-chan struct{}
 }
@@ -405,15 +408,18 @@ func (s *Server) leave(p *peer) {
 	}
 }
 
-// reject sends an error message; the connection stays.
+// reject answers a message with an error; the connection stays. Only the
+// reader goroutine calls it.
 func (s *Server) reject(c conn, code, message string) {
 	s.errs.Add(1)
-	_ = c.Send(encode(wire.SignalError(code, message)))
+	_ = c.Reply(encode(wire.SignalError(code, message)))
 }
 
-// fail sends an error message, then closes with closeCode.
+// fail sends an error message, then closes with closeCode. Timers call it
+// too, so it never waits.
 func (s *Server) fail(c conn, code, message string, closeCode int) {
-	s.reject(c, code, message)
+	s.errs.Add(1)
+	_ = c.Send(encode(wire.SignalError(code, message)))
 	c.Close(closeCode, code)
 }
 

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tickwire/tickwire/wire"
 )
@@ -99,6 +100,7 @@ type Feed struct {
 	info     wire.SpectatorRoom
 	infoID   uint64 // id of the newest reliable event, 0 before any
 	closed   bool
+	lastPub  time.Time // when the newest event was published
 	wake     chan struct{}
 	onViewer func(delta int)
 }
@@ -138,8 +140,16 @@ func (f *Feed) publishLocked(typ string, data []byte) {
 		f.history = append(f.history, e)
 		f.infoID = e.ID
 	}
+	f.lastPub = time.Now()
 	close(f.wake)
 	f.wake = make(chan struct{})
+}
+
+// quiet reports whether nothing has been published for at least d.
+func (f *Feed) quiet(d time.Duration) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.pending && time.Since(f.lastPub) >= d
 }
 
 func (f *Feed) publish(typ string, v any) {

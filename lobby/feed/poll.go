@@ -13,11 +13,16 @@ import (
 )
 
 // A poll that has waited hijackAfter on its handler goroutine with nothing
-// to answer is taken over from net/http and parked with its room's idle
+// to answer, or that parks on a room where nothing has happened for
+// quietAfter, is taken over from net/http and parked with its room's idle
 // connections: the room's pump answers it when an event comes or its time
 // is up, and closes the connection after the answer (the client's next poll
-// opens a new one). Polls answered sooner keep their connection alive.
-const hijackAfter = time.Second
+// opens a new one). Polls answered sooner, as in a room where things move,
+// keep their connection alive.
+const (
+	hijackAfter = 250 * time.Millisecond
+	quietAfter  = time.Second
+)
 
 // parkedPoll is a taken-over long-poll.
 type parkedPoll struct {
@@ -81,7 +86,11 @@ func (h *Handlers) Poll(w http.ResponseWriter, r *http.Request) {
 // to answer with and true, or false when there is nothing to answer here:
 // the client went away (the poll is unparked) or the poll was taken over.
 func (h *Handlers) waitPoll(w http.ResponseWriter, r *http.Request, f *Feed, after int64, b Batch, deadline time.Time) (Batch, bool) {
-	timer := time.NewTimer(min(time.Until(deadline), hijackAfter))
+	wait := hijackAfter
+	if f.quiet(quietAfter) {
+		wait = 0
+	}
+	timer := time.NewTimer(min(time.Until(deadline), wait))
 	defer timer.Stop()
 	for len(b.Events) == 0 && !b.Closed {
 		select {

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/tickwire/tickwire/game/room"
 	"github.com/tickwire/tickwire/internal/httpapi"
 )
 
@@ -20,7 +19,7 @@ func (l *Lobby) RoomsHandler() http.Handler {
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:
 			w.Header().Set("Cache-Control", "no-store")
-			httpapi.WriteJSON(w, http.StatusOK, map[string][]room.Info{"rooms": l.List()})
+			httpapi.WriteJSON(w, http.StatusOK, map[string][]Listing{"rooms": l.List()})
 		case http.MethodPost:
 			l.createRoom(w, r)
 		default:
@@ -51,5 +50,5 @@ func (l *Lobby) createRoom(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, err.Error())
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusCreated, rm.Info())
+	httpapi.WriteJSON(w, http.StatusCreated, Listing{Info: rm.Info(), URL: l.URL()})
 }

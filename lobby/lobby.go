@@ -7,10 +7,10 @@
 package lobby
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -19,6 +19,7 @@ import (
 
 	"github.com/tickwire/tickwire/game"
 	"github.com/tickwire/tickwire/game/room"
+	"github.com/tickwire/tickwire/internal/bus"
 	"github.com/tickwire/tickwire/lobby/feed"
 )
 
@@ -46,6 +47,20 @@ type Config struct {
 	// MaxRooms caps the rooms open at once (1000).
 	MaxRooms int
 	Logger   *slog.Logger
+	// Bus, when set, joins this lobby to the room directory of the nodes
+	// on it (see DirectorySubject): listings and matchmaking then include
+	// the other nodes' rooms, and a join for one of them is answered with
+	// MovedError.
+	Bus bus.Bus
+	// Node is this node's id on the bus (random when empty); URL its
+	// public URL, shown with its rooms (see also SetURL).
+	Node string
+	URL  string
+	// DirectoryEvery is how often this node publishes its rooms (1s), and
+	// DirectoryTTL how long another node's rooms are kept after its last
+	// update (3s).
+	DirectoryEvery time.Duration
+	DirectoryTTL   time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -79,6 +94,15 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Node == "" {
+		c.Node = newNodeID()
+	}
+	if c.DirectoryEvery <= 0 {
+		c.DirectoryEvery = time.Second
+	}
+	if c.DirectoryTTL <= 0 {
+		c.DirectoryTTL = 3 * time.Second
+	}
 	return c
 }
 
@@ -108,8 +132,11 @@ type Lobby struct {
 	cfg      Config
 	ctx      context.Context // parent of every room's Run
 	cancel   context.CancelFunc
-	wg       sync.WaitGroup // room goroutines
+	wg       sync.WaitGroup // room goroutines and the directory loop
 	draining atomic.Bool
+	url      atomic.Pointer[string] // this node's public URL
+	dir      *directory             // other nodes' rooms; nil without a bus
+	dirPoke  chan struct{}          // asks the directory loop to publish now
 
 	mu    sync.Mutex // guards rooms, feeds and ended
 	rooms map[string]*room.Room
@@ -117,17 +144,27 @@ type Lobby struct {
 	ended map[string]time.Time  // id -> when it ended
 }
 
-// New returns an empty lobby.
-func New(cfg Config) *Lobby {
+// New returns an empty lobby; with a bus it joins the room directory,
+// which fails only when the bus does.
+func New(cfg Config) (*Lobby, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Lobby{
-		cfg:    cfg.withDefaults(),
-		ctx:    ctx,
-		cancel: cancel,
-		rooms:  make(map[string]*room.Room),
-		feeds:  make(map[string]*feed.Feed),
-		ended:  make(map[string]time.Time),
+	l := &Lobby{
+		cfg:     cfg.withDefaults(),
+		ctx:     ctx,
+		cancel:  cancel,
+		dirPoke: make(chan struct{}, 1),
+		rooms:   make(map[string]*room.Room),
+		feeds:   make(map[string]*feed.Feed),
+		ended:   make(map[string]time.Time),
 	}
+	l.url.Store(&l.cfg.URL)
+	if l.cfg.Bus != nil {
+		if err := l.startDirectory(); err != nil {
+			cancel()
+			return nil, fmt.Errorf("lobby: room directory: %w", err)
+		}
+	}
+	return l, nil
 }
 
 // RoomOptions are what a client may choose when creating a room.
@@ -178,6 +215,7 @@ func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
 		l.roomEnded(id)
 	}()
 	l.cfg.Logger.Info("room created", "room", id, "private", opts.Private, "maxPlayers", opts.MaxPlayers)
+	l.pokeDirectory()
 	return r, nil
 }
 
@@ -194,6 +232,7 @@ func (l *Lobby) roomEnded(id string) {
 		}
 	}
 	l.cfg.Logger.Info("room ended", "room", id)
+	l.pokeDirectory()
 }
 
 // Room returns a running room, ErrGone for one that ended lately, or
@@ -242,22 +281,39 @@ func (l *Lobby) Stats() Stats {
 	return st
 }
 
-// List returns the public rooms, fullest first.
-func (l *Lobby) List() []room.Info {
+// List returns the public rooms of every node, fullest first.
+func (l *Lobby) List() []Listing {
+	url := l.URL()
+	infos := l.infos(true)
+	ls := make([]Listing, 0, len(infos))
+	for _, info := range infos {
+		ls = append(ls, Listing{Info: info, URL: url})
+	}
+	if l.dir != nil {
+		local := make(map[string]bool, len(infos))
+		for _, info := range infos {
+			local[info.ID] = true
+		}
+		for _, li := range l.dir.public(time.Now()) {
+			if !local[li.ID] { // an id taken on two nodes: this node's room
+				ls = append(ls, li)
+			}
+		}
+	}
+	sortListings(ls)
+	return ls
+}
+
+// infos returns the info of this node's rooms, public ones only or all.
+func (l *Lobby) infos(publicOnly bool) []room.Info {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	infos := make([]room.Info, 0, len(l.rooms))
 	for _, r := range l.rooms {
-		if !r.Private() {
+		if !publicOnly || !r.Private() {
 			infos = append(infos, r.Info())
 		}
 	}
-	l.mu.Unlock()
-	slices.SortFunc(infos, func(a, b room.Info) int {
-		if a.Players != b.Players {
-			return b.Players - a.Players
-		}
-		return cmp.Compare(a.ID, b.ID)
-	})
 	return infos
 }
 
@@ -280,11 +336,22 @@ func (l *Lobby) fullestOpen(tried []*room.Room) *room.Room {
 }
 
 // Matchmake seats c in the fullest public room with a free seat, or in a
-// new room when there is none.
+// new room when there is none. Rooms of other nodes count: when one of
+// them has more players than the best of this node, Matchmake returns a
+// *MovedError naming it.
 func (l *Lobby) Matchmake(ctx context.Context, c room.Client, name string) (*room.Room, *room.Seat, error) {
 	var tried []*room.Room
 	for {
 		r := l.fullestOpen(tried)
+		if l.dir != nil {
+			var ids []string
+			for _, t := range tried {
+				ids = append(ids, t.ID())
+			}
+			if li, ok := l.dir.fullestOpen(ids, time.Now()); ok && (r == nil || li.Players > r.Info().Players) {
+				return nil, nil, &MovedError{Room: li.ID, URL: li.URL}
+			}
+		}
 		if r == nil {
 			var err error
 			if r, err = l.CreateRoom(RoomOptions{}); err != nil {
@@ -303,8 +370,12 @@ func (l *Lobby) Matchmake(ctx context.Context, c room.Client, name string) (*roo
 	}
 }
 
-// Drain refuses new rooms and joins from now on.
-func (l *Lobby) Drain() { l.draining.Store(true) }
+// Drain refuses new rooms and joins from now on, and takes this node's
+// rooms out of the directory.
+func (l *Lobby) Drain() {
+	l.draining.Store(true)
+	l.pokeDirectory()
+}
 
 // Shutdown ends every room (players get close 1001) and waits for the
 // rooms to finish or ctx to end. It is safe to call twice.

@@ -98,6 +98,15 @@ func (s *session) fail(code, msg string, closeCode int) {
 	s.conn.Close(closeCode, code)
 }
 
+// moved sends the player to the node hosting the room: `error` `moved`
+// with that node's URL and the room, then close 4307.
+func (s *session) moved(m MovedError) {
+	_ = s.conn.Send(wire.MustEncode(&wire.Error{
+		Code: wire.CodeMoved, Msg: "room " + m.Room + " is hosted at " + m.URL, URL: m.URL, Room: m.Room,
+	}))
+	s.conn.Close(wire.CloseMoved, wire.CodeMoved)
+}
+
 // join waits for the first message, which must be a valid `join`, and
 // seats the player. It reports whether the session goes on.
 func (s *session) join() bool {
@@ -146,16 +155,25 @@ func (s *session) join() bool {
 	}
 	ctx := context.Background()
 	if j.Resume != "" {
-		if r, err := s.l.Room(room.RoomOfToken(j.Resume)); err == nil {
+		id := room.RoomOfToken(j.Resume)
+		r, err := s.l.Room(id)
+		if err == nil {
 			if seat, err := r.Resume(ctx, s.conn, j.Resume); err == nil {
 				s.room, s.seat = r, seat
 				return true
 			}
+		} else if li, ok := s.l.remoteRoom(id); ok && errors.Is(err, ErrNotFound) {
+			s.moved(MovedError{Room: li.ID, URL: li.URL}) // resume there
+			return false
 		}
 	}
 	if j.Room == wire.RoomAuto {
 		r, seat, err := s.l.Matchmake(ctx, s.conn, j.Name)
+		var moved *MovedError
 		switch {
+		case errors.As(err, &moved):
+			s.moved(*moved)
+			return false
 		case errors.Is(err, ErrTooMany):
 			s.l.reject(wire.CodeRoomFull)
 			s.fail(wire.CodeRoomFull, "no free seat and no room for a new room", wire.CloseRoomFull)
@@ -168,6 +186,12 @@ func (s *session) join() bool {
 		return true
 	}
 	r, err := s.l.Room(j.Room)
+	if errors.Is(err, ErrNotFound) {
+		if li, ok := s.l.remoteRoom(j.Room); ok {
+			s.moved(MovedError{Room: li.ID, URL: li.URL})
+			return false
+		}
+	}
 	if err != nil {
 		s.l.reject(wire.CodeNotFound)
 		s.fail(wire.CodeNotFound, "no room "+j.Room, wire.CloseNotFound)

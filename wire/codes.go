@@ -11,6 +11,10 @@ const (
 	// CodeClosed is sent when the room a player is in ends (an addition to
 	// the contract's table; it is followed by close 1001).
 	CodeClosed = "room-closed"
+	// CodeMoved answers a `join` for a room hosted on another node of the
+	// same cluster (an addition): the `error` carries that node's URL and
+	// the room id, and is followed by close CloseMoved.
+	CodeMoved = "moved"
 )
 
 // WebSocket close codes of the player protocol.
@@ -24,6 +28,7 @@ const (
 	CloseNotFound     = 4004
 	CloseRoomFull     = 4009
 	CloseRateLimited  = 4029
+	CloseMoved        = 4307 // addition: the room is on another node
 )
 
 // Reasons of the `left` message.

@@ -101,11 +101,15 @@ type TypingFrom struct {
 	ID uint32 `msgpack:"id"`
 }
 
-// Error reports a problem; a fatal one is followed by a close.
+// Error reports a problem; a fatal one is followed by a close. URL and
+// Room are set with CodeMoved only: the base URL of the node hosting the
+// room (its player WebSocket is URL + PathPlay) and the room to join there.
 type Error struct {
 	Head
 	Code string `msgpack:"code"`
 	Msg  string `msgpack:"msg"`
+	URL  string `msgpack:"url,omitempty"`
+	Room string `msgpack:"room,omitempty"`
 }
 
 // Type returns TypeWelcome.

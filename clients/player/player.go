@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,9 @@ type Options struct {
 	// Delta asks for delta snapshots (`caps:["delta"]`), which cost a
 	// fraction of the bytes of full ones.
 	Delta bool
+	// NoFollow returns a `moved` refusal as a *JoinError instead of
+	// following it (see Dial).
+	NoFollow bool
 }
 
 // JoinError is the server's refusal of a join.
@@ -50,6 +54,9 @@ type JoinError struct {
 	Code      string // wire error code, e.g. wire.CodeNotFound
 	Msg       string
 	CloseCode int
+	// URL and Room come with wire.CodeMoved: the node hosting the room
+	// and the room to join there.
+	URL, Room string
 }
 
 func (e *JoinError) Error() string {
@@ -71,6 +78,7 @@ type Stats struct {
 // Client is one connected player.
 type Client struct {
 	ws      *websocket.Conn
+	url     string // the WebSocket URL joined (after a `moved`, the other node's)
 	welcome *wire.Welcome
 	msgs    chan wire.ServerMessage
 	done    chan struct{}
@@ -101,8 +109,28 @@ type Client struct {
 }
 
 // Dial connects, joins and waits for `welcome`. A refused join returns a
-// *JoinError.
+// *JoinError. When the server answers that the room is hosted by another
+// node (`moved`, an addition), Dial joins the room it names at that node's
+// URL, once, with the same name, token and resume token; Options.NoFollow
+// turns that off.
 func Dial(ctx context.Context, o Options) (*Client, error) {
+	c, err := dial(ctx, o)
+	var je *JoinError
+	if err == nil || o.NoFollow || !errors.As(err, &je) || je.Code != wire.CodeMoved || je.URL == "" {
+		return c, err
+	}
+	u, uerr := wire.WebSocketURL(strings.TrimRight(je.URL, "/")+wire.PathPlay, wire.PathPlay)
+	if uerr != nil {
+		return nil, fmt.Errorf("%w (following it: %v)", err, uerr)
+	}
+	o.URL = u
+	if je.Room != "" {
+		o.Room = je.Room
+	}
+	return dial(ctx, o)
+}
+
+func dial(ctx context.Context, o Options) (*Client, error) {
 	if o.Room == "" {
 		o.Room = wire.RoomAuto
 	}
@@ -113,7 +141,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{ws: ws, msgs: make(chan wire.ServerMessage, o.Buffer), done: make(chan struct{}), discard: o.Discard}
+	c := &Client{ws: ws, url: o.URL, msgs: make(chan wire.ServerMessage, o.Buffer), done: make(chan struct{}), discard: o.Discard}
 	join := &wire.Join{Name: o.Name, Room: o.Room, Token: o.Token, Resume: o.Resume}
 	if o.Delta {
 		join.Caps = []string{wire.CapDelta}
@@ -147,7 +175,7 @@ func (c *Client) awaitWelcome(ctx context.Context) error {
 			if errors.As(err, &ce) {
 				je := &JoinError{CloseCode: ce.Code, Msg: ce.Text}
 				if refusal != nil {
-					je.Code, je.Msg = refusal.Code, refusal.Msg
+					je.Code, je.Msg, je.URL, je.Room = refusal.Code, refusal.Msg, refusal.URL, refusal.Room
 				}
 				return je
 			}
@@ -275,6 +303,10 @@ func CloseCode(err error) int {
 	}
 	return 0
 }
+
+// URL returns the WebSocket URL the client joined at: Options.URL, or the
+// node a `moved` sent it to.
+func (c *Client) URL() string { return c.url }
 
 // Welcome returns the server's welcome.
 func (c *Client) Welcome() *wire.Welcome { return c.welcome }

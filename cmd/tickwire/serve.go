@@ -20,6 +20,7 @@ func runServe(ctx context.Context, args []string) error {
 	authSecret := fs.String("auth-secret", "", "HS256 secret for JWTs (empty: guests allowed)")
 	origins := fs.String("origins", "", "comma-separated allowed browser origins (default: same host only)")
 	natsURL := fs.String("nats", "", "NATS URL (empty: single node)")
+	publicURL := fs.String("public-url", "", "base URL clients reach this node at, given to other nodes' clients (default: http(s)://ADDR as listened on)")
 	stun := fs.String("stun", "", "comma-separated STUN URLs")
 	turn := fs.String("turn", "", "comma-separated TURN URLs")
 	turnSecret := fs.String("turn-secret", "", "TURN REST shared secret")
@@ -52,9 +53,9 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(logger)
-	srv := server.New(server.Config{
+	srv, err := server.Open(server.Config{
 		Addr: *addr, Hz: *hz, SpectateHz: *spectateHz, MaxPlayers: *maxPlayers,
-		AuthSecret: *authSecret, Origins: splitList(*origins), NATS: *natsURL,
+		AuthSecret: *authSecret, Origins: splitList(*origins), NATS: *natsURL, PublicURL: *publicURL,
 		STUN: splitList(*stun), TURN: splitList(*turn), TURNSecret: *turnSecret,
 		TLSCert: *tlsCert, TLSKey: *tlsKey, ReadLimit: *readLimit,
 		MaxConns: *maxConns, MaxConnsPerIP: *maxConnsPerIP, MaxRooms: *maxRooms, MaxSpectators: *maxSpectators,
@@ -62,8 +63,12 @@ func runServe(ctx context.Context, args []string) error {
 		SignalRate: *signalRate, SignalBurst: *signalBurst, Pprof: *pprofOn,
 		RoomIdle: *roomIdle, Grace: *grace, Drain: *drain, Logger: logger,
 	})
+	if err != nil {
+		return err
+	}
 	ln, err := srv.Listen()
 	if err != nil {
+		_ = srv.Shutdown(context.Background())
 		return err
 	}
 	fmt.Printf("listening on %s://%s\n", srv.Scheme(), ln.Addr())

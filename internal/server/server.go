@@ -6,6 +6,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	"github.com/tickwire/tickwire/clients/web"
 	"github.com/tickwire/tickwire/game"
 	"github.com/tickwire/tickwire/internal/auth"
+	"github.com/tickwire/tickwire/internal/bus"
 	"github.com/tickwire/tickwire/internal/httpapi"
 	"github.com/tickwire/tickwire/internal/limits"
 	"github.com/tickwire/tickwire/internal/metrics"
@@ -73,9 +75,18 @@ type Config struct {
 	FeedHistory   int
 	FeedHeartbeat time.Duration
 	PollTimeout   time.Duration
-	Pprof         bool // serve /debug/pprof/
-	Game          game.Config
-	Logger        *slog.Logger
+	// PublicURL is the base URL clients reach this node at, shown with its
+	// rooms to the other nodes' clients (default: http(s)://Addr, or the
+	// address Listen opened).
+	PublicURL string
+	// DirectoryEvery is how often this node tells the others its rooms
+	// (1s); DirectoryTTL how long a silent node's rooms stay listed (3s).
+	DirectoryEvery time.Duration
+	DirectoryTTL   time.Duration
+
+	Pprof  bool // serve /debug/pprof/
+	Game   game.Config
+	Logger *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -94,6 +105,7 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	return c
 }
 
@@ -110,6 +122,7 @@ type Server struct {
 	signals  transport.Counters // totals of the signaling WebSockets
 	handler  http.Handler
 	draining atomic.Bool
+	bus      bus.Bus // to the other nodes: NATS, or in-process alone
 
 	mu      sync.Mutex // guards conns and closing
 	conns   map[*transport.Conn]struct{}
@@ -117,8 +130,22 @@ type Server struct {
 	active  sync.WaitGroup // WebSocket handlers running
 }
 
-// New builds a server; nothing runs until Serve (rooms start on demand).
+// New is Open for a configuration that cannot fail to open, one without
+// NATS: it panics when Open returns an error.
 func New(cfg Config) *Server {
+	s, err := Open(cfg)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// Open builds a server: with cfg.NATS it connects to that NATS server,
+// failing when it cannot, and joins the nodes there; without, it is a node
+// of its own. Rooms start on demand; the node tells the others its rooms
+// from now on, and serves HTTP from Serve (or through Handler) until
+// Shutdown.
+func Open(cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 	s := &Server{
 		cfg:     cfg,
@@ -126,14 +153,34 @@ func New(cfg Config) *Server {
 		auth:    auth.NewVerifier(cfg.AuthSecret),
 		metrics: metrics.New(),
 	}
+	if cfg.NATS != "" {
+		nb, err := bus.ConnectNATS(bus.NATSConfig{URL: cfg.NATS, Logger: cfg.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("server: nats %s: %w", cfg.NATS, err)
+		}
+		s.bus = nb
+	} else {
+		s.bus = bus.NewLocal()
+	}
 	s.limits = limits.New(cfg.MaxConns, cfg.MaxConnsPerIP, s.metrics.Reject)
-	s.lobby = lobby.New(lobby.Config{
+	l, err := lobby.New(lobby.Config{
 		Hz: cfg.Hz, MaxPlayers: cfg.MaxPlayers, Grace: cfg.Grace, RoomIdle: cfg.RoomIdle,
 		JoinWait: cfg.JoinWait, ChatRate: cfg.ChatRate, ChatBurst: cfg.ChatBurst,
 		MessageRate: cfg.MessageRate, MaxRooms: cfg.MaxRooms, Game: cfg.Game, Logger: cfg.Logger,
 		Feed:     feed.Config{SpectateHz: cfg.SpectateHz, History: cfg.FeedHistory},
 		OnReject: s.metrics.Reject, OnTick: s.metrics.Tick,
+		Bus: s.bus, URL: cfg.PublicURL, DirectoryEvery: cfg.DirectoryEvery, DirectoryTTL: cfg.DirectoryTTL,
 	})
+	if err != nil {
+		_ = s.bus.Close()
+		return nil, err
+	}
+	s.lobby = l
+	if cfg.PublicURL == "" {
+		if host, port, err := net.SplitHostPort(cfg.Addr); err == nil && host != "" && port != "0" {
+			s.lobby.SetURL(s.Scheme() + "://" + cfg.Addr)
+		}
+	}
 	s.feeds = feed.NewHandlers(feed.HandlerConfig{
 		Lookup: s.lobby.Feed, Heartbeat: cfg.FeedHeartbeat, PollTimeout: cfg.PollTimeout,
 		MaxViewers: cfg.MaxSpectators,
@@ -168,7 +215,7 @@ func New(cfg Config) *Server {
 	}
 	mux.Handle("/", web.Handler()) // the browser client
 	s.handler = s.originGuard(mux)
-	return s
+	return s, nil
 }
 
 // registerMetrics exposes the parts' state to /metrics.
@@ -390,9 +437,14 @@ func (s *Server) closeConns() {
 	}
 }
 
-// Listen opens the configured address.
+// Listen opens the configured address. Without a configured public URL,
+// the address it opened becomes the node's.
 func (s *Server) Listen() (net.Listener, error) {
-	return net.Listen("tcp", s.cfg.Addr)
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err == nil && s.cfg.PublicURL == "" {
+		s.lobby.SetURL(s.Scheme() + "://" + ln.Addr().String())
+	}
+	return ln, err
 }
 
 // Serve serves on ln until ctx ends, then drains: /healthz answers 503 and
@@ -439,6 +491,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.lobby.Shutdown(ctx) // rooms end: viewers get `closed`
 	s.feeds.Shutdown()
 	err = errors.Join(err, s.signal.Shutdown(ctx))
+	err = errors.Join(err, s.bus.Close()) // after the lobby's last directory update
 	done := make(chan struct{})
 	go func() { s.active.Wait(); close(done) }()
 	select {

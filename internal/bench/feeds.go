@@ -287,13 +287,7 @@ func RunFeeds(ctx context.Context, t *Target, cfg FeedsConfig) (*FeedsResult, er
 	res.BytesPerViewer = round3(float64(in1-in0+out1-out0) / per)
 	res.EventsPerViewer = round3(float64(events) / per)
 	res.RequestsPerViewer = round3(float64(reqs1-reqs0) / per)
-	if haveUsage && u1.RSS > 0 {
-		cpu := CPUPercent(u0, u1)
-		res.ServerCPUPct = &cpu
-		res.ServerRSSAfter = u1.RSS
-		mem := round3(float64(u1.RSS-before.RSS) / float64(cfg.Viewers))
-		res.ServerRSSPerViewer = &mem
-	}
+	res.ServerCPUPct, res.ServerRSSAfter, res.ServerRSSPerViewer = serverUsage(haveUsage, before, u0, u1, cfg.Viewers)
 	res.LoadCPUPct = CPUPercent(self0, self1)
 	res.LoadLag = lag.result()
 	return res, nil

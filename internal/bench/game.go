@@ -333,13 +333,7 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 	res.BytesOutPerClient = round3(float64(out1-out0) / perClient)
 	res.MsgsInPerClient = round3(float64(frames) / perClient)
 	res.MsgsOutPerClient = round3(float64(sent.Load()) / perClient)
-	if haveUsage && u1.RSS > 0 {
-		cpu := CPUPercent(u0, u1)
-		res.ServerCPUPct = &cpu
-		res.ServerRSSAfter = u1.RSS
-		per := round3(float64(u1.RSS-before.RSS) / float64(cfg.Players))
-		res.ServerRSSPerPlayer = &per
-	}
+	res.ServerCPUPct, res.ServerRSSAfter, res.ServerRSSPerPlayer = serverUsage(haveUsage, before, u0, u1, cfg.Players)
 	res.LoadCPUPct = CPUPercent(self0, self1)
 	res.LoadLag = lag.result()
 	return res, nil

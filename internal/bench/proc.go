@@ -66,6 +66,18 @@ func ReadUsage(pid int) (Usage, error) {
 	return u, errors.New("bench: no VmRSS in /proc status")
 }
 
+// serverUsage returns the server's CPU over the window u0..u1, its RSS at
+// the end and its RSS growth since before per client; nothing when the
+// target does not report its usage.
+func serverUsage(have bool, before, u0, u1 Usage, clients int) (cpu *float64, rssAfter int64, perClient *float64) {
+	if !have || u1.RSS <= 0 {
+		return nil, 0, nil
+	}
+	c := CPUPercent(u0, u1)
+	per := round3(float64(u1.RSS-before.RSS) / float64(clients))
+	return &c, u1.RSS, &per
+}
+
 // CPUPercent is the CPU used between two readings in percent of one core.
 func CPUPercent(a, b Usage) float64 {
 	wall := b.At.Sub(a.At)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -115,6 +116,19 @@ func (d *directory) lookup(id string, now time.Time) (Listing, bool) {
 	return Listing{}, false
 }
 
+// hostOf returns the id of the node hosting a room of another node.
+func (d *directory) hostOf(id string, now time.Time) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.pruneLocked(now)
+	for node, n := range d.nodes {
+		if _, ok := n.rooms[id]; ok {
+			return node, true
+		}
+	}
+	return "", false
+}
+
 // public returns the public rooms of the other nodes.
 func (d *directory) public(now time.Time) []Listing {
 	d.mu.Lock()
@@ -147,6 +161,30 @@ func (d *directory) fullestOpen(tried []string, now time.Time) (Listing, bool) {
 	return best, found
 }
 
+// Node returns this node's id on the bus.
+func (l *Lobby) Node() string { return l.cfg.Node }
+
+// IsNodeOrigin reports whether origin (scheme://host[:port]) is the public
+// URL of this node or of another node in the directory: a browser page
+// served by one node may talk to the others.
+func (l *Lobby) IsNodeOrigin(origin string) bool {
+	same := func(u string) bool { return u != "" && strings.EqualFold(strings.TrimSuffix(u, "/"), origin) }
+	if same(l.URL()) {
+		return true
+	}
+	if l.dir == nil {
+		return false
+	}
+	l.dir.mu.Lock()
+	defer l.dir.mu.Unlock()
+	for _, n := range l.dir.nodes {
+		if same(n.url) {
+			return true
+		}
+	}
+	return false
+}
+
 // URL returns this node's public URL.
 func (l *Lobby) URL() string {
 	if u := l.url.Load(); u != nil {
@@ -176,6 +214,15 @@ func (l *Lobby) remoteRoom(id string) (Listing, bool) {
 		return Listing{}, false
 	}
 	return l.dir.lookup(id, time.Now())
+}
+
+// RemoteHost returns the id of the node hosting a room of another node,
+// as the directory knows it.
+func (l *Lobby) RemoteHost(id string) (node string, ok bool) {
+	if l.dir == nil {
+		return "", false
+	}
+	return l.dir.hostOf(id, time.Now())
 }
 
 // startDirectory subscribes to the other nodes' updates and starts the

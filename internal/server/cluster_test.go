@@ -67,6 +67,7 @@ type listing struct {
 	ID         string `json:"id"`
 	Players    int    `json:"players"`
 	MaxPlayers int    `json:"maxPlayers"`
+	Spectators int    `json:"spectators"`
 	URL        string `json:"url"`
 	Private    bool   `json:"private"`
 }

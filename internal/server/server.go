@@ -122,7 +122,8 @@ type Server struct {
 	signals  transport.Counters // totals of the signaling WebSockets
 	handler  http.Handler
 	draining atomic.Bool
-	bus      bus.Bus // to the other nodes: NATS, or in-process alone
+	bus      bus.Bus       // to the other nodes: NATS, or in-process alone
+	cluster  *feed.Cluster // other nodes' feeds mirrored here, ours served to them
 
 	mu      sync.Mutex // guards conns and closing
 	conns   map[*transport.Conn]struct{}
@@ -181,8 +182,17 @@ func Open(cfg Config) (*Server, error) {
 			s.lobby.SetURL(s.Scheme() + "://" + cfg.Addr)
 		}
 	}
+	s.cluster, err = feed.NewCluster(feed.ClusterConfig{
+		Bus: s.bus, Node: s.lobby.Node(), Feed: feed.Config{SpectateHz: cfg.SpectateHz, History: cfg.FeedHistory},
+		Local: s.lobby.Feed, Host: s.lobby.RemoteHost, Logger: cfg.Logger,
+	})
+	if err != nil {
+		_ = s.lobby.Shutdown(context.Background())
+		_ = s.bus.Close()
+		return nil, err
+	}
 	s.feeds = feed.NewHandlers(feed.HandlerConfig{
-		Lookup: s.lobby.Feed, Heartbeat: cfg.FeedHeartbeat, PollTimeout: cfg.PollTimeout,
+		Lookup: s.cluster.Feed, Heartbeat: cfg.FeedHeartbeat, PollTimeout: cfg.PollTimeout,
 		MaxViewers: cfg.MaxSpectators,
 	})
 	s.signal = signaling.New(signaling.Config{
@@ -357,7 +367,9 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // checkOrigin allows requests without an Origin (non-browser clients), from
-// the request's own host, and from the configured origins.
+// the request's own host, from the public URL of any node of the cluster
+// (a page of one node follows `moved` to another), and from the configured
+// origins.
 func (s *Server) checkOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
@@ -367,7 +379,7 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 	if err != nil {
 		return false
 	}
-	if strings.EqualFold(u.Host, r.Host) {
+	if strings.EqualFold(u.Host, r.Host) || s.lobby.IsNodeOrigin(origin) {
 		return true
 	}
 	return slices.ContainsFunc(s.cfg.Origins, func(o string) bool { return strings.EqualFold(o, origin) })
@@ -489,6 +501,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	s.closeConns()
 	err := s.lobby.Shutdown(ctx) // rooms end: viewers get `closed`
+	s.cluster.Close()
 	s.feeds.Shutdown()
 	err = errors.Join(err, s.signal.Shutdown(ctx))
 	err = errors.Join(err, s.bus.Close()) // after the lobby's last directory update

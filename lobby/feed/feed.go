@@ -90,6 +90,7 @@ type Feed struct {
 	history  []*Event   // reliable events, oldest first, at most cfg.History
 	evicted  uint64     // id of the newest event dropped from history
 	snap     *Event     // newest snapshot, nil before the first
+	snapOrig uint64     // the id snap was first published with (it may be re-stamped since)
 	recent   []*Event   // the last recentSnaps snapshots, oldest first
 	hasLast  bool       // lastN, lastST, lastP and lastO hold a snapshot
 	lastN    uint64     // tick of the newest snapshot taken
@@ -103,6 +104,15 @@ type Feed struct {
 	lastPub  time.Time // when the newest event was published
 	wake     chan struct{}
 	onViewer func(delta int)
+	relay    func(e *Event)           // tells the other nodes of every event; nil when none watch
+	watched  atomic.Int64             // unix nanoseconds until which other nodes watch
+	remote   map[string]remoteViewers // viewers on other nodes, by node
+}
+
+// remoteViewers are the viewers of a feed on another node.
+type remoteViewers struct {
+	n     int
+	until time.Time // when they count no more, unless renewed
 }
 
 // New returns an empty feed. onViewer, when set, is told of every viewer
@@ -127,7 +137,7 @@ func (f *Feed) publishLocked(typ string, data []byte) {
 	e := newEvent(f.nextID, typ, data)
 	f.nextID++
 	if typ == wire.EventSnap {
-		f.snap = e
+		f.snap, f.snapOrig = e, e.ID
 		if len(f.recent) == recentSnaps {
 			f.recent = slices.Delete(f.recent, 0, 1)
 		}
@@ -139,6 +149,18 @@ func (f *Feed) publishLocked(typ string, data []byte) {
 		}
 		f.history = append(f.history, e)
 		f.infoID = e.ID
+	}
+	if f.relay != nil && f.watchedRemotely() {
+		f.relay(e)
+	}
+	if typ != wire.EventSnap && typ != wire.EventClosed && f.snap != nil {
+		// The newest snapshot now precedes a reliable event: give it a
+		// fresh id (same data), so a reader that starts after this event
+		// still gets it with an id above. Done here, at once, rather than
+		// when a reader asks, so that every node mirroring the feed
+		// numbers its events alike.
+		f.snap = newEvent(f.nextID, wire.EventSnap, f.snap.Data)
+		f.nextID++
 	}
 	f.lastPub = time.Now()
 	close(f.wake)
@@ -217,7 +239,7 @@ func (f *Feed) Snap(n uint64, st int64, p []wire.PlayerState, o []wire.Orb) {
 	f.lastP = append(f.lastP[:0], p...)
 	f.lastO = append(f.lastO[:0], o...)
 	f.pending = true
-	if f.viewers.Load() > 0 {
+	if f.viewers.Load() > 0 || f.watchedRemotely() {
 		f.publishSnapLocked()
 	}
 }
@@ -295,12 +317,14 @@ func (f *Feed) Read(after int64, stream bool) Batch {
 		}
 	default:
 		b.Events = append(b.Events, reliable...)
-		if f.snap != nil && f.snap.ID > cursor {
+		if f.snap != nil && f.snapOrig > cursor { // not a snapshot the viewer has under an older id
 			newest := cursor
 			if n := len(reliable); n > 0 {
 				newest = reliable[n-1].ID
 			}
-			b.Events = append(b.Events, f.snapAfterLocked(newest))
+			if s := f.snapAfterLocked(newest); s != nil {
+				b.Events = append(b.Events, s)
+			}
 		}
 	}
 	b.Last = cursor
@@ -318,17 +342,11 @@ func firstAfter(events []*Event, id uint64) int {
 	return i
 }
 
-// snapAfterLocked returns the newest snapshot with an id above id. A
-// snapshot older than a reliable event it follows is stamped with a fresh
-// id (same data, encoded once and shared) so that ids keep increasing for
-// every viewer.
+// snapAfterLocked returns the newest snapshot if its id is above id
+// (always so for the newest reliable event, see publishLocked).
 func (f *Feed) snapAfterLocked(id uint64) *Event {
-	if f.snap == nil {
+	if f.snap == nil || f.snap.ID <= id {
 		return nil
-	}
-	if f.snap.ID < id {
-		f.snap = newEvent(f.nextID, wire.EventSnap, f.snap.Data)
-		f.nextID++
 	}
 	return f.snap
 }

@@ -57,6 +57,18 @@ function showConnection() {
 }
 setInterval(showConnection, 250);
 
+// The host:port of a node's base URL when it is not this page's server,
+// else "" (a room or a game there is shown with it).
+function elsewhere(url) {
+  if (!url) return "";
+  try {
+    const u = new URL(url);
+    return u.origin === location.origin ? "" : u.host;
+  } catch {
+    return "";
+  }
+}
+
 function colorFor(id) {
   return `hsl(${(id * 137.508) % 360} 70% 60%)`;
 }
@@ -216,19 +228,25 @@ function showRooms(rooms, go) {
   $("rooms-empty").hidden = rooms.length > 0;
   $("rooms").replaceChildren(
     ...rooms.map((r) => {
+      // A room of another node is joined through this one: the server
+      // answers `moved` and the game follows it there.
       const joinBtn = el("button", { type: "button", className: "join" }, "Join");
       joinBtn.addEventListener("click", () => go(r.id));
+      const host = elsewhere(r.url);
+      const idCell = el("td", {}, r.id);
+      if (host) idCell.append(" ", el("small", { className: "node", title: `hosted at ${r.url}` }, host));
       const watch = el("a", { href: pageURL({ watch: r.id }).href }, "Watch");
       const row = el(
         "tr",
         {},
-        el("td", {}, r.id),
+        idCell,
         el("td", {}, `${r.players}/${r.maxPlayers}`),
         el("td", {}, String(r.spectators)),
         el("td", {}, `${r.hz} Hz`),
         el("td", { className: "actions" }, joinBtn, " ", watch),
       );
       row.dataset.room = r.id;
+      if (host) row.dataset.node = host;
       return row;
     }),
   );
@@ -322,6 +340,8 @@ function startGame(room, name) {
       `clock offset ${game.clockOffset === null ? "–" : Math.round(game.clockOffset) + " ms"}`,
       `unacked inputs ${game.pending.length}`,
     ];
+    const node = elsewhere(game.node);
+    if (node) hud.push(`node ${node}`);
     $("hud").textContent = hud.join("\n");
     draw(game.world, game.latest ? game.view() : null);
     requestAnimationFrame(frame);
@@ -362,7 +382,8 @@ function setupVoice(game, name) {
       return;
     }
     if (!game.room || game.room === "auto") return;
-    const call = joinCall({ call: game.room, name });
+    // The room's call is on the node hosting the room.
+    const call = joinCall({ call: game.room, name, server: game.node });
     page.call = call;
     call.addEventListener("peers", showPeers);
     call.addEventListener("state", showPeers);
@@ -437,6 +458,8 @@ function state() {
       connection: g.connection,
       id: g.id,
       room: g.room,
+      node: g.node,
+      moves: g.moves,
       world: g.world,
       tick: g.latest?.n ?? null,
       ack: g.latest?.ack ?? null,

@@ -60,7 +60,14 @@ const CLOSE_REASONS = {
   4004: "room not found",
   4009: "room full",
   4029: "rate limited",
+  4307: "room is on another node",
 };
+
+/**
+ * `moved` answers followed for one join: the protocol asks a client to
+ * follow one and to treat a second one as a failure.
+ */
+const MAX_MOVES = 1;
 
 /**
  * The delay before reconnection attempt number `attempt` (0 for the first):
@@ -88,6 +95,32 @@ function wsURL(server, path) {
   return u;
 }
 
+/**
+ * The base URL of a node as a `moved` error names it ("http://10.0.0.2:8080"),
+ * without a trailing slash, or null when it is not an http(s) URL.
+ */
+function nodeBase(url) {
+  if (typeof url !== "string" || url === "") return null;
+  let u;
+  try {
+    u = new URL(url);
+  } catch {
+    return null;
+  }
+  if ((u.protocol !== "http:" && u.protocol !== "https:") || u.username || u.password) return null;
+  u.search = "";
+  u.hash = "";
+  return u.href.replace(/\/+$/, "");
+}
+
+/** The player WebSocket of the node at base URL `base`: http becomes ws, https wss, path + /ws/play. */
+function playURL(base) {
+  const u = new URL(base);
+  u.pathname = u.pathname.replace(/\/+$/, "") + "/ws/play";
+  u.protocol = u.protocol === "https:" || u.protocol === "wss:" ? "wss:" : "ws:";
+  return u;
+}
+
 async function readError(res) {
   try {
     const body = await res.json();
@@ -112,6 +145,9 @@ function authHeaders(token) {
  * @property {number} spectators
  * @property {number} hz
  * @property {boolean} [private]
+ * @property {string} [url] base URL of the node hosting the room (with
+ *   several nodes it may differ from the server asked; joining the room
+ *   there or through any node works, see GameClient)
  */
 
 /**
@@ -498,6 +534,7 @@ export function stepPosition(pos, dx, dy, world) {
  * @property {string} [reason] why it is reconnecting or closed
  * @property {number} [retryAt] Date.now() time of the next attempt, when reconnecting
  * @property {number} attempt reconnection attempts since the last success
+ * @property {number} [code] the WebSocket close code, when closed by the server
  */
 
 /**
@@ -506,7 +543,18 @@ export function stepPosition(pos, dx, dy, world) {
  * Events (CustomEvent, message in `detail`): `state` (ConnectionState),
  * `welcome`, `snap` (Snapshot), `pong` ({rtt, jitter, offset}), `joined`,
  * `left`, `chat` (ChatEntry), `typing` ({id, name}), `servererror`
- * ({code, msg}).
+ * ({code, msg}), `moved` ({from, to, room}).
+ *
+ * Several nodes: when the server answers the `join` with `error` `moved`
+ * (the room is hosted by another node of the cluster), the client joins
+ * again at once at the node it names (`url` + /ws/play, http becoming ws
+ * and https wss), for the room it names, with the same name, token, resume
+ * token and options, and emits `moved`; the caller sees one join. It
+ * follows one `moved` per join; a second is a failure (state "closed",
+ * code 4307), as is a `moved` without a usable URL. From then on `node`
+ * is that node and every reconnection (a resume after a drop) goes there.
+ * `follow: false` turns this off: the `moved` ends the connection and is
+ * reported as a `servererror`.
  *
  * Own movement is predicted: every `input` is applied locally at once and
  * kept until the server acknowledges its `seq`; each snapshot resets the
@@ -521,6 +569,9 @@ export function stepPosition(pos, dx, dy, world) {
  * `stats` counts what arrived.
  */
 export class GameClient extends EventTarget {
+  /** `moved` answers followed in the join under way. */
+  #hops = 0;
+
   /**
    * @param {object} options
    * @param {string} options.name display name, 1-24 characters
@@ -532,15 +583,26 @@ export class GameClient extends EventTarget {
    * @param {number} [options.minBackoff] first reconnection delay, ms (1000)
    * @param {number} [options.maxBackoff] longest reconnection delay, ms (30000)
    * @param {boolean} [options.delta] ask for delta snapshots (true)
+   * @param {boolean} [options.follow] follow a `moved` answer to the node
+   *   hosting the room (true)
    */
-  constructor({ name, room = "auto", server, token, reconnect = true, pingInterval = 1000, minBackoff = 1000, maxBackoff = 30000, delta = true }) {
+  constructor({ name, room = "auto", server, token, reconnect = true, pingInterval = 1000, minBackoff = 1000, maxBackoff = 30000, delta = true, follow = true }) {
     super();
     this.name = name;
     /** Room id; "auto" until the welcome names the room. */
     this.room = room;
+    /** The server asked first (the `server` option; undefined: this page's origin). */
     this.server = server;
+    /**
+     * Base URL of the node this connection is on, or is connecting to: the
+     * server's origin, or after a `moved` the node hosting the room
+     * (e.g. "http://10.0.0.2:8080"). Reconnections go here.
+     */
+    this.node = httpBase(server).origin;
+    /** `moved` answers followed since the client was made. */
+    this.moves = 0;
     this.token = token;
-    this.options = { reconnect, pingInterval, minBackoff, maxBackoff, delta };
+    this.options = { reconnect, pingInterval, minBackoff, maxBackoff, delta, follow };
     /** Rebuilds delta snapshots; one per connection, made at its welcome. */
     this.deltaReceiver = null;
     /**
@@ -582,15 +644,15 @@ export class GameClient extends EventTarget {
     this.closing = false;
   }
 
-  /** Opens the connection; `join()` calls it for you. */
+  /** Opens the connection to `node`; `join()` calls it for you. */
   connect() {
     if (this.ws || this.closing) return;
     this.#setConnection({ state: this.connection.attempt > 0 ? "reconnecting" : "connecting", reason: this.connection.reason });
-    const u = wsURL(this.server, "/ws/play");
-    const ws = new WebSocket(u);
+    const ws = new WebSocket(playURL(this.node));
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     let serverError = null;
+    let welcomed = false;
     ws.onopen = () => {
       this.deltaReceiver = null;
       this.#send({
@@ -612,7 +674,12 @@ export class GameClient extends EventTarget {
       } catch {
         return; // not msgpack: ignore, as with unknown types
       }
-      if (m?.t === "error") serverError = m;
+      if (m?.t === "welcome") welcomed = true;
+      if (m?.t === "error") {
+        serverError = m;
+        // Handled when the server closes: followed, or reported then.
+        if (m.code === "moved" && !welcomed) return;
+      }
       this.#handle(m);
     };
     ws.onclose = (e) => {
@@ -622,7 +689,9 @@ export class GameClient extends EventTarget {
       const reason = serverError?.msg || e.reason || CLOSE_REASONS[e.code] || `code ${e.code}`;
       if (this.closing) {
         this.#setConnection({ state: "closed", reason: this.closing, attempt: 0 });
-      } else if (FATAL_CLOSE.has(e.code) || !this.options.reconnect) {
+      } else if (!welcomed && serverError?.code === "moved") {
+        this.#onMoved(serverError);
+      } else if (FATAL_CLOSE.has(e.code) || e.code === 4307 || !this.options.reconnect) {
         this.#setConnection({ state: "closed", reason, code: e.code, attempt: 0 });
       } else {
         this.#scheduleReconnect(reason);
@@ -630,7 +699,30 @@ export class GameClient extends EventTarget {
     };
   }
 
+  /** Follows a `moved` answer to the join, or ends the connection. */
+  #onMoved(m) {
+    const to = nodeBase(m.url);
+    const room = typeof m.room === "string" && m.room !== "" ? m.room : this.room;
+    let failure = null;
+    if (!this.options.follow) failure = m.msg || CLOSE_REASONS[4307];
+    else if (!to) failure = `moved to an unusable url ${JSON.stringify(m.url ?? "")}`;
+    else if (this.#hops >= MAX_MOVES) failure = `moved again (to ${to}), not followed`;
+    if (failure) {
+      this.#emit("servererror", { code: m.code, msg: m.msg, url: m.url, room: m.room });
+      this.#setConnection({ state: "closed", reason: failure, code: 4307, attempt: 0 });
+      return;
+    }
+    const from = this.node;
+    this.#hops++;
+    this.moves++;
+    this.node = to;
+    this.room = room;
+    this.#emit("moved", { from, to, room });
+    this.connect();
+  }
+
   #scheduleReconnect(reason) {
+    this.#hops = 0; // the next attempt is a new join
     const attempt = this.connection.attempt;
     const delay = backoffDelay(attempt, { min: this.options.minBackoff, max: this.options.maxBackoff });
     this.#setConnection({ state: "reconnecting", reason, retryAt: Date.now() + delay, attempt: attempt + 1 });
@@ -699,6 +791,7 @@ export class GameClient extends EventTarget {
     this.room = m.room;
     this.world = { w: m.w, h: m.h, r: m.r, speed: m.speed, hz: m.hz };
     this.resumeToken = m.resume;
+    this.#hops = 0;
     this.names = new Map((m.players ?? []).map((p) => [p.id, p.name]));
     this.pending = [];
     this.buffer.clear();
@@ -860,7 +953,10 @@ export class GameClient extends EventTarget {
 }
 
 /**
- * Joins a room and returns the connecting client.
+ * Joins a room and returns the connecting client. With several nodes, a
+ * room hosted by another node is joined there by itself (the server's
+ * `moved` answer is followed once); the client's `node` says where it
+ * plays.
  *
  * @param {ConstructorParameters<typeof GameClient>[0]} options
  * @returns {GameClient}

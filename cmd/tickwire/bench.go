@@ -47,6 +47,7 @@ type benchFlags struct {
 
 	viewers, feedRooms, feedBots int
 	feedDuration                 time.Duration
+	viewersAt                    string
 
 	messages, idle int
 	browser        bool
@@ -89,6 +90,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.IntVar(&f.feedRooms, "feed-rooms", 8, "feeds: rooms watched")
 	fs.IntVar(&f.feedBots, "feed-bots", 8, "feeds: moving and chatting bots per room")
 	fs.DurationVar(&f.feedDuration, "feed-duration", 10*time.Second, "feeds: measured window of each run")
+	fs.StringVar(&f.viewersAt, "viewers-at", "", "feeds: comma-separated URLs of the nodes the viewers connect to, in turn (other nodes of -server's cluster; default: the server)")
 	fs.IntVar(&f.messages, "messages", 100, "transports: chat lines delivered over each transport")
 	fs.IntVar(&f.idle, "idle", 1000, "transports: idle connections of each kind for the memory figure")
 	fs.BoolVar(&f.browser, "browser-headers", false, "transports: send the request headers a browser sends (User-Agent, Accept-*, Sec-Fetch-*, ...)")
@@ -310,7 +312,8 @@ func (r *benchRunner) feeds(ctx context.Context) (*bench.Table, any, error) {
 			}
 			res, err := bench.RunFeeds(ctx, t, bench.FeedsConfig{
 				Transport: kind, Viewers: r.f.viewers, Rooms: r.f.feedRooms, BotsPerRoom: r.f.feedBots,
-				Duration: r.f.feedDuration, Warmup: min(r.f.warmup, 2*time.Second),
+				ViewerServers: splitList(r.f.viewersAt),
+				Duration:      r.f.feedDuration, Warmup: min(r.f.warmup, 2*time.Second),
 				Progress: r.progress.prefix(fmt.Sprintf("run %d/%d ", i+1, r.f.runs)),
 			})
 			stop()

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,13 +18,17 @@ import (
 
 // FeedsConfig sets up one transport's part of `bench feeds`.
 type FeedsConfig struct {
-	Transport   string        // spectator.SSE or spectator.Poll
-	Viewers     int           // viewers in all (1000)
-	Rooms       int           // rooms watched (8)
-	BotsPerRoom int           // moving bots per room (8)
-	ChatEvery   time.Duration // each bot says a line this often (2s)
-	Duration    time.Duration // measured window (10s)
-	Warmup      time.Duration // after every viewer has its first event (2s)
+	Transport string // spectator.SSE or spectator.Poll
+	// ViewerServers, when set, are the nodes the viewers connect to, in
+	// turn (rooms and bots stay on the target): spectators of several
+	// nodes of a cluster watching the rooms of one.
+	ViewerServers []string
+	Viewers       int           // viewers in all (1000)
+	Rooms         int           // rooms watched (8)
+	BotsPerRoom   int           // moving bots per room (8)
+	ChatEvery     time.Duration // each bot says a line this often (2s)
+	Duration      time.Duration // measured window (10s)
+	Warmup        time.Duration // after every viewer has its first event (2s)
 	// Settle is the pause for the bots to start before the viewers come,
 	// and for events in flight to arrive after the window (1s).
 	Settle   time.Duration
@@ -84,6 +89,14 @@ type FeedsResult struct {
 	ServerCPUPct       *float64 `json:"serverCpuPct,omitempty"`
 	LoadCPUPct         float64  `json:"loadCpuPct"`
 	LoadLag            Dist     `json:"loadLag"`
+}
+
+// viewerServer is the server viewer i connects to.
+func viewerServer(t *Target, servers []string, i int) string {
+	if len(servers) == 0 {
+		return t.URL
+	}
+	return strings.TrimSuffix(servers[i%len(servers)], "/")
 }
 
 // feedViewer is one viewer and what it measured.
@@ -188,7 +201,7 @@ func RunFeeds(ctx context.Context, t *Target, cfg FeedsConfig) (*FeedsResult, er
 	for i := range viewers {
 		fv := &feedViewer{room: i % cfg.Rooms, chats: make(map[string]bool), first: make(chan struct{}), done: make(chan struct{})}
 		v, err := spectator.Watch(ctx, spectator.Options{
-			Server: t.URL, Room: rooms[fv.room], Transport: cfg.Transport, Client: client, PollTimeout: 25 * time.Second,
+			Server: viewerServer(t, cfg.ViewerServers, i), Room: rooms[fv.room], Transport: cfg.Transport, Client: client, PollTimeout: 25 * time.Second,
 		})
 		if err != nil {
 			return nil, err

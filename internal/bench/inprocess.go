@@ -29,7 +29,10 @@ func StartInProcess(cfg server.Config) (*InProcess, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := server.New(cfg)
+	s, err := server.Open(cfg)
+	if err != nil {
+		return nil, err
+	}
 	ln, err := s.Listen()
 	if err != nil {
 		return nil, err

@@ -101,11 +101,16 @@ type Conn struct {
 	// Every write to the socket happens on the writer goroutine: data
 	// frames are written by hand (one write each), control frames through
 	// gorilla. The reader hands over the answers gorilla would write itself.
-	raw       net.Conn
-	deadline  time.Time // write deadline in force; writer goroutine only
-	pongData  string    // a peer's ping to answer, guarded by mu
-	pongDue   bool      // guarded by mu
-	closeEcho []byte    // the close frame to echo to the peer, guarded by mu
+	raw      net.Conn
+	deadline time.Time // write deadline in force; writer goroutine only
+	// wmu is held by whoever writes to the socket: the writer goroutine,
+	// or SendState writing a state frame at once (see writeNow).
+	wmu       sync.Mutex
+	direct    directWriter // non-blocking writes to the socket; nil when not possible (TLS)
+	partial   []byte       // the rest of a frame writeNow could not finish, guarded by mu
+	pongData  string       // a peer's ping to answer, guarded by mu
+	pongDue   bool         // guarded by mu
+	closeEcho []byte       // the close frame to echo to the peer, guarded by mu
 
 	kill       chan struct{} // close at once (slow consumer), before queued messages
 	killOnce   sync.Once
@@ -162,6 +167,7 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg Config) (*Conn, error) 
 	ws.SetPingHandler(c.onPing)
 	ws.SetCloseHandler(c.onClose)
 	c.raw = ws.UnderlyingConn()
+	c.direct = newDirectWriter(c.raw)
 	go c.writeLoop()
 	return c, nil
 }
@@ -262,12 +268,33 @@ func (c *Conn) Reply(msg []byte) error {
 // SendState makes shared followed by tail the next state frame, replacing
 // one that has not been written yet (latest wins). shared must not be
 // modified afterwards; tail is copied and must be at most 16 bytes.
+//
+// When nothing else waits to be written and the writer is idle, the frame
+// is written at once, on the caller's goroutine, without blocking: a
+// room's tick writes its players' snapshots itself, rather than waking a
+// goroutine per player (see writeNow).
 func (c *Conn) SendState(shared, tail []byte) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
 		return
 	}
+	if c.direct != nil && c.state == nil && len(c.queue) == 0 && c.partial == nil && !c.pongDue && c.wmu.TryLock() {
+		c.mu.Unlock()
+		done := c.writeNow(shared, tail)
+		c.wmu.Unlock()
+		if !done {
+			c.notify()
+		}
+		return
+	}
+	c.setStateLocked(shared, tail)
+	c.mu.Unlock()
+	c.notify()
+}
+
+// setStateLocked makes shared+tail the pending state frame.
+func (c *Conn) setStateLocked(shared, tail []byte) {
 	if c.state != nil {
 		c.replaced.Add(1)
 		if t := c.cfg.Counters; t != nil {
@@ -276,8 +303,57 @@ func (c *Conn) SendState(shared, tail []byte) {
 	}
 	c.state = shared
 	c.tailLen = copy(c.tail[:], tail)
+}
+
+// writeNow tries to write a state frame with one non-blocking write; wmu
+// is held. It reports whether the frame is done with: written, or left
+// for the writer (the rest of a partly written frame, or the whole frame
+// as the pending state when nothing could be written), which must then be
+// woken.
+func (c *Conn) writeNow(head, tail []byte) bool {
+	n := len(head) + len(tail)
+	if n > maxCopy {
+		c.mu.Lock()
+		c.setStateLocked(head, tail)
+		c.mu.Unlock()
+		return false
+	}
+	bp := frames.Get().(*[]byte)
+	defer frames.Put(bp)
+	b := c.appendFrame((*bp)[:0], head, tail)
+	*bp = b
+	written := c.direct.tryWrite(b)
+	switch {
+	case written == len(b):
+		c.wrote(n)
+		return true
+	case written > 0:
+		c.wrote(n)
+		c.mu.Lock()
+		c.partial = append([]byte(nil), b[written:]...)
+		c.mu.Unlock()
+	default: // socket full, deadline passed or broken: the writer sees to it
+		c.mu.Lock()
+		if c.state == nil && !c.closing {
+			c.setStateLocked(head, tail)
+		}
+		c.mu.Unlock()
+	}
+	return false
+}
+
+// finishPartial writes the rest of a frame writeNow began; wmu is held.
+func (c *Conn) finishPartial() bool {
+	c.mu.Lock()
+	p := c.partial
+	c.partial = nil
 	c.mu.Unlock()
-	c.notify()
+	if p == nil {
+		return true
+	}
+	c.armDeadline()
+	_, err := c.raw.Write(p)
+	return err == nil
 }
 
 // Close writes a close frame with code and reason after the messages
@@ -398,32 +474,42 @@ func (c *Conn) writeLoop() {
 		_ = c.ws.Close()
 		close(c.done)
 	}()
-	if !c.ping() {
+	if !c.locked(c.ping) {
 		return
 	}
 	for {
 		select {
 		case <-c.wake:
-			if !c.flush() {
+			if !c.locked(c.flush) {
 				return
 			}
 		case <-ticker.C:
-			if !c.ping() {
+			if !c.locked(c.ping) {
 				return
 			}
 		case <-c.kill:
-			c.writeKillClose()
+			c.locked(func() bool { c.writeKillClose(); return false })
 			return
 		case <-c.readDone:
 			c.mu.Lock()
 			echo := c.closeEcho
 			c.mu.Unlock()
 			if echo != nil {
-				_ = c.ws.WriteControl(websocket.CloseMessage, echo, time.Now().Add(time.Second))
+				c.locked(func() bool {
+					return c.ws.WriteControl(websocket.CloseMessage, echo, time.Now().Add(time.Second)) == nil
+				})
 			}
 			return
 		}
 	}
+}
+
+// locked runs write holding wmu, after the rest of a frame begun by
+// writeNow; it returns false when the writer must stop.
+func (c *Conn) locked(write func() bool) bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.finishPartial() && write()
 }
 
 // flush writes the queued messages, in order, then the pending state (a
@@ -502,27 +588,13 @@ func (c *Conn) writeFrame(head, tail []byte) bool {
 	n := len(head) + len(tail)
 	bp := frames.Get().(*[]byte)
 	defer frames.Put(bp)
-	b := append((*bp)[:0], 0x80|byte(c.kind)) // FIN and the opcode
-	switch {
-	case n < 126:
-		b = append(b, byte(n))
-	case n <= 0xffff:
-		b = append(b, 126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
+	b := c.appendFrame((*bp)[:0], head, tail)
 	parts := [][]byte{head, tail}
 	if n <= maxCopy {
-		b = append(append(b, head...), tail...)
 		parts = nil
 	}
 	*bp = b
-	// The deadline is re-armed only once half of it is spent.
-	if now := time.Now(); c.deadline.Sub(now) < c.cfg.WriteWait/2 {
-		c.deadline = now.Add(c.cfg.WriteWait)
-		_ = c.raw.SetWriteDeadline(c.deadline)
-	}
+	c.armDeadline()
 	if _, err := c.raw.Write(b); err != nil {
 		return false
 	}
@@ -533,6 +605,35 @@ func (c *Conn) writeFrame(head, tail []byte) bool {
 	}
 	c.wrote(n)
 	return true
+}
+
+// appendFrame appends the header of an unmasked data frame of head
+// followed by tail, and the payload itself up to maxCopy bytes.
+func (c *Conn) appendFrame(b, head, tail []byte) []byte {
+	n := len(head) + len(tail)
+	b = append(b, 0x80|byte(c.kind)) // FIN and the opcode
+	switch {
+	case n < 126:
+		b = append(b, byte(n))
+	case n <= 0xffff:
+		b = append(b, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	if n <= maxCopy {
+		b = append(append(b, head...), tail...)
+	}
+	return b
+}
+
+// armDeadline sets the write deadline of the writer's blocking writes,
+// re-arming it only once half of it is spent; wmu is held.
+func (c *Conn) armDeadline() {
+	if now := time.Now(); c.deadline.Sub(now) < c.cfg.WriteWait/2 {
+		c.deadline = now.Add(c.cfg.WriteWait)
+		_ = c.raw.SetWriteDeadline(c.deadline)
+	}
 }
 
 // wrote counts a data frame of n bytes.

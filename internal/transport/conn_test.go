@@ -239,3 +239,41 @@ func TestLargeFrames(t *testing.T) {
 		}
 	}
 }
+
+// States written at once by the sender's goroutine fill the socket of a
+// client that does not read; the frame cut short there is finished by the
+// writer, so the client reads only whole frames, in order, up to the
+// newest.
+func TestStatesToAFullSocketStayWhole(t *testing.T) {
+	const n = 400
+	sent := make(chan Stats, 1)
+	url := serve(t, Config{}, func(c *Conn) {
+		for i := range n {
+			c.SendState(bytes.Repeat([]byte{byte(i)}, 30000), []byte{byte(i >> 8), byte(i)})
+		}
+		sent <- c.Stats()
+		for {
+			if _, err := c.Read(); err != nil {
+				return
+			}
+		}
+	})
+	ws := dial(t, url)
+	st := <-sent // written while the client did not read
+	if st.FramesOut == 0 || st.FramesOut == n {
+		t.Fatalf("%d of %d frames written before the socket filled; want some, not all", st.FramesOut, n)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	last := -1
+	for last != n-1 {
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("after frame %d: %v", last, err)
+		}
+		i := int(data[len(data)-2])<<8 | int(data[len(data)-1])
+		if len(data) != 30002 || i <= last || !bytes.Equal(data[:30000], bytes.Repeat([]byte{byte(i)}, 30000)) {
+			t.Fatalf("frame %d (after %d): %d bytes, not a whole state", i, last, len(data))
+		}
+		last = i
+	}
+}

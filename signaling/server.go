@@ -8,6 +8,42 @@
 // A Server is safe for concurrent use: ServeHTTP runs one handler goroutine
 // per connection, and Stats, ICEHandler and Shutdown may be called from any
 // goroutine. It never imports a WebRTC stack.
+//
+// # Several nodes
+//
+// With Config.Bus set, the Servers of several nodes form one signaling
+// service: peers of a call connected to different nodes see each other
+// exactly as if they were on one node. Each node keeps, for every call
+// with a peer of its own, the peers of the other nodes (id, name, node).
+// Membership travels on one broadcast subject per call
+// ("tickwire.sig.cast.call.<hex call id>"): a node announces a local
+// peer's join and leave there, and answers every join with its own peers
+// of that call. A newcomer is added to its call first and announced; its
+// welcome waits until every node known to be alive has answered (or
+// Config.GatherTimeout has passed) and lists the local peers and every
+// answered peer; what reaches it meanwhile (peer-joined, peer-left,
+// relays) is held and delivered after the welcome, without repeating
+// the peers the welcome lists. Because a node adds its peer before
+// announcing it and answers from its current peers, of two peers joining
+// at once on two nodes at least one lists the other in its welcome (when
+// the answers come within GatherTimeout; a node that does not answer in
+// time may be missing from a welcome).
+//
+// Offers, answers and candidates for a peer of another node are published
+// to that node only ("tickwire.sig.to.<hex node id>"), with `from` set
+// by the sender's node. A `to` that is no known peer of the call answers
+// `unknown-peer` at once; a relay for a peer that has just left on its
+// node is dropped there. Nodes know each other from heartbeats
+// ("tickwire.sig.cast.node.<hex node id>", every Config.HeartbeatEvery)
+// and from a hello request a node makes when it starts (which also clears
+// the peers of an earlier node with its id); a node silent for
+// Config.NodeTTL is dead and its peers are announced as peer-left, and a
+// node that shuts down says goodbye at once. `call-full` counts the peers
+// of every node: the joining node checks what it knows, and the other
+// nodes refuse an announced join that would overfill the call; two joins
+// racing for the last place may both be refused, and a join refused after
+// its announcement is followed by peer-left where it was seen. Peer ids
+// are 64 random bits, checked against the peers the node knows.
 package signaling
 
 import (
@@ -26,6 +62,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/tickwire/tickwire/internal/bus"
 	"github.com/tickwire/tickwire/internal/httpapi"
 	"github.com/tickwire/tickwire/internal/transport"
 	"github.com/tickwire/tickwire/wire"
@@ -63,6 +100,20 @@ type Config struct {
 	// closes with 4001 (HTTP 401 on /api/ice). Nil admits everyone as a
 	// guest.
 	Authenticate func(r *http.Request, token string) (user string, expires time.Time, err error)
+
+	// Bus joins the signaling Servers of several nodes (see the package
+	// doc); nil serves the peers of this node only.
+	Bus bus.Bus
+	// Node is this node's id on the bus, unique among the nodes (a random
+	// id when empty).
+	Node string
+	// HeartbeatEvery is how often this node tells the others it is alive
+	// (1s); NodeTTL how long a silent node's peers stay in their calls
+	// (3s; a few heartbeats); GatherTimeout how long a welcome waits for
+	// the other nodes' peers, and a starting node for their list (1s).
+	HeartbeatEvery time.Duration
+	NodeTTL        time.Duration
+	GatherTimeout  time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -89,6 +140,18 @@ func (c Config) withDefaults() Config {
 	if c.JoinTimeout <= 0 {
 		c.JoinTimeout = 5 * time.Second
 	}
+	if c.HeartbeatEvery <= 0 {
+		c.HeartbeatEvery = time.Second
+	}
+	if c.NodeTTL <= 0 {
+		c.NodeTTL = 3 * time.Second
+	}
+	if c.GatherTimeout <= 0 {
+		c.GatherTimeout = time.Second
+	}
+	if c.Node == "" {
+		c.Node = newID()
+	}
 	c.Transport.ReadLimit = c.MaxFrame
 	c.Transport.Text = true
 	return c
@@ -110,19 +173,21 @@ type conn interface {
 type Server struct {
 	cfg Config
 
-	mu     sync.Mutex        // guards calls, conns, closed and every call's peers
-	calls  map[string]*call  // by call id; a call exists while it has peers
-	conns  map[conn]struct{} // every open signaling connection, joined or not
-	closed bool              // Shutdown has begun; new connections are refused
-	wg     sync.WaitGroup    // one count per handler in conns
-	errs   atomic.Uint64     // error messages sent to clients
-	relays atomic.Uint64     // messages relayed
+	mu      sync.Mutex        // guards calls, conns, closed, cluster and every call's and peer's fields marked so
+	calls   map[string]*call  // by call id; a call exists while it has peers of this node
+	conns   map[conn]struct{} // every open signaling connection, joined or not
+	closed  bool              // Shutdown has begun; new connections are refused
+	cluster *cluster          // the other nodes; nil without a Bus
+	wg      sync.WaitGroup    // one count per handler in conns
+	errs    atomic.Uint64     // error messages sent to clients
+	relays  atomic.Uint64     // messages relayed
 }
 
 // call is a set of peers that may signal each other.
 type call struct {
-	id    string
-	peers map[string]*peer // by peer id; guarded by Server.mu
+	id     string
+	peers  map[string]*peer  // this node's, by peer id; guarded by Server.mu
+	remote map[string]member // other nodes', by peer id; guarded by Server.mu
 }
 
 // peer is one joined connection. Only its handler goroutine uses limit.
@@ -132,15 +197,50 @@ type peer struct {
 	c        conn
 	limit    *rate.Limiter
 	expiry   *time.Timer // closes the peer when its token expires; nil without one
+
+	// Until the welcome is sent (guarded by Server.mu): the peers it will
+	// list, by id, with their names, what arrived for the peer meanwhile,
+	// and the other nodes' answers awaited.
+	pending bool
+	view    map[string]string
+	queue   []held
+	gather  *gather
 }
 
-// New returns a Server with cfg's zero fields set to the defaults.
+// held is a message for a peer that has no welcome yet.
+type held struct {
+	kind int    // heldJoined, heldLeft or heldRelay
+	id   string // the peer that joined or left, or the sender
+	msg  []byte
+}
+
+const (
+	heldJoined = iota
+	heldLeft
+	heldRelay
+)
+
+// maxHeld is how many messages may wait for a peer's welcome; past it the
+// peer is closed as a slow consumer.
+const maxHeld = 128
+
+// New returns a Server with cfg's zero fields set to the defaults. With a
+// Bus it joins the other nodes' Servers there, and works alone when the bus
+// refuses it (when it is closed).
 func New(cfg Config) *Server {
-	return &Server{
+	s := &Server{
 		cfg:   cfg.withDefaults(),
 		calls: make(map[string]*call),
 		conns: make(map[conn]struct{}),
 	}
+	if s.cfg.Bus != nil {
+		if k := startCluster(s); k != nil {
+			s.mu.Lock()
+			s.cluster = k
+			s.mu.Unlock()
+		}
+	}
+	return s
 }
 
 // Stats are a Server's counts at one moment.
@@ -148,7 +248,7 @@ type Stats struct {
 	Conns   int    // open signaling WebSockets, joined or not
 	Calls   int    // calls with at least one peer
 	Peers   int    // joined peers over all calls
-	Relayed uint64 // offers, answers and candidates relayed since New
+	Relayed uint64 // offers, answers and candidates handed to this node's peers since New
 	Errors  uint64 // `error` messages sent since New
 }
 
@@ -181,14 +281,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.serve(r, c)
 }
 
-// Shutdown closes every signaling WebSocket with 1001, refuses new ones, and
-// waits until their handlers have ended or ctx is done. It is safe to call
-// more than once.
+// Shutdown tells the other nodes this node is gone, closes every signaling
+// WebSocket with 1001, refuses new ones, and waits until their handlers
+// have ended or ctx is done. It is safe to call more than once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
 	conns := slices.Collect(maps.Keys(s.conns))
+	k := s.cluster
 	s.mu.Unlock()
+	if k != nil {
+		k.stop()
+	}
 	for _, c := range conns {
 		c.Close(wire.SignalCloseGoingAway, "server shutting down")
 	}
@@ -308,35 +412,106 @@ func (s *Server) join(r *http.Request, c conn, data []byte) *peer {
 	}
 	cl := s.calls[m.Call]
 	if cl == nil {
-		cl = &call{id: m.Call, peers: make(map[string]*peer)}
+		cl = &call{id: m.Call, peers: make(map[string]*peer), remote: make(map[string]member)}
 		s.calls[m.Call] = cl
 	}
-	if len(cl.peers) >= s.cfg.MaxPeers {
+	if len(cl.peers)+len(cl.remote) >= s.cfg.MaxPeers {
 		s.fail(c, wire.SignalErrCallFull, "the call is full", wire.SignalCloseCallFull)
 		return nil
 	}
-	for p.id == "" || cl.peers[p.id] != nil {
+	for p.id == "" || cl.peers[p.id] != nil || cl.remote[p.id] != (member{}) {
 		p.id = newID()
+	}
+	p.pending = true
+	p.view = make(map[string]string, len(cl.peers)+len(cl.remote))
+	joined := encode(wire.SignalMessage{Type: wire.SignalTypePeerJoined, ID: p.id, Name: p.name})
+	for _, o := range cl.peers {
+		p.view[o.id] = o.name
+		s.sendLocked(o, heldJoined, p.id, joined)
+	}
+	for id, r := range cl.remote {
+		p.view[id] = r.name
+	}
+	p.call = cl
+	cl.peers[p.id] = p
+	if s.cluster != nil {
+		s.cluster.announceLocked(p)
+	}
+	if p.gather == nil {
+		// Queued before the lock is released, so the welcome precedes
+		// anything relayed to the new peer.
+		s.welcomeLocked(p)
+	}
+	return p
+}
+
+// welcomeLocked sends p its welcome, listing the peers of its view and
+// the other nodes' answers, then what was held for it; or refuses it with
+// `call-full` when the answers fill the call. It does nothing once p has
+// its welcome or has left.
+func (s *Server) welcomeLocked(p *peer) {
+	if !p.pending || p.call.peers[p.id] != p {
+		return
+	}
+	known, full := p.view, false
+	if g := p.gather; g != nil {
+		p.gather = nil
+		if g.timer != nil {
+			g.timer.Stop()
+		}
+		for id, name := range g.members {
+			known[id] = name
+		}
+		full = g.full
+	}
+	delete(known, p.id)
+	if full || len(known) >= s.cfg.MaxPeers {
+		s.removeLocked(p)
+		s.fail(p.c, wire.SignalErrCallFull, "the call is full", wire.SignalCloseCallFull)
+		return
 	}
 	welcome := wire.SignalMessage{
 		Type:       wire.SignalTypeWelcome,
 		ID:         p.id,
-		Call:       m.Call,
-		Peers:      []wire.SignalPeer{},
+		Call:       p.call.id,
+		Peers:      make([]wire.SignalPeer, 0, len(known)),
 		ICEServers: s.iceServers(p.id, time.Now()),
 	}
-	joined := encode(wire.SignalMessage{Type: wire.SignalTypePeerJoined, ID: p.id, Name: p.name})
-	for _, o := range cl.peers {
-		welcome.Peers = append(welcome.Peers, wire.SignalPeer{ID: o.id, Name: o.name})
-		_ = o.c.Send(joined)
+	for id, name := range known {
+		welcome.Peers = append(welcome.Peers, wire.SignalPeer{ID: id, Name: name})
 	}
 	slices.SortFunc(welcome.Peers, func(a, b wire.SignalPeer) int { return cmp.Compare(a.ID, b.ID) })
-	p.call = cl
-	cl.peers[p.id] = p
-	// Queued before the lock is released, so the welcome precedes anything
-	// relayed to the new peer.
-	_ = c.Send(encode(welcome))
-	return p
+	_ = p.c.Send(encode(welcome))
+	queue := p.queue
+	p.pending, p.view, p.queue = false, nil, nil
+	// What was held, told as news only when the welcome did not say it.
+	for _, h := range queue {
+		_, listed := known[h.id]
+		switch {
+		case h.kind == heldJoined && listed, h.kind == heldLeft && !listed:
+			continue
+		case h.kind == heldLeft:
+			delete(known, h.id)
+		default:
+			known[h.id] = ""
+		}
+		s.sendLocked(p, h.kind, h.id, h.msg)
+	}
+}
+
+// sendLocked sends msg to p, or holds it until p's welcome.
+func (s *Server) sendLocked(p *peer, kind int, id string, msg []byte) {
+	if p.pending {
+		if len(p.queue) >= maxHeld {
+			p.c.Close(wire.ClosePolicy, "slow consumer")
+			return
+		}
+		p.queue = append(p.queue, held{kind: kind, id: id, msg: msg})
+		return
+	}
+	if p.c.Send(msg) == nil && kind == heldRelay {
+		s.relays.Add(1)
+	}
 }
 
 // handle handles one message of a joined peer and reports whether it has
@@ -375,17 +550,27 @@ func (s *Server) relay(p *peer, m wire.SignalMessage) {
 		s.reject(p.c, wire.SignalErrTooBig, "sdp too big")
 		return
 	}
+	m.From = p.id
+	data := encode(m)
 	s.mu.Lock()
-	to := p.call.peers[m.To]
+	cl := p.call
+	if cl.peers[p.id] != p { // refused after its join: it is closing
+		s.mu.Unlock()
+		return
+	}
+	if to := cl.peers[m.To]; to != nil && to != p {
+		s.sendLocked(to, heldRelay, p.id, data)
+		s.mu.Unlock()
+		return
+	}
+	r, ok := cl.remote[m.To]
+	k := s.cluster
 	s.mu.Unlock()
-	if to == nil || to == p {
+	if !ok {
 		s.reject(p.c, wire.SignalErrUnknownPeer, "no peer "+m.To+" in this call")
 		return
 	}
-	m.From = p.id
-	if to.c.Send(encode(m)) == nil {
-		s.relays.Add(1)
-	}
+	k.relay(r.node, relayMsg{Call: cl.id, To: m.To, From: p.id, Msg: data})
 }
 
 // leave takes p out of its call and tells the others. Later calls for the
@@ -393,18 +578,30 @@ func (s *Server) relay(p *peer, m wire.SignalMessage) {
 func (s *Server) leave(p *peer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.removeLocked(p)
+}
+
+// removeLocked is leave with s.mu held.
+func (s *Server) removeLocked(p *peer) {
 	cl := p.call
 	if cl.peers[p.id] != p {
 		return
 	}
 	delete(cl.peers, p.id)
+	if g := p.gather; g != nil && g.timer != nil {
+		g.timer.Stop()
+	}
+	p.gather, p.queue = nil, nil
+	if s.cluster != nil && !s.closed {
+		s.cluster.leaveLocked(cl.id, p.id)
+	}
 	if len(cl.peers) == 0 {
 		delete(s.calls, cl.id)
 		return
 	}
 	left := encode(wire.SignalMessage{Type: wire.SignalTypePeerLeft, ID: p.id})
 	for _, o := range cl.peers {
-		_ = o.c.Send(left)
+		s.sendLocked(o, heldLeft, p.id, left)
 	}
 }
 

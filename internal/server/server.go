@@ -200,6 +200,7 @@ func Open(cfg Config) (*Server, error) {
 		RelayRate: rate.Limit(cfg.SignalRate), RelayBurst: cfg.SignalBurst,
 		Transport:    transport.Config{PingInterval: cfg.PingEvery, CheckOrigin: s.checkOrigin, Counters: &s.signals},
 		Authenticate: s.authenticate,
+		Bus:          s.bus, Node: s.lobby.Node(),
 	})
 	s.registerMetrics()
 

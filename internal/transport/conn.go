@@ -1,18 +1,26 @@
 // Package transport holds the server side of Tickwire's WebSocket
-// connections: one reader (the caller of Read) and one writer goroutine per
-// connection, a read limit, write and pong deadlines, ping control frames
-// whose pongs give a smoothed round trip and jitter, and an outbox where
-// state frames are latest-wins and reliable messages sit in a bounded queue
-// whose overflow closes the connection with 1008 "slow consumer".
+// connections: one reader (the caller of Read), a read limit, write and
+// pong deadlines, ping control frames whose pongs give a smoothed round
+// trip and jitter, and an outbox where state frames are latest-wins and
+// reliable messages sit in a bounded queue whose overflow closes the
+// connection with 1008 "slow consumer".
+//
+// A connection has no writer goroutine of its own while it is idle. A
+// message is written at once by the goroutine that sends it, with one
+// non-blocking write, when nothing else waits and the socket takes it
+// whole; otherwise, and for pings (from a timer), a drain goroutine is
+// started that writes what waits, in order, with blocking writes under
+// the write deadline, and ends when nothing is left. An idle connection
+// costs its reader goroutine, its buffers and a timer.
 //
 // Read must be called from one goroutine only; every other method of Conn is
 // safe for concurrent use and never blocks on the network.
 package transport
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -84,35 +92,38 @@ type Conn struct {
 	start time.Time
 	kind  int // websocket.BinaryMessage or TextMessage
 
-	wake  chan struct{} // something waits to be written (capacity 1)
-	space chan struct{} // the writer took the queue (capacity 1), for Reply
+	space chan struct{} // a drain took the queue (capacity 1), for Reply
 
-	mu       sync.Mutex // guards the outbox fields below
-	queue    []outgoing // reliable messages, in order; grows on demand up to QueueSize
-	spare    []outgoing // the writer's previous batch, reused as the next queue
-	state    []byte     // newest state frame's shared part, nil when none waits
-	tail     [16]byte   // the receiver's own bytes appended to state
-	tailLen  int
-	closing  bool
-	closeMsg outgoing // close frame to write when killed with priority
+	mu        sync.Mutex // guards the outbox fields below
+	queue     []outgoing // reliable messages, in order; grows on demand up to QueueSize
+	spare     []outgoing // the drain's previous batch, reused as the next queue
+	state     []byte     // newest state frame's shared part, nil when none waits
+	tail      [16]byte   // the receiver's own bytes appended to state
+	tailLen   int
+	partial   []byte // the rest of a frame writeNow could not finish
+	pingDue   bool   // the ping timer fired
+	pongData  string // a peer's ping to answer
+	pongDue   bool
+	closeEcho []byte // the close frame to echo to the peer
+	readEnded bool   // Read failed: the connection ends after the echo
+	closing   bool   // no more messages are taken
+	killed    bool   // abort: closeMsg goes before anything queued
+	closeMsg  outgoing
+	draining  bool // a drain goroutine is writing
+	finished  bool // the socket is closed and done closed
 
-	readBuf bytes.Buffer // the last message Read returned; reader goroutine only
+	readBuf []byte // the last message Read returned; reader goroutine only
 
-	// Every write to the socket happens on the writer goroutine: data
-	// frames are written by hand (one write each), control frames through
-	// gorilla. The reader hands over the answers gorilla would write itself.
+	// Data frames are written by hand (one write each), control frames
+	// through gorilla. wmu is held by whoever writes to the socket: a
+	// drain, or a sender writing at once (writeNow).
+	wmu      sync.Mutex
 	raw      net.Conn
-	deadline time.Time // write deadline in force; writer goroutine only
-	// wmu is held by whoever writes to the socket: the writer goroutine,
-	// or SendState writing a state frame at once (see writeNow).
-	wmu       sync.Mutex
-	direct    directWriter // non-blocking writes to the socket; nil when not possible (TLS)
-	partial   []byte       // the rest of a frame writeNow could not finish, guarded by mu
-	pongData  string       // a peer's ping to answer, guarded by mu
-	pongDue   bool         // guarded by mu
-	closeEcho []byte       // the close frame to echo to the peer, guarded by mu
+	direct   directWriter // non-blocking writes to the socket; nil when not possible (TLS)
+	deadline time.Time    // write deadline in force; wmu
 
-	kill       chan struct{} // close at once (slow consumer), before queued messages
+	pinger     *time.Timer
+	kill       chan struct{} // closed by abort: Reply stops waiting
 	killOnce   sync.Once
 	readDone   chan struct{}
 	readOnce   sync.Once
@@ -134,7 +145,7 @@ type outgoing struct {
 	reason string
 }
 
-// Upgrade turns an HTTP request into a Conn and starts its writer.
+// Upgrade turns an HTTP request into a Conn and sends its first ping.
 func Upgrade(w http.ResponseWriter, r *http.Request, cfg Config) (*Conn, error) {
 	cfg = cfg.withDefaults()
 	up := websocket.Upgrader{
@@ -151,7 +162,6 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg Config) (*Conn, error) 
 		cfg:        cfg,
 		start:      time.Now(),
 		kind:       websocket.BinaryMessage,
-		wake:       make(chan struct{}, 1),
 		space:      make(chan struct{}, 1),
 		kill:       make(chan struct{}),
 		readDone:   make(chan struct{}),
@@ -168,7 +178,8 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg Config) (*Conn, error) 
 	ws.SetCloseHandler(c.onClose)
 	c.raw = ws.UnderlyingConn()
 	c.direct = newDirectWriter(c.raw)
-	go c.writeLoop()
+	c.pinger = time.AfterFunc(time.Hour, c.pingTime)
+	c.pinger.Reset(0) // the first ping now, once pinger is set
 	return c, nil
 }
 
@@ -179,16 +190,42 @@ func (c *Conn) RemoteAddr() string { return c.remoteAddr }
 // call. It fails when the peer closes, when pongs stop (IsTimeout), on a
 // frame over the read limit (the peer gets 1009), or after Close.
 func (c *Conn) Read() ([]byte, error) {
+	if cap(c.readBuf) > 4096 {
+		c.readBuf = nil // a large message was the exception: keep no big buffer
+	}
 	_, r, err := c.ws.NextReader()
 	if err == nil {
-		c.readBuf.Reset()
-		_, err = c.readBuf.ReadFrom(r)
+		c.readBuf, err = readMessage(c.readBuf[:0], r)
 	}
 	if err != nil {
-		c.readOnce.Do(func() { close(c.readDone) })
+		c.readOnce.Do(func() {
+			close(c.readDone)
+			c.mu.Lock()
+			c.readEnded = true
+			c.mu.Unlock()
+			c.kick()
+		})
 		return nil, err
 	}
-	return c.readBuf.Bytes(), nil
+	return c.readBuf, nil
+}
+
+// readMessage appends r's bytes to b, growing it only as needed (messages
+// are mostly a few dozen bytes).
+func readMessage(b []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, make([]byte, max(64, cap(b)))...)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 // IsTimeout reports whether Read failed because the peer stopped answering
@@ -207,14 +244,23 @@ func CloseCode(err error) int {
 	return 0
 }
 
-// Send queues a reliable message. It never blocks: when the queue is full
-// the connection is closed with 1008 "slow consumer" and ErrSlowConsumer is
-// returned.
+// Send queues a reliable message, or writes it at once when nothing else
+// waits. It never blocks: when the queue is full the connection is closed
+// with 1008 "slow consumer" and ErrSlowConsumer is returned.
 func (c *Conn) Send(msg []byte) error {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
 		return ErrClosed
+	}
+	if c.idleLocked() && c.wmu.TryLock() {
+		c.mu.Unlock()
+		done := c.writeNow(msg, nil, true)
+		c.wmu.Unlock()
+		if !done {
+			c.kick()
+		}
+		return nil
 	}
 	if len(c.queue) >= c.cfg.QueueSize {
 		c.mu.Unlock()
@@ -226,16 +272,8 @@ func (c *Conn) Send(msg []byte) error {
 	}
 	c.queue = append(c.queue, outgoing{data: msg})
 	c.mu.Unlock()
-	c.notify()
+	c.kick()
 	return nil
-}
-
-// notify wakes the writer.
-func (c *Conn) notify() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
 }
 
 // Reply queues an answer to the peer's own request (a pong, an error). Unlike
@@ -251,7 +289,7 @@ func (c *Conn) Reply(msg []byte) error {
 		if len(c.queue) < c.cfg.QueueSize {
 			c.queue = append(c.queue, outgoing{data: msg})
 			c.mu.Unlock()
-			c.notify()
+			c.kick()
 			return nil
 		}
 		c.mu.Unlock()
@@ -269,28 +307,33 @@ func (c *Conn) Reply(msg []byte) error {
 // one that has not been written yet (latest wins). shared must not be
 // modified afterwards; tail is copied and must be at most 16 bytes.
 //
-// When nothing else waits to be written and the writer is idle, the frame
-// is written at once, on the caller's goroutine, without blocking: a
-// room's tick writes its players' snapshots itself, rather than waking a
-// goroutine per player (see writeNow).
+// When nothing else waits and no drain is writing, the frame is written at
+// once, on the caller's goroutine, without blocking: a room's tick writes
+// its players' snapshots itself (see writeNow).
 func (c *Conn) SendState(shared, tail []byte) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
 		return
 	}
-	if c.direct != nil && c.state == nil && len(c.queue) == 0 && c.partial == nil && !c.pongDue && c.wmu.TryLock() {
+	if c.idleLocked() && c.wmu.TryLock() {
 		c.mu.Unlock()
-		done := c.writeNow(shared, tail)
+		done := c.writeNow(shared, tail, false)
 		c.wmu.Unlock()
 		if !done {
-			c.notify()
+			c.kick()
 		}
 		return
 	}
 	c.setStateLocked(shared, tail)
 	c.mu.Unlock()
-	c.notify()
+	c.kick()
+}
+
+// idleLocked reports whether nothing waits to be written, so a message may
+// be written at once.
+func (c *Conn) idleLocked() bool {
+	return c.direct != nil && c.state == nil && len(c.queue) == 0 && c.partial == nil && !c.pongDue
 }
 
 // setStateLocked makes shared+tail the pending state frame.
@@ -305,55 +348,43 @@ func (c *Conn) setStateLocked(shared, tail []byte) {
 	c.tailLen = copy(c.tail[:], tail)
 }
 
-// writeNow tries to write a state frame with one non-blocking write; wmu
-// is held. It reports whether the frame is done with: written, or left
-// for the writer (the rest of a partly written frame, or the whole frame
-// as the pending state when nothing could be written), which must then be
-// woken.
-func (c *Conn) writeNow(head, tail []byte) bool {
+// writeNow tries to write a frame with one non-blocking write; wmu is
+// held and nothing else waits. It reports whether the frame is done with:
+// written, or left for a drain (the rest of a partly written frame, or
+// the whole message back in the outbox when nothing could be written),
+// which must then be kicked.
+func (c *Conn) writeNow(head, tail []byte, reliable bool) bool {
 	n := len(head) + len(tail)
-	if n > maxCopy {
-		c.mu.Lock()
-		c.setStateLocked(head, tail)
-		c.mu.Unlock()
-		return false
-	}
-	bp := frames.Get().(*[]byte)
-	defer frames.Put(bp)
-	b := c.appendFrame((*bp)[:0], head, tail)
-	*bp = b
-	written := c.direct.tryWrite(b)
-	switch {
-	case written == len(b):
-		c.wrote(n)
-		return true
-	case written > 0:
-		c.wrote(n)
-		c.mu.Lock()
-		c.partial = append([]byte(nil), b[written:]...)
-		c.mu.Unlock()
-	default: // socket full, deadline passed or broken: the writer sees to it
-		c.mu.Lock()
-		if c.state == nil && !c.closing {
-			c.setStateLocked(head, tail)
+	written := 0
+	if n <= maxCopy {
+		bp := frames.Get().(*[]byte)
+		defer frames.Put(bp)
+		b := c.appendFrame((*bp)[:0], head, tail)
+		*bp = b
+		if written = c.direct.tryWrite(b); written == len(b) {
+			c.wrote(n)
+			return true
 		}
-		c.mu.Unlock()
+		if written > 0 {
+			c.wrote(n)
+			c.mu.Lock()
+			c.partial = append([]byte(nil), b[written:]...)
+			c.mu.Unlock()
+			return false
+		}
 	}
-	return false
-}
-
-// finishPartial writes the rest of a frame writeNow began; wmu is held.
-func (c *Conn) finishPartial() bool {
+	// Socket full, deadline passed, broken, or a large frame: a drain
+	// sees to it.
 	c.mu.Lock()
-	p := c.partial
-	c.partial = nil
-	c.mu.Unlock()
-	if p == nil {
-		return true
+	switch {
+	case c.closing:
+	case reliable:
+		c.queue = append(c.queue, outgoing{data: head})
+	case c.state == nil:
+		c.setStateLocked(head, tail)
 	}
-	c.armDeadline()
-	_, err := c.raw.Write(p)
-	return err == nil
+	c.mu.Unlock()
+	return false
 }
 
 // Close writes a close frame with code and reason after the messages
@@ -368,7 +399,7 @@ func (c *Conn) Close(code int, reason string) {
 	c.closing = true
 	c.queue = append(c.queue, outgoing{close: true, code: code, reason: reason})
 	c.mu.Unlock()
-	c.notify()
+	c.kick()
 }
 
 // abort closes at once, skipping queued messages. Only the first call
@@ -376,14 +407,15 @@ func (c *Conn) Close(code int, reason string) {
 func (c *Conn) abort(code int, reason string) {
 	c.killOnce.Do(func() {
 		c.mu.Lock()
-		c.closing = true
+		c.closing, c.killed = true, true
 		c.closeMsg = outgoing{close: true, code: code, reason: reason}
 		c.mu.Unlock()
 		close(c.kill)
+		c.kick()
 	})
 }
 
-// Done is closed once the connection is closed and its writer has ended.
+// Done is closed once the connection is closed and its writes have ended.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // SentCloseCode is the close code the server sent, or 0 if none.
@@ -437,17 +469,17 @@ func (c *Conn) onPong(payload string) error {
 	return nil
 }
 
-// onPing runs on the reader goroutine: the writer answers the peer's ping.
+// onPing runs on the reader goroutine: a drain answers the peer's ping.
 func (c *Conn) onPing(payload string) error {
 	c.mu.Lock()
 	c.pongData, c.pongDue = payload, true
 	c.mu.Unlock()
-	c.notify()
+	c.kick()
 	return nil
 }
 
-// onClose runs on the reader goroutine when the peer closes: the writer
-// echoes the close code before it ends.
+// onClose runs on the reader goroutine when the peer closes: the close
+// code is echoed before the connection ends.
 func (c *Conn) onClose(code int, _ string) error {
 	msg := []byte{}
 	if code != websocket.CloseNoStatusReceived {
@@ -459,95 +491,125 @@ func (c *Conn) onClose(code int, _ string) error {
 	return nil
 }
 
-// writeLoop is the only writer of data frames. Each wake it takes the
-// whole queue and the pending state at once. It ends when the connection
-// closes and releases the socket.
-func (c *Conn) writeLoop() {
-	ticker := time.NewTicker(c.cfg.PingInterval)
-	defer func() {
-		ticker.Stop()
-		c.mu.Lock()
-		c.closing = true
-		c.state = nil
-		c.queue = nil
+// pingTime runs on the timer's goroutine every PingInterval: the ping is
+// written from here, this goroutine draining what waits.
+func (c *Conn) pingTime() {
+	c.mu.Lock()
+	if c.finished {
 		c.mu.Unlock()
-		_ = c.ws.Close()
-		close(c.done)
-	}()
-	if !c.locked(c.ping) {
 		return
 	}
+	c.pingDue = true
+	if c.draining {
+		c.mu.Unlock()
+		return
+	}
+	c.draining = true
+	c.mu.Unlock()
+	c.drain()
+}
+
+// kick starts a drain goroutine unless one is writing; it will see what
+// was added before the call.
+func (c *Conn) kick() {
+	c.mu.Lock()
+	if c.draining || c.finished {
+		c.mu.Unlock()
+		return
+	}
+	c.draining = true
+	c.mu.Unlock()
+	go c.drain()
+}
+
+// drain writes whatever waits, in order, until nothing does, or ends the
+// connection. One drain runs at a time (c.draining).
+func (c *Conn) drain() {
 	for {
-		select {
-		case <-c.wake:
-			if !c.locked(c.flush) {
-				return
-			}
-		case <-ticker.C:
-			if !c.locked(c.ping) {
-				return
-			}
-		case <-c.kill:
-			c.locked(func() bool { c.writeKillClose(); return false })
+		c.wmu.Lock()
+		more, ok := c.writeWaiting()
+		c.wmu.Unlock()
+		if !ok {
+			c.finish()
 			return
-		case <-c.readDone:
-			c.mu.Lock()
-			echo := c.closeEcho
-			c.mu.Unlock()
-			if echo != nil {
-				c.locked(func() bool {
-					return c.ws.WriteControl(websocket.CloseMessage, echo, time.Now().Add(time.Second)) == nil
-				})
-			}
+		}
+		if !more {
 			return
 		}
 	}
 }
 
-// locked runs write holding wmu, after the rest of a frame begun by
-// writeNow; it returns false when the writer must stop.
-func (c *Conn) locked(write func() bool) bool {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.finishPartial() && write()
-}
-
-// flush writes the queued messages, in order, then the pending state (a
+// writeWaiting writes, holding wmu: the rest of a partly written frame, a
+// pong, a ping, the queued messages in order, then the pending state (a
 // new player's `joined` goes before the snapshot that shows it). It
-// returns false when the writer must stop.
-func (c *Conn) flush() bool {
+// reports whether it wrote anything (else the drain has ended) and false
+// in ok when the connection must end.
+func (c *Conn) writeWaiting() (more, ok bool) {
 	c.mu.Lock()
-	batch := c.queue
-	c.queue = c.spare[:0]
-	pong, pongDue := c.pongData, c.pongDue
-	c.pongDue = false
+	if c.killed {
+		m := c.closeMsg
+		c.mu.Unlock()
+		if c.writePartial() {
+			c.writeClose(m, time.Second)
+		}
+		return false, false
+	}
+	partial, batch := c.partial, c.queue
+	pong, pongDue, ping := c.pongData, c.pongDue, c.pingDue
+	echo, ended := c.closeEcho, c.readEnded
+	if partial == nil && len(batch) == 0 && !pongDue && !ping && c.state == nil && !ended {
+		c.draining = false
+		c.mu.Unlock()
+		return false, true
+	}
+	c.partial, c.queue = nil, c.spare[:0]
+	c.pongDue, c.pingDue = false, false
 	c.mu.Unlock()
-	if pongDue && c.ws.WriteControl(websocket.PongMessage, []byte(pong), time.Now().Add(c.cfg.WriteWait)) != nil {
-		return false
-	}
-	select {
-	case c.space <- struct{}{}:
-	default:
-	}
 	defer func() {
 		clear(batch) // drop references to the written messages
 		c.mu.Lock()
 		c.spare = batch[:0]
 		c.mu.Unlock()
 	}()
+	if partial != nil {
+		c.armDeadline()
+		if _, err := c.raw.Write(partial); err != nil {
+			return false, false
+		}
+	}
+	if ended {
+		if echo != nil {
+			_ = c.ws.WriteControl(websocket.CloseMessage, echo, time.Now().Add(time.Second))
+		}
+		return false, false
+	}
+	if pongDue && c.ws.WriteControl(websocket.PongMessage, []byte(pong), time.Now().Add(c.cfg.WriteWait)) != nil {
+		return false, false
+	}
+	if ping {
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], uint64(time.Since(c.start)))
+		if c.ws.WriteControl(websocket.PingMessage, b[:], time.Now().Add(c.cfg.WriteWait)) != nil {
+			return false, false
+		}
+		c.pinger.Reset(c.cfg.PingInterval)
+	}
+	select {
+	case c.space <- struct{}{}:
+	default:
+	}
 	for _, m := range batch {
 		select {
 		case <-c.kill:
-			c.writeKillClose()
-			return false
+			return true, true // the next round writes the close frame
 		default:
 		}
 		if m.close {
 			c.writeClose(m, c.cfg.WriteWait)
-			return false
+			return false, false
 		}
 		if !c.writeFrame(m.data, nil) {
-			return false
+			return false, false
 		}
 	}
 	// The state is taken after the queue is written, so it is the newest.
@@ -555,24 +617,40 @@ func (c *Conn) flush() bool {
 	shared, tail, n := c.state, c.tail, c.tailLen
 	c.state = nil
 	c.mu.Unlock()
-	if shared == nil {
+	if shared != nil && !c.writeFrame(shared, tail[:n]) {
+		return false, false
+	}
+	return true, true
+}
+
+// writePartial finishes a partly written frame before a close frame.
+func (c *Conn) writePartial() bool {
+	c.mu.Lock()
+	p := c.partial
+	c.partial = nil
+	c.mu.Unlock()
+	if p == nil {
 		return true
 	}
-	return c.writeFrame(shared, tail[:n])
+	_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err := c.raw.Write(p)
+	return err == nil
 }
 
-// writeKillClose writes the close frame chosen by abort.
-func (c *Conn) writeKillClose() {
+// finish ends the connection, once: the socket closes, pings stop, the
+// outbox empties and Done is closed.
+func (c *Conn) finish() {
 	c.mu.Lock()
-	m := c.closeMsg
+	if c.finished {
+		c.mu.Unlock()
+		return
+	}
+	c.finished, c.closing = true, true
+	c.state, c.queue, c.partial = nil, nil, nil
 	c.mu.Unlock()
-	c.writeClose(m, time.Second)
-}
-
-func (c *Conn) ping() bool {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(time.Since(c.start)))
-	return c.ws.WriteControl(websocket.PingMessage, b[:], time.Now().Add(c.cfg.WriteWait)) == nil
+	c.pinger.Stop()
+	_ = c.ws.Close()
+	close(c.done)
 }
 
 // frames holds buffers for building frames; idle connections hold none.
@@ -583,7 +661,7 @@ var frames = sync.Pool{New: func() any { return new([]byte) }}
 const maxCopy = 64 << 10
 
 // writeFrame writes one unmasked data frame made of head followed by tail,
-// with a single write for ordinary sizes.
+// with a single write for ordinary sizes; wmu is held.
 func (c *Conn) writeFrame(head, tail []byte) bool {
 	n := len(head) + len(tail)
 	bp := frames.Get().(*[]byte)
@@ -627,7 +705,7 @@ func (c *Conn) appendFrame(b, head, tail []byte) []byte {
 	return b
 }
 
-// armDeadline sets the write deadline of the writer's blocking writes,
+// armDeadline sets the write deadline of a drain's blocking writes,
 // re-arming it only once half of it is spent; wmu is held.
 func (c *Conn) armDeadline() {
 	if now := time.Now(); c.deadline.Sub(now) < c.cfg.WriteWait/2 {

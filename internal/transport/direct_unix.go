@@ -14,8 +14,15 @@ type directWriter interface {
 	tryWrite(b []byte) int
 }
 
-// rawWriter is a directWriter on a socket's file descriptor.
-type rawWriter struct{ rc syscall.RawConn }
+// rawWriter is a directWriter on a socket's file descriptor. Its calls
+// are serialized by the connection's write lock, so it keeps the write's
+// arguments in itself rather than in a closure made for each call.
+type rawWriter struct {
+	rc    syscall.RawConn
+	write func(fd uintptr) bool // w.writeFD, bound once
+	b     []byte
+	n     int
+}
 
 // newDirectWriter returns a directWriter for plain TCP connections, nil for
 // others (TLS encrypts in its own writer).
@@ -28,26 +35,32 @@ func newDirectWriter(c net.Conn) directWriter {
 	if err != nil {
 		return nil
 	}
-	return rawWriter{rc}
+	w := &rawWriter{rc: rc}
+	w.write = w.writeFD
+	return w
 }
 
-func (w rawWriter) tryWrite(b []byte) int {
-	n := 0
-	// Returning true at once makes RawConn.Write try one write and never
-	// wait for the socket to drain. The descriptor is non-blocking.
-	err := w.rc.Write(func(fd uintptr) bool {
-		for {
-			m, err := syscall.Write(int(fd), b[n:])
-			if m > 0 {
-				n += m
-			}
-			if err != syscall.EINTR || n == len(b) {
-				return true
-			}
-		}
-	})
+func (w *rawWriter) tryWrite(b []byte) int {
+	w.b, w.n = b, 0
+	// writeFD returns true at once, so RawConn.Write tries one write and
+	// never waits for the socket to drain. The descriptor is non-blocking.
+	err := w.rc.Write(w.write)
+	n := w.n
+	w.b = nil
 	if err != nil {
 		return 0 // closed or past the deadline: nothing was written
 	}
 	return n
+}
+
+func (w *rawWriter) writeFD(fd uintptr) bool {
+	for {
+		m, err := syscall.Write(int(fd), w.b[w.n:])
+		if m > 0 {
+			w.n += m
+		}
+		if err != syscall.EINTR || w.n == len(w.b) {
+			return true
+		}
+	}
 }

@@ -599,6 +599,11 @@ func (r *Room) sendSnapshot(n uint64, st int64) {
 	for _, o := range r.world.Orbs() {
 		r.orbs = append(r.orbs, wire.Orb{ID: o.ID, X: o.X, Y: o.Y})
 	}
+	// Spectators first: the feed only keeps a copy, and a player who reads
+	// this snapshot and then asks the feed finds it there.
+	if o := r.cfg.Observer; o != nil {
+		o.Snap(n, st, r.states, r.orbs)
+	}
 	var shared []byte
 	deltas := false
 	for _, s := range r.seats {
@@ -616,9 +621,6 @@ func (r *Room) sendSnapshot(n uint64, st int64) {
 	}
 	if deltas {
 		r.sendDeltas(n, st)
-	}
-	if o := r.cfg.Observer; o != nil {
-		o.Snap(n, st, r.states, r.orbs)
 	}
 }
 

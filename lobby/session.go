@@ -32,6 +32,7 @@ type session struct {
 	chat  *rate.Limiter
 	flood *rate.Limiter
 	acks  *rate.Limiter // snapshot acks (delta mode), apart from flood
+	dec   wire.ClientDecoder
 
 	expiry *time.Timer // ends the session when its token expires
 }
@@ -215,7 +216,7 @@ func (s *session) join() bool {
 // session goes on.
 func (s *session) handle(frame []byte) bool {
 	ctx := context.Background()
-	msg, err := wire.DecodeClient(frame)
+	msg, err := s.dec.Decode(frame) // valid until the next frame
 	limit := s.flood
 	if _, ok := msg.(*wire.Ack); ok {
 		limit = s.acks

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"sync"
 	"unicode/utf8"
@@ -180,28 +181,63 @@ var decoderPool = sync.Pool{New: func() any {
 type pooledDecoder struct {
 	r   bytes.Reader
 	dec *msgpack.Decoder
+	key [16]byte // a map key or a short string value, read without allocating
 }
 
 // DecodeClient decodes one frame from a player. It returns ErrMalformed
 // (wrapped) when the frame is not a msgpack map with a known `t`, and a
 // *FieldError when a known message has a field of the wrong type or range.
 // Unknown keys are ignored.
-func DecodeClient(frame []byte) (ClientMessage, error) {
+func DecodeClient(frame []byte) (ClientMessage, error) { return decodeClient(frame, nil) }
+
+// ClientDecoder decodes a player's frames like DecodeClient, but returns
+// the frequent messages (input, ack, ping) in storage of its own, valid
+// until its next Decode: a session decodes its inputs without allocating.
+// The zero value is ready to use; it is not safe for concurrent use.
+type ClientDecoder struct {
+	input Input
+	ack   Ack
+	ping  Ping
+}
+
+// Decode decodes one frame from a player; see DecodeClient.
+func (d *ClientDecoder) Decode(frame []byte) (ClientMessage, error) { return decodeClient(frame, d) }
+
+func decodeClient(frame []byte, reuse *ClientDecoder) (ClientMessage, error) {
 	pd := decoderPool.Get().(*pooledDecoder)
 	defer decoderPool.Put(pd)
 	pd.r.Reset(frame)
 	pd.dec.Reset(&pd.r)
 	var f clientFields
-	if err := f.read(pd.dec); err != nil {
+	if err := f.read(pd); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if pd.r.Len() != 0 {
 		return nil, fmt.Errorf("%w: trailing bytes", ErrMalformed)
 	}
-	return f.message()
+	return f.message(reuse)
 }
 
-func (f *clientFields) read(d *msgpack.Decoder) error {
+// shortString reads a msgpack string of at most len(pd.key) bytes into
+// pd.key; longer ones are skipped and ok is false.
+func (pd *pooledDecoder) shortString() (b []byte, ok bool, err error) {
+	n, err := pd.dec.DecodeBytesLen()
+	if err != nil || n < 0 {
+		return nil, false, err
+	}
+	if n > len(pd.key) {
+		_, err = pd.r.Seek(int64(n), io.SeekCurrent)
+		return nil, false, err
+	}
+	err = pd.dec.ReadFull(pd.key[:n])
+	return pd.key[:n], true, err
+}
+
+// clientTypes are the known values of `t`, returned without allocating.
+var clientTypes = []string{TypeJoin, TypeInput, TypePing, TypeChat, TypeTyping, TypeLeave, TypeAck}
+
+func (f *clientFields) read(pd *pooledDecoder) error {
+	d := pd.dec
 	n, err := d.DecodeMapLen()
 	if err != nil {
 		return err
@@ -223,35 +259,38 @@ func (f *clientFields) read(d *msgpack.Decoder) error {
 			}
 			continue
 		}
-		key, err := d.DecodeString()
+		key, known, err := pd.shortString()
 		if err != nil {
 			return err
 		}
-		switch key {
+		if !known { // longer than any key of the protocol
+			key = nil
+		}
+		switch string(key) {
 		case "t":
-			err = f.str(d, key, &f.t, 0)
+			err = f.typ(pd)
 		case "name":
-			err = f.str(d, key, &f.name, hasName)
+			err = f.str(d, "name", &f.name, hasName)
 		case "room":
-			err = f.str(d, key, &f.room, hasRoom)
+			err = f.str(d, "room", &f.room, hasRoom)
 		case "token":
-			err = f.str(d, key, &f.token, 0)
+			err = f.str(d, "token", &f.token, 0)
 		case "resume":
-			err = f.str(d, key, &f.resume, 0)
+			err = f.str(d, "resume", &f.resume, 0)
 		case "text":
-			err = f.str(d, key, &f.text, hasText)
+			err = f.str(d, "text", &f.text, hasText)
 		case "seq":
-			err = f.num(d, key, &f.seq, hasSeq)
+			err = f.num(d, "seq", &f.seq, hasSeq)
 		case "dx":
-			err = f.num(d, key, &f.dx, hasDX)
+			err = f.num(d, "dx", &f.dx, hasDX)
 		case "dy":
-			err = f.num(d, key, &f.dy, hasDY)
+			err = f.num(d, "dy", &f.dy, hasDY)
 		case "ts":
-			err = f.num(d, key, &f.ts, hasTS)
+			err = f.num(d, "ts", &f.ts, hasTS)
 		case "n":
-			err = f.num(d, key, &f.n, hasN)
+			err = f.num(d, "n", &f.n, hasN)
 		case "caps":
-			err = f.strs(d, key)
+			err = f.strs(d, "caps")
 		default:
 			err = d.Skip()
 		}
@@ -268,6 +307,27 @@ func isString(c byte) bool {
 
 func isNumber(c byte) bool {
 	return c <= 0x7f || c >= 0xe0 || c >= 0xca && c <= 0xd3
+}
+
+// typ reads `t`: a known type comes back as its constant, without
+// allocating; an unknown one as itself.
+func (f *clientFields) typ(pd *pooledDecoder) error {
+	c, err := pd.dec.PeekCode()
+	if err != nil {
+		return err
+	}
+	if c < 0xa0 || c > 0xa0+byte(len(pd.key)) { // not a short fixstr: nil, long, or not a string
+		return f.str(pd.dec, "t", &f.t, 0)
+	}
+	b, _, err := pd.shortString()
+	for _, t := range clientTypes {
+		if string(b) == t {
+			f.t = t
+			return err
+		}
+	}
+	f.t = string(b)
+	return err
 }
 
 // str reads a string field; nil counts as absent, another type is recorded
@@ -358,7 +418,7 @@ func (f *clientFields) wrongType(key string) {
 	}
 }
 
-func (f *clientFields) message() (ClientMessage, error) {
+func (f *clientFields) message(reuse *ClientDecoder) (ClientMessage, error) {
 	fail := func(field, why string) error { return &FieldError{Type: f.t, Field: field, Why: why} }
 	if f.bad == "t" {
 		return nil, fmt.Errorf("%w: t is not a string", ErrMalformed)
@@ -369,9 +429,23 @@ func (f *clientFields) message() (ClientMessage, error) {
 	case TypeJoin:
 		m = &Join{Head: head, Name: f.name, Room: f.room, Token: f.token, Resume: f.resume, Caps: f.caps}
 	case TypeInput:
-		m = &Input{Head: head, Seq: uint64(f.seq), DX: f.dx, DY: f.dy}
+		var in *Input
+		if reuse != nil {
+			in = &reuse.input
+		} else {
+			in = new(Input)
+		}
+		*in = Input{Head: head, Seq: uint64(f.seq), DX: f.dx, DY: f.dy}
+		m = in
 	case TypePing:
-		m = &Ping{Head: head, TS: f.ts}
+		var p *Ping
+		if reuse != nil {
+			p = &reuse.ping
+		} else {
+			p = new(Ping)
+		}
+		*p = Ping{Head: head, TS: f.ts}
+		m = p
 	case TypeChat:
 		m = &Chat{Head: head, Text: f.text}
 	case TypeTyping:
@@ -379,7 +453,14 @@ func (f *clientFields) message() (ClientMessage, error) {
 	case TypeLeave:
 		return &Leave{head}, nil
 	case TypeAck:
-		m = &Ack{Head: head, N: uint64(f.n)}
+		var a *Ack
+		if reuse != nil {
+			a = &reuse.ack
+		} else {
+			a = new(Ack)
+		}
+		*a = Ack{Head: head, N: uint64(f.n)}
+		m = a
 	default:
 		return nil, fmt.Errorf("%w: unknown type %q", ErrMalformed, f.t)
 	}

@@ -2,6 +2,8 @@ package wire
 
 import (
 	"errors"
+	"fmt"
+	"reflect"
 	"testing"
 )
 
@@ -17,8 +19,16 @@ func FuzzDecodeClient(f *testing.F) {
 	f.Add([]byte{0xc1})
 	f.Add([]byte{0x81, 0xa1, 't', 0xa4, 'f', 'l', 'y', '!'})
 	f.Add([]byte{0xdf, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{0x81, 0xd9, 20, 't', 't', 't', 't', 't', 't', 't', 't', 't', 't', 't', 't', 't', 't', 't', 't', 't', 't', 't', 't', 0xa1, 'x'})
+	f.Add([]byte{0x81, 0xa1, 't', 0xd9, 5, 'i', 'n', 'p', 'u', 't'})
+	f.Add([]byte{0x81, 0xa1, 't', 0xb1, 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'p', 'q'})
+	var reused ClientDecoder
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		m, err := DecodeClient(frame)
+		// A ClientDecoder decodes alike, storage aside.
+		if m2, err2 := reused.Decode(frame); fmt.Sprint(err2) != fmt.Sprint(err) || !reflect.DeepEqual(m2, m) {
+			t.Fatalf("ClientDecoder: %#v, %v; DecodeClient: %#v, %v", m2, err2, m, err)
+		}
 		var fe *FieldError
 		switch {
 		case err == nil:
@@ -33,4 +43,19 @@ func FuzzDecodeClient(f *testing.F) {
 			t.Fatalf("unexpected error %v", err)
 		}
 	})
+}
+
+// Decoding an input with a ClientDecoder allocates nothing.
+func TestClientDecoderInputAllocatesNothing(t *testing.T) {
+	frame := MustEncode(&Input{Seq: 42, DX: 0.5, DY: -1})
+	var d ClientDecoder
+	allocs := testing.AllocsPerRun(1000, func() {
+		m, err := d.Decode(frame)
+		if in, ok := m.(*Input); err != nil || !ok || in.Seq != 42 || in.DX != 0.5 || in.DY != -1 {
+			t.Fatalf("%#v, %v", m, err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per input", allocs)
+	}
 }

@@ -149,7 +149,7 @@ type outgoing struct {
 func Upgrade(w http.ResponseWriter, r *http.Request, cfg Config) (*Conn, error) {
 	cfg = cfg.withDefaults()
 	up := websocket.Upgrader{
-		ReadBufferSize:  1024,
+		ReadBufferSize:  256, // inputs are a few dozen bytes; bigger frames are read past the buffer
 		WriteBufferPool: writeBuffers,
 		CheckOrigin:     cfg.CheckOrigin,
 	}

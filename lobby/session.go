@@ -225,11 +225,11 @@ func (s *session) handle(frame []byte) bool {
 		s.kick(wire.CodeRateLimited, "too many messages", wire.CloseRateLimited)
 		return false
 	}
-	var fe *wire.FieldError
-	switch {
-	case errors.As(err, &fe):
-		return s.conn.Reply(wire.MustEncode(&wire.Error{Code: wire.CodeBadMessage, Msg: fe.Error()})) == nil
-	case err != nil:
+	if err != nil {
+		var fe *wire.FieldError // declared here: errors.As makes it escape
+		if errors.As(err, &fe) {
+			return s.conn.Reply(wire.MustEncode(&wire.Error{Code: wire.CodeBadMessage, Msg: fe.Error()})) == nil
+		}
 		s.kick(wire.CodeBadMessage, err.Error(), wire.CloseBadMessage)
 		return false
 	}

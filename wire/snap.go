@@ -30,9 +30,10 @@ func NewSnapEncoder() *SnapEncoder {
 	return e
 }
 
-// Shared encodes a snap without its ack value and returns a new slice that
-// the caller may hand to any number of receivers. Coordinates and
-// velocities are encoded as 32-bit floats.
+// Shared encodes a snap without its ack value, for any number of
+// receivers, each appending its own ack. The result is valid until the next
+// call (receivers copy what they keep). Coordinates and velocities are
+// encoded as 32-bit floats.
 func (e *SnapEncoder) Shared(n uint64, st int64, p []PlayerState, o []Orb) []byte {
 	e.buf.Reset()
 	enc := e.enc
@@ -66,7 +67,7 @@ func (e *SnapEncoder) Shared(n uint64, st int64, p []PlayerState, o []Orb) []byt
 		_ = enc.EncodeFloat32(float32(o[i].Y))
 	}
 	_ = enc.EncodeString("ack")
-	return bytes.Clone(e.buf.Bytes())
+	return e.buf.Bytes()
 }
 
 // Ack encodes an ack value. The result is valid until the next call.

@@ -31,7 +31,8 @@ type Client interface {
 	// Send queues a reliable message; an error means the client is gone.
 	Send(msg []byte) error
 	// SendState replaces the client's pending state frame with shared
-	// followed by tail.
+	// followed by tail. It keeps neither after it returns (the room
+	// reuses them): a frame that must wait is copied.
 	SendState(shared, tail []byte)
 	// Close ends the connection with a WebSocket close code.
 	Close(code int, reason string)

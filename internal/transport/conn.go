@@ -18,6 +18,7 @@
 package transport
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -304,8 +305,8 @@ func (c *Conn) Reply(msg []byte) error {
 }
 
 // SendState makes shared followed by tail the next state frame, replacing
-// one that has not been written yet (latest wins). shared must not be
-// modified afterwards; tail is copied and must be at most 16 bytes.
+// one that has not been written yet (latest wins). Neither is kept after it
+// returns: a frame that must wait is copied. tail is at most 16 bytes.
 //
 // When nothing else waits and no drain is writing, the frame is written at
 // once, on the caller's goroutine, without blocking: a room's tick writes
@@ -344,7 +345,7 @@ func (c *Conn) setStateLocked(shared, tail []byte) {
 			t.StatesReplaced.Add(1)
 		}
 	}
-	c.state = shared
+	c.state = bytes.Clone(shared) // the caller reuses shared
 	c.tailLen = copy(c.tail[:], tail)
 }
 

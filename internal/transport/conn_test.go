@@ -241,15 +241,19 @@ func TestLargeFrames(t *testing.T) {
 }
 
 // States written at once by the sender's goroutine fill the socket of a
-// client that does not read; the frame cut short there is finished by the
-// writer, so the client reads only whole frames, in order, up to the
-// newest.
+// client that does not read; the frame cut short there is finished by a
+// drain, so the client reads only whole frames, in order, up to the
+// newest, although the sender reuses one buffer for all of them.
 func TestStatesToAFullSocketStayWhole(t *testing.T) {
 	const n = 400
 	sent := make(chan Stats, 1)
 	url := serve(t, Config{}, func(c *Conn) {
+		buf := make([]byte, 30000) // reused, as a room reuses its encoder's bytes
 		for i := range n {
-			c.SendState(bytes.Repeat([]byte{byte(i)}, 30000), []byte{byte(i >> 8), byte(i)})
+			for j := range buf {
+				buf[j] = byte(i)
+			}
+			c.SendState(buf, []byte{byte(i >> 8), byte(i)})
 		}
 		sent <- c.Stats()
 		for {

@@ -584,13 +584,13 @@ func (c *Conn) writeWaiting() (more, ok bool) {
 		}
 		return false, false
 	}
-	if pongDue && c.ws.WriteControl(websocket.PongMessage, []byte(pong), time.Now().Add(c.cfg.WriteWait)) != nil {
+	if pongDue && !c.writeControl(websocket.PongMessage, pong) {
 		return false, false
 	}
 	if ping {
 		var b [8]byte
 		binary.BigEndian.PutUint64(b[:], uint64(time.Since(c.start)))
-		if c.ws.WriteControl(websocket.PingMessage, b[:], time.Now().Add(c.cfg.WriteWait)) != nil {
+		if !c.writeControl(websocket.PingMessage, string(b[:])) {
 			return false, false
 		}
 		c.pinger.Reset(c.cfg.PingInterval)
@@ -684,6 +684,21 @@ func (c *Conn) writeFrame(head, tail []byte) bool {
 	}
 	c.wrote(n)
 	return true
+}
+
+// writeControl writes a ping or pong frame by hand, as data frames are
+// (gorilla's WriteControl starts a timer for every frame); wmu is held.
+// Payloads of control frames are at most 125 bytes: longer ones are cut.
+func (c *Conn) writeControl(opcode int, payload string) bool {
+	payload = payload[:min(len(payload), 125)]
+	bp := frames.Get().(*[]byte)
+	defer frames.Put(bp)
+	b := append((*bp)[:0], 0x80|byte(opcode), byte(len(payload)))
+	b = append(b, payload...)
+	*bp = b
+	c.armDeadline()
+	_, err := c.raw.Write(b)
+	return err == nil
 }
 
 // appendFrame appends the header of an unmasked data frame of head

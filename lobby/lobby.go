@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -129,14 +130,15 @@ const keepEnded = time.Hour
 
 // Lobby is the rooms registry.
 type Lobby struct {
-	cfg      Config
-	ctx      context.Context // parent of every room's Run
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup // room goroutines and the directory loop
-	draining atomic.Bool
-	url      atomic.Pointer[string] // this node's public URL
-	dir      *directory             // other nodes' rooms; nil without a bus
-	dirPoke  chan struct{}          // asks the directory loop to publish now
+	cfg       Config
+	ctx       context.Context // parent of every room's Run
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // room goroutines and the directory loop
+	draining  atomic.Bool
+	roomsMade atomic.Uint64          // rooms created, for their tick phases
+	url       atomic.Pointer[string] // this node's public URL
+	dir       *directory             // other nodes' rooms; nil without a bus
+	dirPoke   chan struct{}          // asks the directory loop to publish now
 
 	mu    sync.Mutex // guards rooms, feeds and ended
 	rooms map[string]*room.Room
@@ -198,7 +200,7 @@ func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
 		id = newRoomID()
 	}
 	cfg := room.Config{
-		ID: id, Mode: opts.Mode, Private: opts.Private, Hz: l.cfg.Hz,
+		ID: id, Mode: opts.Mode, Private: opts.Private, Hz: l.cfg.Hz, Phase: l.nextPhase(),
 		MaxPlayers: opts.MaxPlayers, Grace: l.cfg.Grace, Idle: l.cfg.RoomIdle,
 		Game: l.cfg.Game, OnTick: l.cfg.OnTick, Logger: l.cfg.Logger,
 	}
@@ -217,6 +219,15 @@ func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
 	l.cfg.Logger.Info("room created", "room", id, "private", opts.Private, "maxPlayers", opts.MaxPlayers)
 	l.pokeDirectory()
 	return r, nil
+}
+
+// nextPhase spreads the rooms' ticks over the tick period: the n-th room
+// made ticks at fraction n/φ (mod 1) of the period, so any number of rooms,
+// however fast they are made, tick at nearly evenly spaced moments.
+func (l *Lobby) nextPhase() float64 {
+	const invPhi = 0.6180339887498949
+	_, f := math.Modf(float64(l.roomsMade.Add(1)) * invPhi)
+	return f
 }
 
 func (l *Lobby) roomEnded(id string) {

@@ -85,6 +85,12 @@ type Config struct {
 	Idle       time.Duration // an empty room ends after this long (30s)
 	Game       game.Config
 	Observer   Observer // optional
+	// Phase, in (0, 1), places the room's ticks within the tick period,
+	// counted from the Unix epoch: rooms of one process given different
+	// phases tick at different moments instead of wherever their creation
+	// fell (a burst of rooms made at once would all tick together, and the
+	// last of them late). Zero: the ticks follow the room's start.
+	Phase float64
 	// OnTick, when set, is told each tick's duration and whether it
 	// overran its period, on the room goroutine (for metrics).
 	OnTick func(d time.Duration, overrun bool)
@@ -498,9 +504,9 @@ func (r *Room) Run(ctx context.Context) {
 		o.Opened(wire.SpectatorRoom{ID: r.cfg.ID, Hz: r.cfg.Hz, W: cfg.W, H: cfg.H, Players: r.playerInfos()})
 	}
 	r.emptyAt = time.Now()
-	start := time.Now()
+	start := r.scheduleStart(time.Now())
 	var n uint64
-	timer := time.NewTimer(r.dt)
+	timer := time.NewTimer(time.Until(start.Add(r.dt)))
 	defer timer.Stop()
 	for {
 		select {
@@ -526,6 +532,21 @@ func (r *Room) Run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// scheduleStart returns the time the tick schedule counts from: now, or
+// with a phase, the latest moment at or before now that lies at that
+// fraction of a period after a multiple of the period since the epoch.
+func (r *Room) scheduleStart(now time.Time) time.Time {
+	if r.cfg.Phase <= 0 || r.cfg.Phase >= 1 {
+		return now
+	}
+	offset := time.Duration(r.cfg.Phase * float64(r.dt))
+	since := (time.Duration(now.UnixNano()) - offset) % r.dt
+	if since < 0 {
+		since += r.dt
+	}
+	return now.Add(-since)
 }
 
 // closeAll closes every connected player, with an error message first when

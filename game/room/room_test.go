@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -108,6 +109,38 @@ func TestScheduleDoesNotDrift(t *testing.T) {
 	want := t1.Sub(t0).Seconds() * 100
 	if got := float64(last.N - first.N); got < want-10 || got > want+10 {
 		t.Errorf("%.0f ticks in %v at 100 Hz, want %.0f", got, t1.Sub(t0), want)
+	}
+}
+
+// Rooms given phases tick at those fractions of the period, whenever they
+// were made: two rooms made together with phases 0.2 and 0.7 tick half a
+// period apart.
+func TestPhasesPlaceTheTicks(t *testing.T) {
+	const hz = 20
+	dt := time.Second / hz
+	offsets := func(c *recorder) time.Duration {
+		var o []time.Duration
+		for _, at := range c.stateTimes() {
+			o = append(o, time.Duration(at.UnixNano())%dt)
+		}
+		slices.Sort(o)
+		return o[len(o)/2]
+	}
+	var cs []*recorder
+	for _, phase := range []float64{0.2, 0.7} {
+		r := runRoom(t, Config{ID: "r", Hz: hz, Phase: phase})
+		c := &recorder{}
+		if _, err := r.Join(context.Background(), c, "ana"); err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, c)
+	}
+	time.Sleep(time.Second)
+	for i, want := range []time.Duration{dt / 5, dt * 7 / 10} {
+		// The tick sends its snapshot a little after its moment.
+		if got := offsets(cs[i]); got < want || got > want+10*time.Millisecond {
+			t.Errorf("room %d ticks %v into the period, want about %v", i, got, want)
+		}
 	}
 }
 

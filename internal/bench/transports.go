@@ -422,6 +422,13 @@ func RunIdle(ctx context.Context, t *Target, kind string, n int, progress func(s
 			fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, addr)
 			if kind == "sse" { // read up to the end of the headers
 				r := bufio.NewReader(c)
+				status, err := r.ReadString('\n')
+				if err != nil {
+					return nil, err
+				}
+				if !strings.Contains(status, " 200 ") {
+					return nil, fmt.Errorf("idle memory: SSE stream %d answered %q", i+1, strings.TrimSpace(status))
+				}
 				for {
 					line, err := r.ReadString('\n')
 					if err != nil {
@@ -468,16 +475,19 @@ func waitSpectators(ctx context.Context, hc *http.Client, server, room string, n
 		if err != nil {
 			return err
 		}
-		got := 0
+		got, listed := 0, false
 		for _, r := range list.Rooms {
 			if r.ID == room {
-				got = r.Spectators
+				got, listed = r.Spectators, true
 			}
 		}
 		if got >= n {
 			return nil
 		}
 		if time.Now().After(deadline) {
+			if !listed {
+				return fmt.Errorf("idle memory: room %s is no longer listed", room)
+			}
 			return fmt.Errorf("idle memory: %d of %d viewers registered", got, n)
 		}
 		if !sleepCtx(ctx, 50*time.Millisecond) {

@@ -236,6 +236,9 @@ func (s *session) handle(frame []byte) bool {
 	switch m := msg.(type) {
 	case *wire.Input:
 		s.seat.Input(*m)
+		if m.N > 0 { // an ack carried by the input (delta mode)
+			s.seat.AckSnapshot(s.conn, m.N)
+		}
 	case *wire.Ack:
 		s.seat.AckSnapshot(s.conn, m.N)
 	case *wire.Ping:

@@ -93,6 +93,9 @@ type Input struct {
 	Seq uint64  `msgpack:"seq"`
 	DX  float64 `msgpack:"dx"` // in [-1, 1]
 	DY  float64 `msgpack:"dy"` // in [-1, 1]
+	// N, in delta mode, acknowledges the snapshot of tick N as an `ack`
+	// would (an addition: one message per tick instead of two); 0: none.
+	N uint64 `msgpack:"n,omitempty"`
 }
 
 // Ping asks for a `pong` echoing TS.
@@ -435,7 +438,7 @@ func (f *clientFields) message(reuse *ClientDecoder) (ClientMessage, error) {
 		} else {
 			in = new(Input)
 		}
-		*in = Input{Head: head, Seq: uint64(f.seq), DX: f.dx, DY: f.dy}
+		*in = Input{Head: head, Seq: uint64(f.seq), DX: f.dx, DY: f.dy, N: uint64(f.n)}
 		m = in
 	case TypePing:
 		var p *Ping
@@ -492,6 +495,9 @@ func (f *clientFields) message(reuse *ClientDecoder) (ClientMessage, error) {
 		}
 		if f.has&hasDY == 0 || !(f.dy >= -1 && f.dy <= 1) {
 			return nil, fail("dy", "must be a number in [-1,1]")
+		}
+		if f.has&hasN != 0 && (f.n < 0 || f.n > MaxSeq || f.n != math.Trunc(f.n)) {
+			return nil, fail("n", "must be an integer >= 0")
 		}
 	case *Ack:
 		if f.has&hasN == 0 || f.n < 0 || f.n > MaxSeq || f.n != math.Trunc(f.n) {

@@ -106,6 +106,19 @@ func AppendInput(dst []byte, seq uint64, dx, dy float64) []byte {
 	return binary.BigEndian.AppendUint64(dst, math.Float64bits(dy))
 }
 
+// AppendAck turns the `input` frame AppendInput has just appended at the
+// end of dst into one that also acknowledges the delta snapshot of tick n
+// (the `n` field of `input`, an addition of delta mode).
+func AppendAck(dst []byte, n uint64) []byte {
+	i := len(dst) - inputLen
+	dst[i] = 0x85 // one more key
+	dst = append(dst, 0xa1, 'n', 0xcf)
+	return binary.BigEndian.AppendUint64(dst, n)
+}
+
+// inputLen is the length of a frame written by AppendInput.
+const inputLen = 1 + 2 + 6 + 4 + 9 + 3 + 9 + 3 + 9
+
 // AppendChat appends a `chat` frame with text to dst.
 func AppendChat(dst []byte, text string) []byte {
 	dst = append(dst, 0x82, 0xa1, 't', 0xa4, 'c', 'h', 'a', 't', 0xa4, 't', 'e', 'x', 't')

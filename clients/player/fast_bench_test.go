@@ -49,6 +49,13 @@ func TestAppendInput(t *testing.T) {
 	if err != nil || !ok || in.Seq != 9 || in.DX != 0.5 || in.DY != -1 {
 		t.Fatalf("%+v %v", m, err)
 	}
+	if len(AppendInput(nil, 9, 0.5, -1)) != inputLen {
+		t.Fatalf("inputLen %d, AppendInput writes %d bytes", inputLen, len(AppendInput(nil, 9, 0.5, -1)))
+	}
+	m, err = wire.DecodeClient(AppendAck(AppendInput([]byte("xyz"), 9, 0.5, -1), 1234)[3:])
+	if in, ok := m.(*wire.Input); err != nil || !ok || in.Seq != 9 || in.DX != 0.5 || in.DY != -1 || in.N != 1234 {
+		t.Fatalf("input with an ack: %+v %v", m, err)
+	}
 	m, err = wire.DecodeClient(AppendChat(nil, "hello"))
 	if c, ok := m.(*wire.Chat); err != nil || !ok || c.Text != "hello" {
 		t.Fatalf("%+v %v", m, err)

@@ -22,9 +22,10 @@ type bot struct {
 	welcome *wire.Welcome
 	rx      *wire.DeltaReceiver // rebuilds delta snapshots; nil in full mode
 
-	wmu sync.Mutex // guards writes, seq and out
+	wmu sync.Mutex // guards writes, seq, out and ack
 	seq uint64
 	out []byte
+	ack uint64 // delta mode: the newest rebuilt tick, acknowledged with the next input
 }
 
 // dialBot connects to the player WebSocket at url and joins room, asking
@@ -113,6 +114,9 @@ func (b *bot) input(dx, dy float64) error {
 	defer b.wmu.Unlock()
 	b.seq++
 	b.out = player.AppendInput(b.out[:0], b.seq, dx, dy)
+	if b.ack > 0 {
+		b.out = player.AppendAck(b.out, b.ack)
+	}
 	return b.ws.WriteMessage(websocket.BinaryMessage, b.out)
 }
 
@@ -145,9 +149,10 @@ func (b *bot) snapshot(f []byte) (n uint64, st int64, ok bool) {
 	if err != nil {
 		return 0, 0, false
 	}
-	ack, _ := wire.Encode(&wire.Ack{N: s.N})
+	// Acknowledged with the next input (`n` in `input`), as a client that
+	// sends inputs every tick does: one message per tick instead of two.
 	b.wmu.Lock()
-	_ = b.ws.WriteMessage(websocket.BinaryMessage, ack)
+	b.ack = s.N
 	b.wmu.Unlock()
 	return s.N, s.ST, true
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/tickwire/tickwire/clients/player"
 	"github.com/tickwire/tickwire/wire"
 )
@@ -503,5 +505,74 @@ func TestDeltaAcksDoNotCountAsFlood(t *testing.T) {
 	}
 	if s := c.Latest(); s.Ack != seq {
 		t.Fatalf("ack %d, want the last input's seq %d", s.Ack, seq)
+	}
+}
+
+// An `input` carrying `n` acknowledges that snapshot as an `ack` would: a
+// client that sends only inputs with `n`, never an `ack`, gets deltas
+// against the snapshots it acknowledged instead of keyframes.
+func TestDeltaAckInsideInput(t *testing.T) {
+	ts := start(t, Config{Hz: 50})
+	ws, _, err := websocket.DefaultDialer.Dial(ts.ws, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	send := func(m map[string]any) {
+		t.Helper()
+		frame, _ := msgpackMarshal(m)
+		if err := ws.WriteMessage(websocket.BinaryMessage, frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func() wire.ServerMessage {
+		t.Helper()
+		_, frame, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := wire.DecodeServer(frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	send(map[string]any{"t": "join", "name": "ana", "room": "auto", "caps": []string{wire.CapDelta}})
+	welcome, ok := read().(*wire.Welcome)
+	if !ok {
+		t.Fatal("no welcome")
+	}
+	rx := wire.NewDeltaReceiver(welcome.Hz)
+	var seq, keys, deltas uint64
+	for deltas < 40 {
+		d, ok := read().(*wire.Delta)
+		if !ok {
+			continue
+		}
+		if _, age, err := wire.DeltaHead(d.D); err != nil {
+			t.Fatal(err)
+		} else if age == 0 {
+			keys++
+		}
+		deltas++
+		s, err := rx.Apply(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq++
+		send(map[string]any{"t": "input", "seq": seq, "dx": 1, "dy": 0, "n": s.N})
+	}
+	if keys > 5 {
+		t.Fatalf("%d keyframes among %d deltas: the acks inside input were not taken", keys, deltas)
+	}
+	send(map[string]any{"t": "input", "seq": seq + 1, "dx": 0, "dy": 0, "n": -3})
+	for {
+		if e, ok := read().(*wire.Error); ok {
+			if e.Code != wire.CodeBadMessage || !strings.Contains(e.Msg, "input.n") {
+				t.Fatalf("got %+v for input n -3", e)
+			}
+			return
+		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/tickwire/tickwire/internal/server"
 	"github.com/tickwire/tickwire/wire"
 )
@@ -169,4 +171,41 @@ func samePageSnap(p *pageSnap, w *wire.Snap, worst *float64) error {
 		}
 	}
 	return nil
+}
+
+// TestPageAcksDeltasWithItsInputs checks how the page acknowledges delta
+// snapshots: while its player moves (an input every tick) the
+// acknowledgements ride on the inputs, and while it stands still they go on
+// their own; in both cases the server keeps sending deltas, not keyframes.
+func TestPageAcksDeltasWithItsInputs(t *testing.T) {
+	e := startEnv(t, server.Config{})
+	tb := newTab(t)
+	tb.navigate(e.url + "/?room=auto&name=ana")
+	tb.waitState("joined", func(s pageState) bool {
+		return s.Game != nil && s.Game.Connection.State == "connected" && s.Game.Tick > 0
+	})
+	type stats struct {
+		Snaps, Deltas, Keyframes, Acks, InputAcks, Seq int
+	}
+	read := func() stats {
+		return eval[stats](tb, `({...window.tickwire.game.stats, seq: window.tickwire.game.seq})`)
+	}
+	tb.do(chromedp.Click(chromedp.CSS("#canvas")))
+	before := read()
+	tb.holdKey('d', 1500*time.Millisecond)
+	moving := read()
+	time.Sleep(1500 * time.Millisecond)
+	still := read()
+
+	inputs, alone := moving.InputAcks-before.InputAcks, moving.Acks-before.Acks
+	if inputs < 15 || alone > inputs/2 {
+		t.Errorf("while moving: %d acknowledgements inside inputs, %d on their own", inputs, alone)
+	}
+	if n := still.Acks - moving.Acks; n < 8 {
+		t.Errorf("while standing still: %d acknowledgements on their own in 1.5 s", n)
+	}
+	if still.Deltas != still.Snaps || still.Keyframes > still.Deltas/10 {
+		t.Errorf("page stats %+v: want deltas against acknowledged snapshots", still)
+	}
+	t.Logf("moving: %d acks inside inputs, %d alone; still: %d alone; %+v", inputs, alone, still.Acks-moving.Acks, still)
 }

@@ -566,7 +566,10 @@ export function stepPosition(pos, dx, dy, world) {
  * server then sends each snapshot as a difference from one the client
  * acknowledged, a fraction of the bytes; the client rebuilds it and emits the
  * same `snap` event, with coordinates within 1/128 unit of the server's.
- * `stats` counts what arrived.
+ * Each rebuilt snapshot is acknowledged with the next `input` when one goes
+ * out within a tick (as its `n`), else with an `ack` of its own.
+ * `stats` counts what arrived, and the acknowledgements sent (`acks` on
+ * their own, `inputAcks` inside inputs).
  */
 export class GameClient extends EventTarget {
   /** `moved` answers followed in the join under way. */
@@ -609,7 +612,9 @@ export class GameClient extends EventTarget {
      * What arrived: frames and their payload bytes, snapshots (full or
      * rebuilt), delta frames and keyframes among them.
      */
-    this.stats = { frames: 0, bytes: 0, snaps: 0, deltas: 0, keyframes: 0 };
+    this.stats = { frames: 0, bytes: 0, snaps: 0, deltas: 0, keyframes: 0, acks: 0, inputAcks: 0 };
+    /** Delta mode: the tick to acknowledge, sent with the next input or within a tick. */
+    this.ackDue = 0;
     /** This player's entity id, null before the first welcome. */
     this.id = null;
     /** The arena: {w, h, r, speed, hz}, null before the first welcome. */
@@ -638,7 +643,7 @@ export class GameClient extends EventTarget {
     this.seq = 0;
     this.resumeToken = null;
     this.ws = null;
-    this.timers = { ping: 0, retry: 0 };
+    this.timers = { ping: 0, retry: 0, ack: 0 };
     this.lastTypingSent = 0;
     /** Why the page ended the session ("left", "closed"), false while it has not. */
     this.closing = false;
@@ -686,6 +691,9 @@ export class GameClient extends EventTarget {
       if (this.ws !== ws) return;
       this.ws = null;
       clearInterval(this.timers.ping);
+      clearTimeout(this.timers.ack);
+      this.timers.ack = 0;
+      this.ackDue = 0;
       const reason = serverError?.msg || e.reason || CLOSE_REASONS[e.code] || `code ${e.code}`;
       if (this.closing) {
         this.#setConnection({ state: "closed", reason: this.closing, attempt: 0 });
@@ -813,12 +821,27 @@ export class GameClient extends EventTarget {
     } catch {
       // A frame this client cannot rebuild: ask for a keyframe.
       this.#send({ t: "ack", n: 0 });
+      this.stats.acks++;
       return;
     }
-    this.#send({ t: "ack", n: s.n });
+    this.#ackLater(s.n);
     this.stats.deltas++;
     if (s.keyframe) this.stats.keyframes++;
     this.#onSnapshot(deltaSnapshot(s, m.ack, this.names));
+  }
+
+  /**
+   * Acknowledges a rebuilt delta snapshot: with the next input when one goes
+   * out within a tick (an input may carry `n`), else on its own.
+   */
+  #ackLater(n) {
+    this.ackDue = n;
+    if (this.timers.ack) return;
+    this.timers.ack = setTimeout(() => {
+      this.timers.ack = 0;
+      if (this.ackDue && this.#send({ t: "ack", n: this.ackDue })) this.stats.acks++;
+      this.ackDue = 0;
+    }, 1250 / (this.world?.hz || 20)); // a tick, and some timer jitter
   }
 
   #onSnapshot(snap) {
@@ -860,7 +883,15 @@ export class GameClient extends EventTarget {
     if (this.connection.state !== "connected") return 0;
     [dx, dy] = clampUnit(dx, dy);
     const seq = ++this.seq;
-    if (!this.#send({ t: "input", seq, dx, dy })) return 0;
+    const msg = { t: "input", seq, dx, dy };
+    if (this.ackDue) msg.n = this.ackDue; // the pending delta acknowledgement rides along
+    if (!this.#send(msg)) return 0;
+    if (msg.n) {
+      this.ackDue = 0;
+      this.stats.inputAcks++;
+      clearTimeout(this.timers.ack); // the next snapshot gets a full window
+      this.timers.ack = 0;
+    }
     this.pending.push({ seq, dx, dy });
     if (this.pending.length > 4 * this.world.hz) this.pending.shift();
     if (this.predicted) this.predicted = stepPosition(this.predicted, dx, dy, this.world);

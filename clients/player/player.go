@@ -42,7 +42,9 @@ type Options struct {
 	// client stops reading, as a slow real client would.
 	Buffer int
 	// Delta asks for delta snapshots (`caps:["delta"]`), which cost a
-	// fraction of the bytes of full ones.
+	// fraction of the bytes of full ones. The client rebuilds them and
+	// acknowledges each with the next Input sent within a tick, else with
+	// an `ack` of its own.
 	Delta bool
 	// NoFollow returns a `moved` refusal as a *JoinError instead of
 	// following it (see Dial).
@@ -89,13 +91,16 @@ type Client struct {
 
 	latest atomic.Pointer[wire.Snap]
 	// Delta mode: rx is used by the reader only; the newest tick to
-	// acknowledge is handed to ackLoop through ackN and ackWake.
-	rx      *wire.DeltaReceiver
-	ackN    atomic.Uint64
-	ackWake chan struct{}
-	ackDone chan struct{}
-	deltas  atomic.Int64
-	keys    atomic.Int64
+	// acknowledge is ackN while ackDue is set: the next Input carries it,
+	// or ackLoop sends it after a tick (woken through ackWake).
+	rx       *wire.DeltaReceiver
+	ackN     atomic.Uint64
+	ackDue   atomic.Bool
+	ackSince atomic.Int64 // unix ns since when ackDue has been set
+	ackWake  chan struct{}
+	ackDone  chan struct{}
+	deltas   atomic.Int64
+	keys     atomic.Int64
 
 	frames atomic.Int64
 	bytes  atomic.Int64
@@ -254,27 +259,60 @@ func (c *Client) applyDelta(d *wire.Delta) *wire.Snap {
 	return snap
 }
 
-// ackSnapshot makes n the next tick ackLoop acknowledges (latest wins).
+// ackSnapshot makes n the next tick to acknowledge (latest wins); 0 asks
+// for a keyframe at once.
 func (c *Client) ackSnapshot(n uint64) {
 	c.ackN.Store(n)
+	if c.ackDue.CompareAndSwap(false, true) {
+		c.ackSince.Store(time.Now().UnixNano())
+	}
 	select {
 	case c.ackWake <- struct{}{}:
 	default:
 	}
 }
 
+// takeAck returns the tick an input should acknowledge, or 0.
+func (c *Client) takeAck() uint64 {
+	if n := c.ackN.Load(); n != 0 && c.ackDue.CompareAndSwap(true, false) {
+		return n
+	}
+	return 0
+}
+
 // ackLoop sends `ack` messages for the reader, so that the reader never
-// waits on a write.
+// waits on a write: an acknowledgement due for a tick and a quarter that no
+// input has carried meanwhile goes on its own (a client sending inputs
+// every tick then sends one message per tick, not two).
 func (c *Client) ackLoop() {
 	defer close(c.ackDone)
+	delay := 5 * time.Second / time.Duration(4*c.welcome.Hz)
+	wait := time.NewTimer(delay)
+	defer wait.Stop()
 	for {
 		select {
 		case <-c.done:
 			return
 		case <-c.ackWake:
 		}
-		if err := c.send(&wire.Ack{N: c.ackN.Load()}); err != nil {
-			return
+		for c.ackDue.Load() {
+			if c.ackN.Load() != 0 { // a keyframe request (0) goes at once
+				left := delay - time.Since(time.Unix(0, c.ackSince.Load()))
+				if left > 0 {
+					wait.Reset(left)
+					select {
+					case <-c.done:
+						return
+					case <-wait.C:
+					}
+					continue // taken by an input meanwhile, or due since later
+				}
+			}
+			if c.ackDue.CompareAndSwap(true, false) {
+				if err := c.send(&wire.Ack{N: c.ackN.Load()}); err != nil {
+					return
+				}
+			}
 		}
 	}
 }
@@ -359,7 +397,7 @@ func (c *Client) Input(dx, dy float64) (uint64, error) {
 	c.seq++
 	seq := c.seq
 	c.wmu.Unlock()
-	return seq, c.send(&wire.Input{Seq: seq, DX: dx, DY: dy})
+	return seq, c.send(&wire.Input{Seq: seq, DX: dx, DY: dy, N: c.takeAck()})
 }
 
 // Ping sends an application ping stamped with the local clock in ms; the

@@ -576,3 +576,38 @@ func TestDeltaAckInsideInput(t *testing.T) {
 		}
 	}
 }
+
+// A Go client in delta mode that sends an input every tick acknowledges
+// its snapshots with those inputs: about one message per tick, not two,
+// and deltas against acknowledged snapshots rather than keyframes.
+func TestGoClientAcksDeltasWithItsInputs(t *testing.T) {
+	const hz = 50
+	ts := start(t, Config{Hz: hz})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := player.Dial(ctx, player.Options{URL: ts.ws, Name: "ana", Delta: true, Discard: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	time.Sleep(100 * time.Millisecond)
+	before := c.Stats()
+	tick := time.NewTicker(time.Second / hz)
+	defer tick.Stop()
+	inputs := 0
+	for range 2 * hz {
+		<-tick.C
+		if _, err := c.Input(1, 0); err != nil {
+			t.Fatal(err)
+		}
+		inputs++
+	}
+	st := c.Stats()
+	sent, deltas, keys := st.Sent-before.Sent, st.Deltas-before.Deltas, st.Keyframes-before.Keyframes
+	if deltas < hz || sent > int64(inputs)*13/10 {
+		t.Fatalf("%d messages sent for %d inputs and %d deltas: the acknowledgements did not ride on the inputs", sent, inputs, deltas)
+	}
+	if keys > deltas/10 {
+		t.Fatalf("%d keyframes in %d deltas", keys, deltas)
+	}
+}

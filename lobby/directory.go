@@ -103,30 +103,17 @@ func (d *directory) pruneLocked(now time.Time) {
 	}
 }
 
-// lookup returns a room of another node.
-func (d *directory) lookup(id string, now time.Time) (Listing, bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.pruneLocked(now)
-	for _, n := range d.nodes {
-		if info, ok := n.rooms[id]; ok {
-			return Listing{Info: info, URL: n.url}, true
-		}
-	}
-	return Listing{}, false
-}
-
-// hostOf returns the id of the node hosting a room of another node.
-func (d *directory) hostOf(id string, now time.Time) (string, bool) {
+// lookup returns a room of another node and that node's id.
+func (d *directory) lookup(id string, now time.Time) (Listing, string, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.pruneLocked(now)
 	for node, n := range d.nodes {
-		if _, ok := n.rooms[id]; ok {
-			return node, true
+		if info, ok := n.rooms[id]; ok {
+			return Listing{Info: info, URL: n.url}, node, true
 		}
 	}
-	return "", false
+	return Listing{}, "", false
 }
 
 // public returns the public rooms of the other nodes.
@@ -213,7 +200,8 @@ func (l *Lobby) remoteRoom(id string) (Listing, bool) {
 	if l.dir == nil {
 		return Listing{}, false
 	}
-	return l.dir.lookup(id, time.Now())
+	li, _, ok := l.dir.lookup(id, time.Now())
+	return li, ok
 }
 
 // RemoteHost returns the id of the node hosting a room of another node,
@@ -222,7 +210,8 @@ func (l *Lobby) RemoteHost(id string) (node string, ok bool) {
 	if l.dir == nil {
 		return "", false
 	}
-	return l.dir.hostOf(id, time.Now())
+	_, node, ok = l.dir.lookup(id, time.Now())
+	return node, ok
 }
 
 // startDirectory subscribes to the other nodes' updates and starts the

@@ -206,6 +206,15 @@ type ClientDecoder struct {
 // Decode decodes one frame from a player; see DecodeClient.
 func (d *ClientDecoder) Decode(frame []byte) (ClientMessage, error) { return decodeClient(frame, d) }
 
+// reused returns the decoder's own storage for a message (field picks
+// it), or a new message without a decoder.
+func reused[T any](d *ClientDecoder, field func(*ClientDecoder) *T) *T {
+	if d == nil {
+		return new(T)
+	}
+	return field(d)
+}
+
 func decodeClient(frame []byte, reuse *ClientDecoder) (ClientMessage, error) {
 	pd := decoderPool.Get().(*pooledDecoder)
 	defer decoderPool.Put(pd)
@@ -432,21 +441,11 @@ func (f *clientFields) message(reuse *ClientDecoder) (ClientMessage, error) {
 	case TypeJoin:
 		m = &Join{Head: head, Name: f.name, Room: f.room, Token: f.token, Resume: f.resume, Caps: f.caps}
 	case TypeInput:
-		var in *Input
-		if reuse != nil {
-			in = &reuse.input
-		} else {
-			in = new(Input)
-		}
+		in := reused(reuse, func(d *ClientDecoder) *Input { return &d.input })
 		*in = Input{Head: head, Seq: uint64(f.seq), DX: f.dx, DY: f.dy, N: uint64(f.n)}
 		m = in
 	case TypePing:
-		var p *Ping
-		if reuse != nil {
-			p = &reuse.ping
-		} else {
-			p = new(Ping)
-		}
+		p := reused(reuse, func(d *ClientDecoder) *Ping { return &d.ping })
 		*p = Ping{Head: head, TS: f.ts}
 		m = p
 	case TypeChat:
@@ -456,12 +455,7 @@ func (f *clientFields) message(reuse *ClientDecoder) (ClientMessage, error) {
 	case TypeLeave:
 		return &Leave{head}, nil
 	case TypeAck:
-		var a *Ack
-		if reuse != nil {
-			a = &reuse.ack
-		} else {
-			a = new(Ack)
-		}
+		a := reused(reuse, func(d *ClientDecoder) *Ack { return &d.ack })
 		*a = Ack{Head: head, N: uint64(f.n)}
 		m = a
 	default:

@@ -174,20 +174,7 @@ func TestPlayByLink(t *testing.T) {
 
 	// The page's keyboard moves its player; the bot sees it.
 	first := s.Game.Players[ana]
-	key, sign := 'd', 1.0
-	if first.X > w.W/2 {
-		key, sign = 'a', -1
-	}
-	tb.do(chromedp.Click(chromedp.CSS("#canvas")))
-	tb.holdKey(key, 700*time.Millisecond)
-	eventually(t, "the page's input seen by the bot", func() bool {
-		for _, p := range bot.Latest().P {
-			if p.ID == s.Game.ID {
-				return sign*(p.X-first.X) > 100
-			}
-		}
-		return false
-	})
+	sign := steerPage(t, tb, bot, s.Game.ID, first.X, w.W)
 	// An input moves the page's own player at once, before the server has
 	// seen it: one step of speed/hz.
 	step := eval[float64](tb, `(() => {
@@ -310,24 +297,7 @@ func TestReconnectResumesTheSeat(t *testing.T) {
 	if s.Game.ID != id {
 		t.Errorf("id %d after the reconnect, was %d: the seat was not resumed", s.Game.ID, id)
 	}
-	if err := bot.Chat("still there?"); err != nil {
-		t.Fatal(err)
-	}
-	tb.waitState("chat after the reconnect", func(s pageState) bool { return hasEntry(s.Game.Chat, "chat", "still there?") })
-	timeout := time.After(300 * time.Millisecond)
-	for done := false; !done; {
-		select {
-		case m := <-bot.Messages():
-			switch m := m.(type) {
-			case *wire.Left:
-				t.Errorf("bot got %+v after a resume", m)
-			case *wire.Joined:
-				t.Errorf("bot got %+v after a resume", m)
-			}
-		case <-timeout:
-			done = true
-		}
-	}
+	expectResumed(t, tb, bot)
 
 	// Leaving closes for good.
 	eval[bool](tb, `window.tickwire.game.leave(), true`)

@@ -207,20 +207,7 @@ func TestPageFollowsMovedToTheNodeHostingTheRoom(t *testing.T) {
 	// The page's keyboard moves its player on b; the bot sees it.
 	ana := strconv.Itoa(int(s.Game.ID))
 	first := s.Game.Players[ana]
-	key, sign := 'd', 1.0
-	if first.X > w.W/2 {
-		key, sign = 'a', -1
-	}
-	tb.do(chromedp.Click(chromedp.CSS("#canvas")))
-	tb.holdKey(key, 700*time.Millisecond)
-	eventually(t, "the page's input seen by the bot", func() bool {
-		for _, p := range bot.Latest().P {
-			if p.ID == s.Game.ID {
-				return sign*(p.X-first.X) > 100
-			}
-		}
-		return false
-	})
+	steerPage(t, tb, bot, s.Game.ID, first.X, w.W)
 	if err := bot.Chat("hello from b"); err != nil {
 		t.Fatal(err)
 	}
@@ -238,25 +225,7 @@ func TestPageFollowsMovedToTheNodeHostingTheRoom(t *testing.T) {
 	if gn := tb.gameNode(); gn.Node != b.url || gn.Moves != 1 || a.plays.Load() != 1 {
 		t.Errorf("after the reconnect: on %q after %d moves, %d WebSockets on a; want %s, 1, 1", gn.Node, gn.Moves, a.plays.Load(), b.url)
 	}
-	if err := bot.Chat("still there?"); err != nil {
-		t.Fatal(err)
-	}
-	tb.waitState("chat after the reconnect", func(s pageState) bool { return hasEntry(s.Game.Chat, "chat", "still there?") })
-	for done := false; !done; {
-		select {
-		case m := <-bot.Messages():
-			switch m := m.(type) {
-			case *wire.Left:
-				t.Errorf("bot got %+v after a resume", m)
-			case *wire.Joined:
-				t.Errorf("bot got %+v after a resume", m)
-			case *wire.ChatLine:
-				done = m.Text == "still there?"
-			}
-		case <-time.After(wait):
-			t.Fatal("bot did not get its own chat line back")
-		}
-	}
+	expectResumed(t, tb, bot)
 }
 
 // TestLobbyJoinsARoomOfAnotherNode: the lobby of node A lists B's rooms

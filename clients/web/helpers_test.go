@@ -605,3 +605,54 @@ func postJSON(t *testing.T, url, body string, v any) {
 		t.Fatalf("POST %s: %v", url, err)
 	}
 }
+
+// steerPage holds the key that moves the page's player (id, at x) towards
+// the middle of an arena w wide, as a user would, waits until bot sees it
+// move that way, and returns the way (+1 right, -1 left).
+func steerPage(t *testing.T, tb *tab, bot *player.Client, id uint32, x, w float64) (sign float64) {
+	t.Helper()
+	key, sign := 'd', 1.0
+	if x > w/2 {
+		key, sign = 'a', -1
+	}
+	tb.do(chromedp.Click(chromedp.CSS("#canvas")))
+	tb.holdKey(key, 700*time.Millisecond)
+	eventually(t, "the page's input seen by the bot", func() bool {
+		for _, p := range bot.Latest().P {
+			if p.ID == id {
+				return sign*(p.X-x) > 100
+			}
+		}
+		return false
+	})
+	return sign
+}
+
+// expectResumed checks that a page that reconnected took its seat back: a
+// chat line from bot reaches it, and until the bot's own line comes back
+// the bot saw nobody leave or join.
+func expectResumed(t *testing.T, tb *tab, bot *player.Client) {
+	t.Helper()
+	if err := bot.Chat("still there?"); err != nil {
+		t.Fatal(err)
+	}
+	tb.waitState("chat after the reconnect", func(s pageState) bool { return hasEntry(s.Game.Chat, "chat", "still there?") })
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case m := <-bot.Messages():
+			switch m := m.(type) {
+			case *wire.Left:
+				t.Errorf("bot got %+v after a resume", m)
+			case *wire.Joined:
+				t.Errorf("bot got %+v after a resume", m)
+			case *wire.ChatLine:
+				if m.Text == "still there?" {
+					return
+				}
+			}
+		case <-timeout:
+			t.Fatal("bot did not get its own chat line back")
+		}
+	}
+}

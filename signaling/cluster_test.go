@@ -17,14 +17,17 @@ import (
 	"github.com/tickwire/tickwire/wire"
 )
 
-// clusterConfig has short intervals; GatherTimeout stays long, since
-// answers on an in-process bus come at once.
+// clusterConfig has a short heartbeat, a TTL no stall of a loaded test
+// machine reaches, and a long GatherTimeout (answers on an in-process bus
+// come at once).
 func clusterConfig(cfg Config) Config {
 	if cfg.HeartbeatEvery == 0 {
 		cfg.HeartbeatEvery = 50 * time.Millisecond
 	}
 	if cfg.NodeTTL == 0 {
-		cfg.NodeTTL = 500 * time.Millisecond
+		// Long enough that a test process stalled by a loaded machine
+		// loses no node; tests of a node's death set their own.
+		cfg.NodeTTL = 5 * time.Second
 	}
 	if cfg.GatherTimeout == 0 {
 		cfg.GatherTimeout = 3 * time.Second
@@ -213,7 +216,7 @@ func TestClusterConcurrentJoins(t *testing.T) {
 // Peers on a node that shuts down are announced as left at once; those of
 // a node that goes silent, within NodeTTL.
 func TestClusterNodeShutdownAndDeath(t *testing.T) {
-	const ttl = 800 * time.Millisecond
+	const ttl = 2 * time.Second
 	b := newBus(t)
 	cut := &cutBus{Bus: b}
 	n1 := newNode(t, b, "n1", Config{NodeTTL: ttl})

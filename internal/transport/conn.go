@@ -581,6 +581,8 @@ func (c *Conn) writeWaiting() (more, ok bool) {
 	if ended {
 		if echo != nil {
 			_ = c.ws.WriteControl(websocket.CloseMessage, echo, time.Now().Add(time.Second))
+		} else {
+			c.linger()
 		}
 		return false, false
 	}
@@ -622,6 +624,20 @@ func (c *Conn) writeWaiting() (more, ok bool) {
 		return false, false
 	}
 	return true, true
+}
+
+// linger lets the peer read what was written last (the close frame the
+// WebSocket layer sent after a bad frame, such as 1009) before the socket
+// closes: closing a socket with unread input makes the kernel reset the
+// connection, and a reset can destroy the peer's unread data. So the
+// writing side is shut first, then what the peer still sends is read and
+// dropped, for at most a second.
+func (c *Conn) linger() {
+	if cw, ok := c.raw.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.raw.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c.raw, 1<<20))
 }
 
 // writePartial finishes a partly written frame before a close frame.

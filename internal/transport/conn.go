@@ -254,13 +254,7 @@ func (c *Conn) Send(msg []byte) error {
 		c.mu.Unlock()
 		return ErrClosed
 	}
-	if c.idleLocked() && c.wmu.TryLock() {
-		c.mu.Unlock()
-		done := c.writeNow(msg, nil, true)
-		c.wmu.Unlock()
-		if !done {
-			c.kick()
-		}
+	if c.writeNowLocked(msg, nil, true) {
 		return nil
 	}
 	if len(c.queue) >= c.cfg.QueueSize {
@@ -317,13 +311,7 @@ func (c *Conn) SendState(shared, tail []byte) {
 		c.mu.Unlock()
 		return
 	}
-	if c.idleLocked() && c.wmu.TryLock() {
-		c.mu.Unlock()
-		done := c.writeNow(shared, tail, false)
-		c.wmu.Unlock()
-		if !done {
-			c.kick()
-		}
+	if c.writeNowLocked(shared, tail, false) {
 		return
 	}
 	c.setStateLocked(shared, tail)
@@ -331,10 +319,21 @@ func (c *Conn) SendState(shared, tail []byte) {
 	c.kick()
 }
 
-// idleLocked reports whether nothing waits to be written, so a message may
-// be written at once.
-func (c *Conn) idleLocked() bool {
-	return c.direct != nil && c.state == nil && len(c.queue) == 0 && c.partial == nil && !c.pongDue
+// writeNowLocked writes a message at once, on the caller's goroutine, when
+// nothing else waits to be written and no drain is writing; it reports
+// whether it took the message (c.mu, held on entry, is then released).
+func (c *Conn) writeNowLocked(head, tail []byte, reliable bool) bool {
+	idle := c.direct != nil && c.state == nil && len(c.queue) == 0 && c.partial == nil && !c.pongDue
+	if !idle || !c.wmu.TryLock() {
+		return false
+	}
+	c.mu.Unlock()
+	done := c.writeNow(head, tail, reliable)
+	c.wmu.Unlock()
+	if !done {
+		c.kick()
+	}
+	return true
 }
 
 // setStateLocked makes shared+tail the pending state frame.
@@ -668,6 +667,13 @@ func (c *Conn) finish() {
 	c.pinger.Stop()
 	_ = c.ws.Close()
 	close(c.done)
+}
+
+// directWriter writes to a socket without ever blocking (direct_*.go).
+type directWriter interface {
+	// tryWrite writes what the socket takes of b at once and returns how
+	// much that was (0 when it is full, closed or past its deadline).
+	tryWrite(b []byte) int
 }
 
 // frames holds buffers for building frames; idle connections hold none.

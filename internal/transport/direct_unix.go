@@ -7,13 +7,6 @@ import (
 	"syscall"
 )
 
-// directWriter writes to a socket without ever blocking.
-type directWriter interface {
-	// tryWrite writes what the socket takes of b at once and returns how
-	// much that was (0 when it is full, closed or past its deadline).
-	tryWrite(b []byte) int
-}
-
 // rawWriter is a directWriter on a socket's file descriptor. Its calls
 // are serialized by the connection's write lock, so it keeps the write's
 // arguments in itself rather than in a closure made for each call.

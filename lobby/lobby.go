@@ -125,9 +125,6 @@ var (
 // MaxRoomSeats is the largest maxPlayers a created room may have.
 const MaxRoomSeats = 64
 
-// keepEnded is how long the id of an ended room answers "gone".
-const keepEnded = time.Hour
-
 // Lobby is the rooms registry.
 type Lobby struct {
 	cfg       Config
@@ -238,7 +235,7 @@ func (l *Lobby) roomEnded(id string) {
 	now := time.Now()
 	l.ended[id] = now
 	for old, at := range l.ended {
-		if now.Sub(at) > keepEnded {
+		if now.Sub(at) > feed.KeepEnded {
 			delete(l.ended, old)
 		}
 	}

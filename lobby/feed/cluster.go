@@ -199,7 +199,7 @@ func (c *Cluster) watchLoop() {
 		}
 		now := time.Now()
 		for id, at := range c.ended {
-			if now.Sub(at) > keepEnded {
+			if now.Sub(at) > KeepEnded {
 				delete(c.ended, id)
 			}
 		}
@@ -211,8 +211,9 @@ func (c *Cluster) watchLoop() {
 	}
 }
 
-// keepEnded is how long ended mirrored rooms answer 410.
-const keepEnded = time.Hour
+// KeepEnded is how long the id of an ended room answers 410 (gone), on
+// the node that hosted it and on the nodes that mirrored its feed.
+const KeepEnded = time.Hour
 
 // tend checks one mirror: ended, host lost, or watching to renew.
 func (c *Cluster) tend(m *mirror, now time.Time) {
@@ -247,22 +248,20 @@ func (c *Cluster) tend(m *mirror, now time.Time) {
 }
 
 // endMirror forgets a mirror whose room has ended; its id answers 410.
-func (c *Cluster) endMirror(m *mirror) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.mirrors[m.room] == m {
-		delete(c.mirrors, m.room)
-		c.ended[m.room] = time.Now()
-	}
-	_ = m.sub.Unsubscribe()
-}
+func (c *Cluster) endMirror(m *mirror) { c.forget(m, true) }
 
 // dropMirror forgets a mirror that never got its room's state.
-func (c *Cluster) dropMirror(m *mirror) {
+func (c *Cluster) dropMirror(m *mirror) { c.forget(m, false) }
+
+// forget stops a mirror and, when its room has ended, keeps the id for 410s.
+func (c *Cluster) forget(m *mirror, ended bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.mirrors[m.room] == m {
 		delete(c.mirrors, m.room)
+		if ended {
+			c.ended[m.room] = time.Now()
+		}
 	}
 	_ = m.sub.Unsubscribe()
 }
@@ -624,12 +623,12 @@ func (f *Feed) apply(e relayed) bool {
 	case wire.EventJoined:
 		var m wire.Joined
 		if json.Unmarshal(e.data, &m) == nil {
-			f.info.Players = append(f.info.Players, wire.PlayerInfo{ID: m.ID, Name: m.Name})
+			f.joinedLocked(&m)
 		}
 	case wire.EventLeft:
 		var m wire.Left
 		if json.Unmarshal(e.data, &m) == nil {
-			f.info.Players = slices.DeleteFunc(f.info.Players, func(p wire.PlayerInfo) bool { return p.ID == m.ID })
+			f.leftLocked(&m)
 		}
 	}
 	f.publishLocked(e.typ, e.data)

@@ -205,7 +205,7 @@ func (f *Feed) Opened(info wire.SpectatorRoom) {
 // Joined publishes a `joined` event.
 func (f *Feed) Joined(m *wire.Joined) {
 	f.mu.Lock()
-	f.info.Players = append(f.info.Players, wire.PlayerInfo{ID: m.ID, Name: m.Name})
+	f.joinedLocked(m)
 	f.mu.Unlock()
 	f.publish(wire.EventJoined, m)
 }
@@ -213,9 +213,19 @@ func (f *Feed) Joined(m *wire.Joined) {
 // Left publishes a `left` event.
 func (f *Feed) Left(m *wire.Left) {
 	f.mu.Lock()
-	f.info.Players = slices.DeleteFunc(f.info.Players, func(p wire.PlayerInfo) bool { return p.ID == m.ID })
+	f.leftLocked(m)
 	f.mu.Unlock()
 	f.publish(wire.EventLeft, m)
+}
+
+// joinedLocked adds a player to the room info new viewers get.
+func (f *Feed) joinedLocked(m *wire.Joined) {
+	f.info.Players = append(f.info.Players, wire.PlayerInfo{ID: m.ID, Name: m.Name})
+}
+
+// leftLocked removes a player from the room info new viewers get.
+func (f *Feed) leftLocked(m *wire.Left) {
+	f.info.Players = slices.DeleteFunc(f.info.Players, func(p wire.PlayerInfo) bool { return p.ID == m.ID })
 }
 
 // Chat publishes a `chat` event.

@@ -132,13 +132,13 @@ func (d *directory) public(now time.Time) []Listing {
 	return out
 }
 
-// fullestOpen returns the public room of another node with the most
-// players and a free seat, skipping the ids in tried.
-func (d *directory) fullestOpen(tried []string, now time.Time) (Listing, bool) {
+// fullestOpen returns the public room of the mode on another node with
+// the most players and a free seat, skipping the ids in tried.
+func (d *directory) fullestOpen(mode string, tried []string, now time.Time) (Listing, bool) {
 	var best Listing
 	found := false
 	for _, li := range d.public(now) {
-		if li.Players >= li.MaxPlayers || slices.Contains(tried, li.ID) {
+		if li.Players >= li.MaxPlayers || li.Mode != mode || slices.Contains(tried, li.ID) {
 			continue
 		}
 		if !found || li.Players > best.Players || li.Players == best.Players && li.ID < best.ID {

@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tickwire/tickwire/game"
 	"github.com/tickwire/tickwire/internal/httpapi"
+	"github.com/tickwire/tickwire/wire"
 )
 
 // maxBody caps the body of POST /api/rooms.
@@ -46,9 +48,55 @@ func (l *Lobby) createRoom(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrTooMany):
 		httpapi.WriteRetryError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "too many rooms open; try again later", 10*time.Second)
 		return
+	case errors.Is(err, ErrNoMode):
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, err.Error()+"; GET /api/modes lists them")
+		return
 	case err != nil:
 		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, err.Error())
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusCreated, Listing{Info: rm.Info(), URL: l.URL()})
+}
+
+// ModeInfo is one game mode as GET /api/modes lists it: its name, title,
+// schema (tables, input and the layout delta readers need, flattened into
+// the object) and field.
+type ModeInfo struct {
+	Name   string
+	Title  string
+	Schema *wire.Schema
+	Field  game.Field
+}
+
+// MarshalJSON writes {"name","title","tables","input","layout","field"}.
+func (m ModeInfo) MarshalJSON() ([]byte, error) {
+	schema, err := json.Marshal(m.Schema)
+	if err != nil {
+		return nil, err
+	}
+	head, _ := json.Marshal(struct {
+		Name  string         `json:"name"`
+		Title string         `json:"title"`
+		Field map[string]any `json:"field"`
+	}{m.Name, m.Title, map[string]any{"w": m.Field.W, "h": m.Field.H, "speed": m.Field.Speed, "r": m.Field.R}})
+	// Both are JSON objects: join their members.
+	return append(append(head[:len(head)-1], ','), schema[1:]...), nil
+}
+
+// ModesHandler serves GET /api/modes: the game modes rooms may run, the
+// default first.
+func (l *Lobby) ModesHandler() http.Handler {
+	var modes []ModeInfo
+	for _, s := range l.Modes() {
+		modes = append(modes, ModeInfo{Name: s.Name, Title: s.Title, Schema: s.Schema(), Field: s.Field})
+	}
+	body := map[string][]ModeInfo{"modes": modes}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			httpapi.WriteError(w, http.StatusMethodNotAllowed, httpapi.CodeBadRequest, "use GET")
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusOK, body)
+	})
 }

@@ -1,5 +1,6 @@
-// Package lobby owns Tickwire's rooms registry: it creates rooms, lists
-// them (GET/POST /api/rooms), matches players to rooms, keeps the ids of
+// Package lobby owns Tickwire's rooms registry: it creates rooms of the
+// game modes it offers, lists them (GET/POST /api/rooms, GET /api/modes),
+// matches players to rooms of the mode they ask for, keeps the ids of
 // ended rooms for a while so they answer "gone", and binds each player
 // connection to its seat (see ServePlayer).
 //
@@ -31,7 +32,9 @@ type Config struct {
 	Grace      time.Duration // seat held after an unexpected disconnect (15s)
 	RoomIdle   time.Duration // an empty room ends after this long (30s)
 	JoinWait   time.Duration // time a new connection has to send `join` (5s)
-	Game       game.Config
+	// Modes are the game modes rooms may run; the first is the default
+	// (required).
+	Modes *game.Catalog
 	// ChatRate and ChatBurst limit chat lines per player (5/s, 20).
 	ChatRate  float64
 	ChatBurst int
@@ -65,6 +68,9 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
+	if c.Modes == nil {
+		panic("lobby: Config.Modes is required")
+	}
 	if c.Hz <= 0 {
 		c.Hz = 30
 	}
@@ -119,6 +125,7 @@ var (
 	ErrGone     = errors.New("lobby: room has ended")
 	ErrDraining = errors.New("lobby: server is draining")
 	ErrBadRoom  = errors.New("lobby: bad room options")
+	ErrNoMode   = errors.New("lobby: unknown game mode")
 	ErrTooMany  = errors.New("lobby: too many rooms")
 )
 
@@ -168,7 +175,7 @@ func New(cfg Config) (*Lobby, error) {
 
 // RoomOptions are what a client may choose when creating a room.
 type RoomOptions struct {
-	Mode       string `json:"mode,omitempty"`
+	Mode       string `json:"mode,omitempty"` // a mode of Config.Modes; empty: the default
 	MaxPlayers int    `json:"maxPlayers,omitempty"`
 	Private    bool   `json:"private,omitempty"`
 }
@@ -178,8 +185,9 @@ func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
 	if l.draining.Load() {
 		return nil, ErrDraining
 	}
-	if opts.Mode != "" && opts.Mode != room.DefaultMode {
-		return nil, errors.Join(ErrBadRoom, errors.New(`mode must be "arena"`))
+	spec, err := l.mode(opts.Mode)
+	if err != nil {
+		return nil, err
 	}
 	if opts.MaxPlayers < 0 || opts.MaxPlayers > MaxRoomSeats {
 		return nil, errors.Join(ErrBadRoom, errors.New("maxPlayers must be 1-64"))
@@ -197,9 +205,9 @@ func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
 		id = newRoomID()
 	}
 	cfg := room.Config{
-		ID: id, Mode: opts.Mode, Private: opts.Private, Hz: l.cfg.Hz, Phase: l.nextPhase(),
+		ID: id, Mode: spec, Private: opts.Private, Hz: l.cfg.Hz, Phase: l.nextPhase(),
 		MaxPlayers: opts.MaxPlayers, Grace: l.cfg.Grace, Idle: l.cfg.RoomIdle,
-		Game: l.cfg.Game, OnTick: l.cfg.OnTick, Logger: l.cfg.Logger,
+		OnTick: l.cfg.OnTick, Logger: l.cfg.Logger,
 	}
 	var r *room.Room
 	f := feed.New(l.cfg.Feed, func(delta int) { r.AddSpectators(delta) })
@@ -213,7 +221,7 @@ func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
 		r.Run(l.ctx)
 		l.roomEnded(id)
 	}()
-	l.cfg.Logger.Info("room created", "room", id, "private", opts.Private, "maxPlayers", opts.MaxPlayers)
+	l.cfg.Logger.Info("room created", "room", id, "mode", spec.Name, "private", opts.Private, "maxPlayers", opts.MaxPlayers)
 	l.pokeDirectory()
 	return r, nil
 }
@@ -325,15 +333,29 @@ func (l *Lobby) infos(publicOnly bool) []room.Info {
 	return infos
 }
 
-// fullestOpen returns the public room with the most players that still has
-// a free seat, skipping those in tried, or nil.
-func (l *Lobby) fullestOpen(tried []*room.Room) *room.Room {
+// mode returns the named mode, the default for "", or ErrNoMode.
+func (l *Lobby) mode(name string) (*game.Spec, error) {
+	if name == "" {
+		return l.cfg.Modes.Default(), nil
+	}
+	if spec := l.cfg.Modes.Get(name); spec != nil {
+		return spec, nil
+	}
+	return nil, fmt.Errorf("%w %q", ErrNoMode, name)
+}
+
+// Modes returns the game modes this lobby offers, the default first.
+func (l *Lobby) Modes() []*game.Spec { return l.cfg.Modes.All() }
+
+// fullestOpen returns the public room of the mode with the most players
+// that still has a free seat, skipping those in tried, or nil.
+func (l *Lobby) fullestOpen(mode string, tried []*room.Room) *room.Room {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var best *room.Room
 	bestPlayers := -1
 	for _, r := range l.rooms {
-		if r.Private() || r.FreeSeats() <= 0 || slices.Contains(tried, r) {
+		if r.Private() || r.FreeSeats() <= 0 || r.Mode() != mode || slices.Contains(tried, r) {
 			continue
 		}
 		if p := r.Info().Players; p > bestPlayers || p == bestPlayers && r.ID() < best.ID() {
@@ -343,26 +365,31 @@ func (l *Lobby) fullestOpen(tried []*room.Room) *room.Room {
 	return best
 }
 
-// Matchmake seats c in the fullest public room with a free seat, or in a
-// new room when there is none. Rooms of other nodes count: when one of
-// them has more players than the best of this node, Matchmake returns a
-// *MovedError naming it.
-func (l *Lobby) Matchmake(ctx context.Context, c room.Client, name string) (*room.Room, *room.Seat, error) {
+// Matchmake seats c in the fullest public room of the mode (empty: the
+// default) with a free seat, or in a new room of that mode when there is
+// none. Rooms of other nodes count: when one of them has more players than
+// the best of this node, Matchmake returns a *MovedError naming it. An
+// unknown mode gives ErrNoMode.
+func (l *Lobby) Matchmake(ctx context.Context, c room.Client, name, mode string) (*room.Room, *room.Seat, error) {
+	spec, err := l.mode(mode)
+	if err != nil {
+		return nil, nil, err
+	}
 	var tried []*room.Room
 	for {
-		r := l.fullestOpen(tried)
+		r := l.fullestOpen(spec.Name, tried)
 		if l.dir != nil {
 			var ids []string
 			for _, t := range tried {
 				ids = append(ids, t.ID())
 			}
-			if li, ok := l.dir.fullestOpen(ids, time.Now()); ok && (r == nil || li.Players > r.Info().Players) {
+			if li, ok := l.dir.fullestOpen(spec.Name, ids, time.Now()); ok && (r == nil || li.Players > r.Info().Players) {
 				return nil, nil, &MovedError{Room: li.ID, URL: li.URL}
 			}
 		}
 		if r == nil {
 			var err error
-			if r, err = l.CreateRoom(RoomOptions{}); err != nil {
+			if r, err = l.CreateRoom(RoomOptions{Mode: spec.Name}); err != nil {
 				return nil, nil, err
 			}
 		}

@@ -75,6 +75,7 @@ func (l *Lobby) ServePlayer(conn PlayerConn, opts PlayerOptions) {
 	if !s.join() {
 		return
 	}
+	s.dec.SetInputs(s.seat.Inputs())
 	reason := wire.LeftDisconnect
 	for {
 		frame, err := conn.Read()
@@ -169,11 +170,15 @@ func (s *session) join() bool {
 		}
 	}
 	if j.Room == wire.RoomAuto {
-		r, seat, err := s.l.Matchmake(ctx, s.conn, j.Name)
+		r, seat, err := s.l.Matchmake(ctx, s.conn, j.Name, j.Mode)
 		var moved *MovedError
 		switch {
 		case errors.As(err, &moved):
 			s.moved(*moved)
+			return false
+		case errors.Is(err, ErrNoMode):
+			s.l.reject(wire.CodeNotFound)
+			s.fail(wire.CodeNotFound, err.Error(), wire.CloseNotFound)
 			return false
 		case errors.Is(err, ErrTooMany):
 			s.l.reject(wire.CodeRoomFull)
@@ -235,7 +240,9 @@ func (s *session) handle(frame []byte) bool {
 	}
 	switch m := msg.(type) {
 	case *wire.Input:
-		s.seat.Input(*m)
+		if err := s.seat.Input(m); err != nil {
+			return s.conn.Reply(wire.MustEncode(&wire.Error{Code: wire.CodeBadMessage, Msg: err.Error()})) == nil
+		}
 		if m.N > 0 { // an ack carried by the input (delta mode)
 			s.seat.AckSnapshot(s.conn, m.N)
 		}

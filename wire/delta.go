@@ -11,9 +11,10 @@ import (
 // "Delta snapshots"). A client that sends `caps:["delta"]` in `join` gets
 // `delta` frames instead of `snap`: each one describes the state after a
 // tick relative to a baseline, the newest snapshot the client acknowledged
-// with an `ack` message, or relative to nothing (a keyframe). Positions and
-// velocities are quantized to 1/DeltaScale of a unit (of a unit per second)
-// and written as varints in the frame's `d` bytes.
+// with an `ack` message, or relative to nothing (a keyframe). Every value
+// is quantized to its column's step (Column.Step) and written as varints in
+// the frame's `d` bytes, table by table in the schema's order; see
+// DeltaCodec.Append.
 
 // Message types and capabilities of delta mode.
 const (
@@ -27,15 +28,6 @@ const (
 	MaxCaps   = 16 // capabilities in one join
 	MaxCapLen = 32 // bytes of one capability name
 )
-
-// DeltaScale is the number of quanta per unit: positions travel in 1/64
-// unit and velocities in 1/64 unit per second, so a reconstructed value is
-// within 1/128 of the server's (DeltaPrecision).
-const DeltaScale = 64
-
-// DeltaPrecision is the largest difference between a value the server holds
-// and the value a delta client reconstructs: half a quantum.
-const DeltaPrecision = 0.5 / DeltaScale
 
 // DeltaHistory is how many recent snapshots the server keeps as baselines;
 // an acknowledged snapshot older than that gets a keyframe instead.
@@ -81,91 +73,49 @@ func HasCap(caps []string, c string) bool {
 	return false
 }
 
-// DeltaPlayer is one player of a DeltaState, in quanta: X, Y in 1/DeltaScale
-// unit, VX, VY in 1/DeltaScale unit/s; Score and RTT as in PlayerState.
-type DeltaPlayer struct {
-	ID         uint32
-	X, Y       int64
-	VX, VY     int64
-	Score, RTT int64
+// DeltaTable is one table of a DeltaState: its rows row-major, every value
+// in quanta of its column's step, column 0 the id.
+type DeltaTable struct {
+	Cols int
+	Q    []int64
 }
 
-// DeltaOrb is one orb of a DeltaState, its position in quanta.
-type DeltaOrb struct {
-	ID   uint32
-	X, Y int64
+// Len returns the number of rows.
+func (t *DeltaTable) Len() int {
+	if t.Cols == 0 {
+		return 0
+	}
+	return len(t.Q) / t.Cols
 }
+
+func (t *DeltaTable) row(i int) []int64 { return t.Q[i*t.Cols : (i+1)*t.Cols : (i+1)*t.Cols] }
 
 // DeltaState is the quantized state after tick N, the same on the server
-// and on every delta client that reconstructed it. P is sorted by ID; O is in
-// the order of the snapshot's `o`.
+// and on every delta client that reconstructed it: one DeltaTable per table
+// of the schema, keyed tables sorted by id, slot tables in slot order.
 type DeltaState struct {
 	N  uint64
 	ST int64
-	P  []DeltaPlayer
-	O  []DeltaOrb
+	T  []DeltaTable
 }
 
-// Quantize converts a coordinate or velocity to quanta, rounding to the
-// nearest one. NaN and infinities become 0.
-func Quantize(v float64) int64 {
-	q := math.Round(v * DeltaScale)
+// Quantize converts v to a whole number of steps, rounding to the nearest.
+// NaN and infinities become 0; the result stays within ±2^40, far beyond
+// any game and well below 2^53 for JavaScript readers.
+func Quantize(v, step float64) int64 {
+	q := math.Round(v / step)
 	if math.IsNaN(q) || math.IsInf(q, 0) {
 		return 0
 	}
-	// Far beyond any arena; kept well below 2^53 for JavaScript readers.
 	return int64(max(-1<<40, min(1<<40, q)))
 }
 
-// Dequantize converts quanta back to units. The result is exact.
-func Dequantize(q int64) float64 { return float64(q) / DeltaScale }
+// Dequantize converts q steps back to a value.
+func Dequantize(q int64, step float64) float64 { return float64(q) * step }
 
-// Set makes s the quantized form of a snapshot, reusing its slices.
-func (s *DeltaState) Set(n uint64, st int64, p []PlayerState, o []Orb) {
-	s.N, s.ST = n, st
-	s.P = s.P[:0]
-	for i := range p {
-		ps := &p[i]
-		s.P = append(s.P, DeltaPlayer{
-			ID: ps.ID, X: Quantize(ps.X), Y: Quantize(ps.Y), VX: Quantize(ps.VX), VY: Quantize(ps.VY),
-			Score: int64(ps.Score), RTT: int64(ps.RTT),
-		})
-	}
-	s.O = s.O[:0]
-	for i := range o {
-		s.O = append(s.O, DeltaOrb{ID: o[i].ID, X: Quantize(o[i].X), Y: Quantize(o[i].Y)})
-	}
-}
-
-// Snap returns s as a new Snap with the receiver's ack, the way a client
-// receiving full snapshots would see it (within DeltaPrecision).
-func (s *DeltaState) Snap(ack uint64) *Snap {
-	m := &Snap{Head: Head{T: TypeSnap}, N: s.N, ST: s.ST, Ack: ack,
-		P: make([]PlayerState, len(s.P)), O: make([]Orb, len(s.O))}
-	for i, p := range s.P {
-		m.P[i] = PlayerState{ID: p.ID, X: Dequantize(p.X), Y: Dequantize(p.Y),
-			VX: Dequantize(p.VX), VY: Dequantize(p.VY), Score: int(p.Score), RTT: int(p.RTT)}
-	}
-	for i, o := range s.O {
-		m.O[i] = Orb{ID: o.ID, X: Dequantize(o.X), Y: Dequantize(o.Y)}
-	}
-	return m
-}
-
-// Bits of a kept player's field mask: which fields follow, in this order.
-const (
-	deltaVX = 1 << iota
-	deltaVY
-	deltaX
-	deltaY
-	deltaScore
-	deltaRTT
-	deltaAll = 1<<iota - 1
-)
-
-// DeltaPredict is where a coordinate is expected after age ticks at hz, from
-// its value q and velocity vb in the baseline and its velocity vc now, all in
-// quanta: the velocity is taken to change evenly from vb to vc over the age
+// DeltaPredict is where a value is expected after age ticks at hz, from
+// its value q and rate vb in the baseline and its rate vc now, all in
+// quanta: the rate is taken to change evenly from vb to vc over the age
 // ticks, and the last tick moved at vc. A delta carries the difference from
 // this prediction, which is 0 or 1 quantum away for steady movement.
 // Integers only, so every reader computes the same value:
@@ -184,26 +134,151 @@ func floorDiv(a, b int64) int64 {
 	return q
 }
 
-// AppendDelta appends the `d` bytes of cur relative to base to dst. A nil
-// base, or one that is not older than cur, makes a keyframe (a delta from the
-// empty state). hz is the room's tick rate (welcome `hz`).
+// deltaTableLayout is what the codec needs of one table.
+type deltaTableLayout struct {
+	cols  int
+	slots bool
+	steps []float64
+	// order lists the non-id columns in the order of a kept row's mask
+	// bits: columns that are another's rate first, then the rest, each
+	// group in column order.
+	order []int
+	vel   []int // per column, the index of its rate column, or -1
+}
+
+// DeltaCodec quantizes, encodes and decodes the delta snapshots of one
+// schema at one tick rate. It holds no state between calls and is safe for
+// concurrent use.
+type DeltaCodec struct {
+	hz     int
+	tables []deltaTableLayout
+	schema *Schema
+}
+
+// NewDeltaCodec returns the codec of a validated schema for rooms ticking
+// at hz (welcome `hz`).
+func NewDeltaCodec(s *Schema, hz int) *DeltaCodec {
+	c := &DeltaCodec{hz: hz, schema: s}
+	for _, t := range s.Tables {
+		l := deltaTableLayout{cols: len(t.Columns), slots: t.Slots, vel: make([]int, len(t.Columns))}
+		isRate := make([]bool, len(t.Columns))
+		for i, col := range t.Columns {
+			l.steps = append(l.steps, col.Step)
+			l.vel[i] = -1
+			if col.Vel != "" {
+				l.vel[i] = t.Column(col.Vel)
+				isRate[l.vel[i]] = true
+			}
+		}
+		for i := 1; i < len(t.Columns); i++ {
+			if isRate[i] {
+				l.order = append(l.order, i)
+			}
+		}
+		for i := 1; i < len(t.Columns); i++ {
+			if !isRate[i] {
+				l.order = append(l.order, i)
+			}
+		}
+		c.tables = append(c.tables, l)
+	}
+	return c
+}
+
+// Schema returns the codec's schema.
+func (c *DeltaCodec) Schema() *Schema { return c.schema }
+
+// Set makes s the quantized form of a tick's tables, reusing its storage.
+func (c *DeltaCodec) Set(s *DeltaState, n uint64, st int64, tables []Table) {
+	s.N, s.ST = n, st
+	if len(s.T) != len(c.tables) {
+		s.T = make([]DeltaTable, len(c.tables))
+	}
+	for ti := range c.tables {
+		l, src, dst := &c.tables[ti], &tables[ti], &s.T[ti]
+		dst.Cols = l.cols
+		dst.Q = dst.Q[:0]
+		for i := 0; i+l.cols <= len(src.Data); i += l.cols {
+			row := src.Data[i : i+l.cols]
+			dst.Q = append(dst.Q, int64(uint32(row[0])))
+			for c := 1; c < len(row); c++ {
+				dst.Q = append(dst.Q, Quantize(row[c], l.steps[c]))
+			}
+		}
+	}
+}
+
+// Snap returns s as a new Snap with the receiver's ack, the way a client
+// receiving full snapshots sees it: every value within half its column's
+// step of the server's.
+func (c *DeltaCodec) Snap(s *DeltaState, ack uint64) *Snap {
+	m := &Snap{Head: Head{T: TypeSnap}, N: s.N, ST: s.ST, Ack: ack, Tables: make(map[string]Rows, len(c.tables))}
+	for ti := range c.tables {
+		l, t := &c.tables[ti], &s.T[ti]
+		n := t.Len()
+		vals := make([]float64, len(t.Q))
+		rows := make(Rows, n)
+		for i, q := range t.Q {
+			col := i % l.cols
+			if col == 0 {
+				vals[i] = float64(q)
+			} else {
+				vals[i] = Dequantize(q, l.steps[col])
+			}
+		}
+		for i := range rows {
+			rows[i] = vals[i*l.cols : (i+1)*l.cols : (i+1)*l.cols]
+		}
+		m.Tables[c.schema.Tables[ti].Name] = rows
+	}
+	return m
+}
+
+// emptyDeltaState is the baseline of keyframes; never written.
+var emptyDeltaState DeltaState
+
+// baseTable returns table ti of base, or an empty one.
+func baseTable(base *DeltaState, ti, cols int) *DeltaTable {
+	if ti < len(base.T) {
+		return &base.T[ti]
+	}
+	return &DeltaTable{Cols: cols}
+}
+
+// Append appends the `d` bytes of cur relative to base to dst. A nil base,
+// or one that is not older than cur, makes a keyframe (a delta from the
+// empty state).
 //
 // The bytes are unsigned varints (u, LEB128 as in protobuf) and zigzag
-// varints (z, protobuf sint64):
+// varints (z, protobuf sint64). Values are in quanta of their column's step:
 //
 //	u n, u age (n - baseline tick; 0: keyframe), z st - baseline st
-//	u removed, then per removed player (ascending): u id - previous id
-//	u entered, then per new player (ascending): u id - previous id,
-//	  z x, z y, z vx, z vy, z score, z rtt
-//	per baseline player still present (ascending): u mask, then the fields
-//	  whose bits are set: 1 z vx-vx', 2 z vy-vy', 4 z x-prediction,
-//	  8 z y-prediction, 16 z score-score', 32 z rtt-rtt' (' = baseline)
-//	u orbs, u changed, then per changed slot (ascending):
-//	  u slot - previous slot - 1 (previous starts at -1),
-//	  z id - id' (id' = 0 for a slot not in the baseline), z x, z y
+//	then each table, in the schema's order:
 //
-// A coordinate whose bit is clear equals its prediction (DeltaPredict).
-func AppendDelta(dst []byte, base, cur *DeltaState, hz int) []byte {
+// A keyed table (rows sorted by id):
+//
+//	u removed, then per removed row (ascending): u id - previous id
+//	u entered, then per new row (ascending): u id - previous id, then
+//	  z of each other column, in column order
+//	per baseline row still present (ascending): u mask, then for each
+//	  bit set, in mask order, z value - reference
+//
+// The mask has one bit per non-id column, in mask order: the columns that
+// are another column's rate (Column.Vel) first, then the others, each group
+// in column order. The reference is the baseline's value, except for a
+// column with a rate: DeltaPredict from its baseline value and rate and its
+// current rate. A column whose bit is clear equals its reference.
+//
+// A slot table (rows in slot order):
+//
+//	u rows, u changed, then per changed slot (ascending):
+//	  u slot - previous slot - 1 (previous starts at -1),
+//	  z id - id' (id' = 0 for a slot not in the baseline), then z of each
+//	  other column, in column order
+//
+// A slot is changed when any of its values differs from the baseline's
+// same slot, or the baseline has no such slot.
+func (c *DeltaCodec) Append(dst []byte, base, cur *DeltaState) []byte {
 	if base == nil || base.N >= cur.N {
 		base = &emptyDeltaState
 	}
@@ -214,15 +289,29 @@ func AppendDelta(dst []byte, base, cur *DeltaState, hz int) []byte {
 	dst = binary.AppendUvarint(dst, cur.N)
 	dst = binary.AppendUvarint(dst, age)
 	dst = binary.AppendVarint(dst, cur.ST-base.ST)
+	for ti := range c.tables {
+		l := &c.tables[ti]
+		b, t := baseTable(base, ti, l.cols), &cur.T[ti]
+		if l.slots {
+			dst = appendSlots(dst, l, b, t)
+		} else {
+			dst = c.appendKeyed(dst, l, b, t, age)
+		}
+	}
+	return dst
+}
 
-	bp, cp := base.P, cur.P
+func (c *DeltaCodec) appendKeyed(dst []byte, l *deltaTableLayout, bt, ct *DeltaTable, age uint64) []byte {
+	nb, nc := bt.Len(), ct.Len()
+	bid := func(i int) int64 { return bt.Q[i*l.cols] }
+	cid := func(j int) int64 { return ct.Q[j*l.cols] }
 	removed, entered := 0, 0
-	for i, j := 0, 0; i < len(bp) || j < len(cp); {
+	for i, j := 0, 0; i < nb || j < nc; {
 		switch {
-		case j == len(cp) || i < len(bp) && bp[i].ID < cp[j].ID:
+		case j == nc || i < nb && bid(i) < cid(j):
 			removed++
 			i++
-		case i == len(bp) || cp[j].ID < bp[i].ID:
+		case i == nb || cid(j) < bid(i):
 			entered++
 			j++
 		default:
@@ -231,124 +320,113 @@ func AppendDelta(dst []byte, base, cur *DeltaState, hz int) []byte {
 		}
 	}
 	dst = binary.AppendUvarint(dst, uint64(removed))
-	prev := uint32(0)
-	for i, j := 0, 0; i < len(bp); i++ {
-		for j < len(cp) && cp[j].ID < bp[i].ID {
+	prev := int64(0)
+	for i, j := 0, 0; i < nb; i++ {
+		for j < nc && cid(j) < bid(i) {
 			j++
 		}
-		if j == len(cp) || cp[j].ID != bp[i].ID {
-			dst = binary.AppendUvarint(dst, uint64(bp[i].ID-prev))
-			prev = bp[i].ID
+		if j == nc || cid(j) != bid(i) {
+			dst = binary.AppendUvarint(dst, uint64(bid(i)-prev))
+			prev = bid(i)
 		}
 	}
 	dst = binary.AppendUvarint(dst, uint64(entered))
 	prev = 0
-	for i, j := 0, 0; j < len(cp); j++ {
-		for i < len(bp) && bp[i].ID < cp[j].ID {
+	for i, j := 0, 0; j < nc; j++ {
+		for i < nb && bid(i) < cid(j) {
 			i++
 		}
-		if i == len(bp) || bp[i].ID != cp[j].ID {
-			p := &cp[j]
-			dst = binary.AppendUvarint(dst, uint64(p.ID-prev))
-			prev = p.ID
-			dst = binary.AppendVarint(dst, p.X)
-			dst = binary.AppendVarint(dst, p.Y)
-			dst = binary.AppendVarint(dst, p.VX)
-			dst = binary.AppendVarint(dst, p.VY)
-			dst = binary.AppendVarint(dst, p.Score)
-			dst = binary.AppendVarint(dst, p.RTT)
+		if i == nb || bid(i) != cid(j) {
+			row := ct.row(j)
+			dst = binary.AppendUvarint(dst, uint64(row[0]-prev))
+			prev = row[0]
+			for _, v := range row[1:] {
+				dst = binary.AppendVarint(dst, v)
+			}
 		}
 	}
-	for i, j := 0, 0; i < len(bp); i++ {
-		for j < len(cp) && cp[j].ID < bp[i].ID {
+	for i, j := 0, 0; i < nb; i++ {
+		for j < nc && cid(j) < bid(i) {
 			j++
 		}
-		if j == len(cp) || cp[j].ID != bp[i].ID {
+		if j == nc || cid(j) != bid(i) {
 			continue
 		}
-		b, c := &bp[i], &cp[j]
-		px := DeltaPredict(b.X, b.VX, c.VX, age, hz)
-		py := DeltaPredict(b.Y, b.VY, c.VY, age, hz)
+		b, cr := bt.row(i), ct.row(j)
+		var diff [MaxColumns]int64 // value - reference, in mask order
 		var mask uint64
-		if c.VX != b.VX {
-			mask |= deltaVX
-		}
-		if c.VY != b.VY {
-			mask |= deltaVY
-		}
-		if c.X != px {
-			mask |= deltaX
-		}
-		if c.Y != py {
-			mask |= deltaY
-		}
-		if c.Score != b.Score {
-			mask |= deltaScore
-		}
-		if c.RTT != b.RTT {
-			mask |= deltaRTT
+		for bit, col := range l.order {
+			if diff[bit] = cr[col] - c.reference(l, b, cr, col, age); diff[bit] != 0 {
+				mask |= 1 << bit
+			}
 		}
 		dst = binary.AppendUvarint(dst, mask)
-		if mask&deltaVX != 0 {
-			dst = binary.AppendVarint(dst, c.VX-b.VX)
+		for bit := range l.order {
+			if mask&(1<<bit) != 0 {
+				dst = binary.AppendVarint(dst, diff[bit])
+			}
 		}
-		if mask&deltaVY != 0 {
-			dst = binary.AppendVarint(dst, c.VY-b.VY)
-		}
-		if mask&deltaX != 0 {
-			dst = binary.AppendVarint(dst, c.X-px)
-		}
-		if mask&deltaY != 0 {
-			dst = binary.AppendVarint(dst, c.Y-py)
-		}
-		if mask&deltaScore != 0 {
-			dst = binary.AppendVarint(dst, c.Score-b.Score)
-		}
-		if mask&deltaRTT != 0 {
-			dst = binary.AppendVarint(dst, c.RTT-b.RTT)
-		}
-	}
-
-	bo, co := base.O, cur.O
-	changed := 0
-	for i := range co {
-		if i >= len(bo) || bo[i] != co[i] {
-			changed++
-		}
-	}
-	dst = binary.AppendUvarint(dst, uint64(len(co)))
-	dst = binary.AppendUvarint(dst, uint64(changed))
-	last := -1
-	for i := range co {
-		if i < len(bo) && bo[i] == co[i] {
-			continue
-		}
-		var was uint32
-		if i < len(bo) {
-			was = bo[i].ID
-		}
-		dst = binary.AppendUvarint(dst, uint64(i-last-1))
-		last = i
-		dst = binary.AppendVarint(dst, int64(co[i].ID)-int64(was))
-		dst = binary.AppendVarint(dst, co[i].X)
-		dst = binary.AppendVarint(dst, co[i].Y)
 	}
 	return dst
 }
 
-// emptyDeltaState is the baseline of keyframes; never written.
-var emptyDeltaState DeltaState
+// reference is what a kept row's column is encoded against: the baseline
+// value, or for a column with a rate, its prediction (which needs the
+// current rate, decoded before it).
+func (c *DeltaCodec) reference(l *deltaTableLayout, b, cur []int64, col int, age uint64) int64 {
+	if v := l.vel[col]; v >= 0 {
+		return DeltaPredict(b[col], b[v], cur[v], age, c.hz)
+	}
+	return b[col]
+}
+
+func appendSlots(dst []byte, l *deltaTableLayout, bt, ct *DeltaTable) []byte {
+	nb, nc := bt.Len(), ct.Len()
+	same := func(i int) bool { return i < nb && slicesEqual(bt.row(i), ct.row(i)) }
+	changed := 0
+	for i := range nc {
+		if !same(i) {
+			changed++
+		}
+	}
+	dst = binary.AppendUvarint(dst, uint64(nc))
+	dst = binary.AppendUvarint(dst, uint64(changed))
+	last := -1
+	for i := range nc {
+		if same(i) {
+			continue
+		}
+		var was int64
+		if i < nb {
+			was = bt.Q[i*l.cols]
+		}
+		row := ct.row(i)
+		dst = binary.AppendUvarint(dst, uint64(i-last-1))
+		last = i
+		dst = binary.AppendVarint(dst, row[0]-was)
+		for _, v := range row[1:] {
+			dst = binary.AppendVarint(dst, v)
+		}
+	}
+	return dst
+}
+
+func slicesEqual(a, b []int64) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
 
 // ErrDeltaBaseline means a delta refers to a baseline the reader does not
 // hold. The client should send `ack` with n = 0 to get a keyframe.
 var ErrDeltaBaseline = errors.New("wire: delta baseline not held")
 
-// Caps on what one delta may describe, far above any room, so that a
-// corrupt frame cannot make a reader allocate much.
-const (
-	maxDeltaPlayers = 1 << 12
-	maxDeltaOrbs    = 1 << 14
-)
+// maxDeltaRows caps the rows of one table of a delta, far above any room,
+// so that a corrupt frame cannot make a reader allocate much.
+const maxDeltaRows = 1 << 14
 
 // deltaReader reads varints from a delta's bytes, remembering the first
 // error.
@@ -395,12 +473,30 @@ func (r *deltaReader) count(limit int) int {
 	return int(v)
 }
 
-// DecodeDelta reconstructs into out the state described by d (the `d` bytes
-// of a Delta), taking the baseline it names from baseline, which returns nil
+// ids reads count ascending ids written as gaps from the previous one.
+func (r *deltaReader) ids(count int) ([]int64, error) {
+	ids := make([]int64, count)
+	id := uint64(0)
+	for i := range ids {
+		gap := r.u()
+		if r.err == nil && gap == 0 && i > 0 {
+			return nil, errors.New("ids not ascending")
+		}
+		id += gap
+		if id > math.MaxUint32 {
+			return nil, errors.New("id out of range")
+		}
+		ids[i] = int64(id)
+	}
+	return ids, r.err
+}
+
+// Decode reconstructs into out the state described by d (the `d` bytes of
+// a Delta), taking the baseline it names from baseline, which returns nil
 // for a tick it does not hold (ErrDeltaBaseline). out must not be the
-// baseline; its slices are reused. Malformed bytes give an error wrapping
+// baseline; its storage is reused. Malformed bytes give an error wrapping
 // ErrMalformed.
-func DecodeDelta(d []byte, hz int, baseline func(n uint64) *DeltaState, out *DeltaState) error {
+func (c *DeltaCodec) Decode(d []byte, baseline func(n uint64) *DeltaState, out *DeltaState) error {
 	r := &deltaReader{b: d}
 	n := r.u()
 	age := r.u()
@@ -416,151 +512,155 @@ func DecodeDelta(d []byte, hz int, baseline func(n uint64) *DeltaState, out *Del
 			return fmt.Errorf("%w: tick %d", ErrDeltaBaseline, n-age)
 		}
 		if base == out {
-			return errors.New("wire: DecodeDelta into its own baseline")
+			return errors.New("wire: delta decoded into its own baseline")
 		}
 	}
-	if err := decodeDelta(r, hz, n, age, base, out); err != nil {
+	if err := c.decode(r, n, age, base, out); err != nil {
 		return fmt.Errorf("%w: delta: %v", ErrMalformed, err)
 	}
 	return nil
 }
 
-func decodeDelta(r *deltaReader, hz int, n, age uint64, base, out *DeltaState) error {
+func (c *DeltaCodec) decode(r *deltaReader, n, age uint64, base, out *DeltaState) error {
 	out.N = n
 	out.ST = base.ST + r.z()
-	bp := base.P
+	if len(out.T) != len(c.tables) {
+		out.T = make([]DeltaTable, len(c.tables))
+	}
+	for ti := range c.tables {
+		l := &c.tables[ti]
+		bt, ot := baseTable(base, ti, l.cols), &out.T[ti]
+		ot.Cols = l.cols
+		ot.Q = ot.Q[:0]
+		var err error
+		if l.slots {
+			err = decodeSlots(r, l, bt, ot)
+		} else {
+			err = c.decodeKeyed(r, l, bt, ot, age)
+		}
+		if err == nil {
+			err = r.err
+		}
+		if err != nil {
+			return fmt.Errorf("table %s: %w", c.schema.Tables[ti].Name, err)
+		}
+	}
+	if len(r.b) != 0 {
+		return errors.New("trailing bytes")
+	}
+	return nil
+}
 
-	// Removed players, by ascending id.
-	nr := r.count(maxDeltaPlayers)
-	gone := make([]uint32, nr)
+func (c *DeltaCodec) decodeKeyed(r *deltaReader, l *deltaTableLayout, bt, ot *DeltaTable, age uint64) error {
+	gone, err := r.ids(r.count(maxDeltaRows))
+	if err != nil {
+		return err
+	}
+	ne := r.count(maxDeltaRows)
+	entered := make([]int64, 0, ne*l.cols)
 	id := uint64(0)
-	for i := range gone {
+	for i := range ne {
 		gap := r.u()
 		if r.err == nil && gap == 0 && i > 0 {
-			return errors.New("removed ids not ascending")
-		}
-		id += gap
-		if id > math.MaxUint32 {
-			return errors.New("id out of range")
-		}
-		gone[i] = uint32(id)
-	}
-	// New players, by ascending id.
-	ne := r.count(maxDeltaPlayers)
-	entered := make([]DeltaPlayer, ne)
-	id = 0
-	for i := range entered {
-		gap := r.u()
-		if r.err == nil && (gap == 0 && i > 0) {
 			return errors.New("new ids not ascending")
 		}
 		id += gap
 		if id > math.MaxUint32 {
 			return errors.New("id out of range")
 		}
-		entered[i] = DeltaPlayer{ID: uint32(id), X: r.z(), Y: r.z(), VX: r.z(), VY: r.z(), Score: r.z(), RTT: r.z()}
+		entered = append(entered, int64(id))
+		for range l.cols - 1 {
+			entered = append(entered, r.z())
+		}
 	}
 	if r.err != nil {
 		return r.err
 	}
-	// Players kept from the baseline, merged with the new ones by id.
-	out.P = out.P[:0]
+	// Rows kept from the baseline, merged with the new ones by id.
 	j, g := 0, 0
-	for i := range bp {
-		b := &bp[i]
-		if g < len(gone) && gone[g] == b.ID {
+	for i := range bt.Len() {
+		b := bt.row(i)
+		if g < len(gone) && gone[g] == b[0] {
 			g++
 			continue
 		}
 		mask := r.u()
-		if mask&^deltaAll != 0 {
-			return fmt.Errorf("player mask %#x", mask)
+		if mask>>len(l.order) != 0 {
+			return fmt.Errorf("row mask %#x", mask)
 		}
-		c := *b
-		if mask&deltaVX != 0 {
-			c.VX += r.z()
-		}
-		if mask&deltaVY != 0 {
-			c.VY += r.z()
-		}
-		c.X = DeltaPredict(b.X, b.VX, c.VX, age, hz)
-		c.Y = DeltaPredict(b.Y, b.VY, c.VY, age, hz)
-		if mask&deltaX != 0 {
-			c.X += r.z()
-		}
-		if mask&deltaY != 0 {
-			c.Y += r.z()
-		}
-		if mask&deltaScore != 0 {
-			c.Score += r.z()
-		}
-		if mask&deltaRTT != 0 {
-			c.RTT += r.z()
-		}
-		for ; j < len(entered) && entered[j].ID <= c.ID; j++ {
-			if entered[j].ID == c.ID {
-				return fmt.Errorf("player %d both new and kept", c.ID)
+		for ; j < ne && entered[j*l.cols] <= b[0]; j++ {
+			if entered[j*l.cols] == b[0] {
+				return fmt.Errorf("row %d both new and kept", b[0])
 			}
-			out.P = append(out.P, entered[j])
+			ot.Q = append(ot.Q, entered[j*l.cols:(j+1)*l.cols]...)
 		}
-		out.P = append(out.P, c)
+		at := len(ot.Q)
+		ot.Q = append(ot.Q, b...)
+		cur := ot.Q[at:]
+		for bit, col := range l.order {
+			ref := c.reference(l, b, cur, col, age)
+			if mask&(1<<bit) != 0 {
+				ref += r.z()
+			}
+			cur[col] = ref
+		}
 	}
-	out.P = append(out.P, entered[j:]...)
+	ot.Q = append(ot.Q, entered[j*l.cols:]...)
 	if g != len(gone) {
-		return errors.New("removed player not in the baseline")
+		return errors.New("removed row not in the baseline")
 	}
+	return nil
+}
 
-	// Orbs: slots not listed keep the baseline's orb.
-	no64 := r.u()
-	if r.err == nil && no64 > maxDeltaOrbs {
-		return fmt.Errorf("%d orbs", no64)
+func decodeSlots(r *deltaReader, l *deltaTableLayout, bt, ot *DeltaTable) error {
+	rows64 := r.u()
+	if r.err == nil && rows64 > maxDeltaRows {
+		return fmt.Errorf("%d slots", rows64)
 	}
-	no := int(no64)
-	nc := r.count(no)
+	rows := int(rows64)
+	nc := r.count(rows)
 	if r.err != nil {
 		return r.err
 	}
-	if no > len(base.O)+nc {
-		return errors.New("orb slot missing")
+	nb := bt.Len()
+	if rows > nb+nc {
+		return errors.New("slot missing")
 	}
-	out.O = out.O[:0]
+	keep := func(from, to int) error {
+		if from >= to {
+			return nil
+		}
+		if to > nb {
+			return errors.New("slot missing")
+		}
+		ot.Q = append(ot.Q, bt.Q[from*l.cols:to*l.cols]...)
+		return nil
+	}
 	slot := -1
 	for range nc {
 		gap := r.u()
-		if r.err != nil || gap >= uint64(no) || slot+1+int(gap) >= no {
-			return errors.New("orb slot out of range")
+		if r.err != nil || gap >= uint64(rows) || slot+1+int(gap) >= rows {
+			return errors.New("slot out of range")
 		}
 		next := slot + 1 + int(gap)
-		for i := slot + 1; i < next; i++ {
-			if i >= len(base.O) {
-				return errors.New("orb slot missing")
-			}
-			out.O = append(out.O, base.O[i])
+		if err := keep(slot+1, next); err != nil {
+			return err
 		}
 		slot = next
 		var was int64
-		if slot < len(base.O) {
-			was = int64(base.O[slot].ID)
+		if slot < nb {
+			was = bt.Q[slot*l.cols]
 		}
-		oid := was + r.z()
-		if oid < 0 || oid > math.MaxUint32 {
-			return errors.New("orb id out of range")
+		id := was + r.z()
+		if id < 0 || id > math.MaxUint32 {
+			return errors.New("id out of range")
 		}
-		out.O = append(out.O, DeltaOrb{ID: uint32(oid), X: r.z(), Y: r.z()})
-	}
-	for i := slot + 1; i < no; i++ {
-		if i >= len(base.O) {
-			return errors.New("orb slot missing")
+		ot.Q = append(ot.Q, id)
+		for range l.cols - 1 {
+			ot.Q = append(ot.Q, r.z())
 		}
-		out.O = append(out.O, base.O[i])
 	}
-	if r.err != nil {
-		return r.err
-	}
-	if len(r.b) != 0 {
-		return errors.New("trailing bytes")
-	}
-	return nil
+	return keep(slot+1, rows)
 }
 
 // DeltaEncoder encodes `delta` frames for a room. The frame sent to a
@@ -569,14 +669,18 @@ func decodeDelta(r *deltaReader, hz int, n, age uint64, base, out *DeltaState) e
 //
 // A DeltaEncoder is not safe for concurrent use; a room owns one.
 type DeltaEncoder struct {
-	d []byte
+	codec *DeltaCodec
+	d     []byte
 }
+
+// NewDeltaEncoder returns an encoder using codec.
+func NewDeltaEncoder(codec *DeltaCodec) *DeltaEncoder { return &DeltaEncoder{codec: codec} }
 
 // Frame encodes cur relative to base (nil: a keyframe) as a `delta` map
 // without its ack value and returns a new slice that the caller may hand to
 // any number of receivers.
-func (e *DeltaEncoder) Frame(base, cur *DeltaState, hz int) []byte {
-	e.d = AppendDelta(e.d[:0], base, cur, hz)
+func (e *DeltaEncoder) Frame(base, cur *DeltaState) []byte {
+	e.d = e.codec.Append(e.d[:0], base, cur)
 	out := make([]byte, 0, len(e.d)+16)
 	out = append(out, 0x83, 0xa1, 't', 0xa5, 'd', 'e', 'l', 't', 'a', 0xa1, 'd')
 	switch n := len(e.d); {
@@ -595,16 +699,18 @@ func (e *DeltaEncoder) Frame(base, cur *DeltaState, hz int) []byte {
 // snapshots. It keeps the newest DeltaKeep states it reconstructed, from
 // which the server picks baselines. Not safe for concurrent use.
 type DeltaReceiver struct {
-	hz      int
+	codec   *DeltaCodec
 	ring    [DeltaKeep]DeltaState
 	next    int
 	scratch DeltaState
 	keys    int64
 }
 
-// NewDeltaReceiver returns a receiver for a room ticking at hz (welcome
-// `hz`).
-func NewDeltaReceiver(hz int) *DeltaReceiver { return &DeltaReceiver{hz: hz} }
+// NewDeltaReceiver returns a receiver for a room of the given schema
+// (welcome `schema`) ticking at hz (welcome `hz`).
+func NewDeltaReceiver(s *Schema, hz int) *DeltaReceiver {
+	return &DeltaReceiver{codec: NewDeltaCodec(s, hz)}
+}
 
 // Apply reconstructs the snapshot m describes and returns it as a Snap with
 // m's ack. The snapshot's tick (Snap.N) is what the client acknowledges. On
@@ -614,11 +720,16 @@ func (r *DeltaReceiver) Apply(m *Delta) (*Snap, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.Snap(m.Ack), nil
+	return r.codec.Snap(s, m.Ack), nil
 }
 
+// ApplyState is Apply without building the Snap: it returns the quantized
+// state, valid until DeltaKeep more frames are applied (for load
+// generators that only need its tick).
+func (r *DeltaReceiver) ApplyState(m *Delta) (*DeltaState, error) { return r.apply(m.D) }
+
 func (r *DeltaReceiver) apply(d []byte) (*DeltaState, error) {
-	if err := DecodeDelta(d, r.hz, r.find, &r.scratch); err != nil {
+	if err := r.codec.Decode(d, r.find, &r.scratch); err != nil {
 		return nil, err
 	}
 	if _, age, err := DeltaHead(d); err == nil && age == 0 {

@@ -8,35 +8,63 @@ import (
 	"testing"
 )
 
-// deltaWorld makes a sequence of quantized states: players moving with
-// smoothly turning velocities, stopped by walls, scoring, their round trips
-// changing, players entering and leaving, and orbs replaced.
-type deltaWorld struct {
-	rng    *rand.Rand
-	n      uint64
-	st     int64
-	p      []PlayerState
-	o      []Orb
-	nextID uint32
-	orbID  uint32
-	angle  map[uint32]float64
+// testSchema has a table of each kind the delta format knows: keyed rows
+// with rates (players, and short-lived shots with a half-unit column), and
+// slots (orbs).
+func testSchema() *Schema {
+	s := &Schema{
+		Tables: []TableDef{
+			{Name: "p", Columns: []Column{{Name: "id"}, {Name: "x", Vel: "vx"}, {Name: "y", Vel: "vy"},
+				{Name: "vx"}, {Name: "vy"}, {Name: "score", Step: 1}, {Name: "rtt", Step: 1}}},
+			{Name: "o", Slots: true, Columns: []Column{{Name: "id"}, {Name: "x"}, {Name: "y"}}},
+			{Name: "s", Columns: []Column{{Name: "x", Vel: "vx"}, {Name: "y", Vel: "vy"}, {Name: "vx"}, {Name: "vy"},
+				{Name: "heat", Step: 0.5}, {Name: "owner", Step: 1}}},
+		},
+		Input: []string{"dx", "dy"},
+	}
+	if err := s.Validate(); err != nil {
+		panic(err)
+	}
+	return s
 }
 
-func newDeltaWorld(seed uint64, players, orbs int) *deltaWorld {
-	w := &deltaWorld{rng: rand.New(rand.NewPCG(seed, 1)), st: 1_760_000_000_000, angle: map[uint32]float64{}}
+// deltaWorld makes a sequence of quantized states: players moving with
+// smoothly turning velocities, stopped by walls, scoring, their round trips
+// changing, players entering and leaving, orbs replaced, and shots fired
+// that fly straight and vanish after a few ticks.
+type deltaWorld struct {
+	rng    *rand.Rand
+	codec  *DeltaCodec
+	n      uint64
+	st     int64
+	p      [][7]float64
+	o      [][3]float64
+	s      [][7]float64 // shots: id, x, y, vx, vy, heat, owner
+	ages   []int        // ticks each shot has flown
+	nextID uint32
+	orbID  uint32
+	shotID uint32
+	angle  map[uint32]float64
+	tables []Table
+}
+
+func newDeltaWorld(seed uint64, hz, players, orbs int) *deltaWorld {
+	schema := testSchema()
+	w := &deltaWorld{rng: rand.New(rand.NewPCG(seed, 1)), codec: NewDeltaCodec(schema, hz), st: 1_760_000_000_000,
+		angle: map[uint32]float64{}, tables: NewTables(schema)}
 	for range players {
 		w.add()
 	}
 	for range orbs {
 		w.orbID++
-		w.o = append(w.o, Orb{ID: w.orbID, X: 8 + w.rng.Float64()*1264, Y: 8 + w.rng.Float64()*704})
+		w.o = append(w.o, [3]float64{float64(w.orbID), 8 + w.rng.Float64()*1264, 8 + w.rng.Float64()*704})
 	}
 	return w
 }
 
 func (w *deltaWorld) add() {
 	w.nextID += 1 + uint32(w.rng.IntN(3))
-	w.p = append(w.p, PlayerState{ID: w.nextID, X: 16 + w.rng.Float64()*1248, Y: 16 + w.rng.Float64()*688})
+	w.p = append(w.p, [7]float64{float64(w.nextID), 16 + w.rng.Float64()*1248, 16 + w.rng.Float64()*688})
 	w.angle[w.nextID] = w.rng.Float64() * 2 * math.Pi
 }
 
@@ -47,19 +75,36 @@ func (w *deltaWorld) step(hz int) *DeltaState {
 	dt := 1 / float64(hz)
 	for i := range w.p {
 		p := &w.p[i]
-		a := w.angle[p.ID] + (w.rng.Float64()-0.5)*0.6
-		w.angle[p.ID] = a
+		id := uint32(p[0])
+		a := w.angle[id] + (w.rng.Float64()-0.5)*0.6
+		w.angle[id] = a
 		vx, vy := 240*math.Cos(a), 240*math.Sin(a)
 		if w.rng.IntN(10) == 0 {
 			vx, vy = 0, 0 // standing still
 		}
-		p.X, p.VX = moveAxis(p.X, vx, dt, 16, 1264)
-		p.Y, p.VY = moveAxis(p.Y, vy, dt, 16, 704)
+		p[1], p[3] = moveAxis(p[1], vx, dt, 16, 1264)
+		p[2], p[4] = moveAxis(p[2], vy, dt, 16, 704)
 		if w.rng.IntN(50) == 0 {
-			p.Score++
+			p[5]++
 		}
 		if w.rng.IntN(40) == 0 {
-			p.RTT = 1 + w.rng.IntN(300)
+			p[6] = float64(1 + w.rng.IntN(300))
+		}
+		if w.rng.IntN(6) == 0 {
+			w.shotID++
+			w.s = append(w.s, [7]float64{float64(w.shotID), p[1], p[2], 700 * math.Cos(a), 700 * math.Sin(a), 3, p[0]})
+			w.ages = append(w.ages, 0)
+		}
+	}
+	for i := 0; i < len(w.s); i++ {
+		sh := &w.s[i]
+		sh[1] += sh[3] * dt
+		sh[2] += sh[4] * dt
+		sh[5] -= 0.25
+		if w.ages[i]++; w.ages[i] > 12 || sh[1] < 0 || sh[1] > 1280 {
+			w.s = append(w.s[:i], w.s[i+1:]...)
+			w.ages = append(w.ages[:i], w.ages[i+1:]...)
+			i--
 		}
 	}
 	switch r := w.rng.IntN(60); {
@@ -71,10 +116,22 @@ func (w *deltaWorld) step(hz int) *DeltaState {
 	}
 	if w.rng.IntN(8) == 0 && len(w.o) > 0 {
 		w.orbID++
-		w.o[w.rng.IntN(len(w.o))] = Orb{ID: w.orbID, X: 8 + w.rng.Float64()*1264, Y: 8 + w.rng.Float64()*704}
+		w.o[w.rng.IntN(len(w.o))] = [3]float64{float64(w.orbID), 8 + w.rng.Float64()*1264, 8 + w.rng.Float64()*704}
+	}
+	for i := range w.tables {
+		w.tables[i].Reset()
+	}
+	for _, p := range w.p {
+		w.tables[0].Add(p[:]...)
+	}
+	for _, o := range w.o {
+		w.tables[1].Add(o[:]...)
+	}
+	for _, sh := range w.s {
+		w.tables[2].Add(sh[:]...)
 	}
 	s := &DeltaState{}
-	s.Set(w.n, w.st, w.p, w.o)
+	w.codec.Set(s, w.n, w.st, w.tables)
 	return s
 }
 
@@ -90,8 +147,15 @@ func moveAxis(x, v, dt, lo, hi float64) (float64, float64) {
 }
 
 func sameDeltaState(a, b *DeltaState) bool {
-	return a.N == b.N && a.ST == b.ST && len(a.P) == len(b.P) && len(a.O) == len(b.O) &&
-		(len(a.P) == 0 || reflect.DeepEqual(a.P, b.P)) && (len(a.O) == 0 || reflect.DeepEqual(a.O, b.O))
+	if a.N != b.N || a.ST != b.ST || len(a.T) != len(b.T) {
+		return false
+	}
+	for i := range a.T {
+		if a.T[i].Cols != b.T[i].Cols || len(a.T[i].Q) != len(b.T[i].Q) || len(a.T[i].Q) > 0 && !reflect.DeepEqual(a.T[i].Q, b.T[i].Q) {
+			return false
+		}
+	}
+	return true
 }
 
 // TestDeltaRebuildsEveryStateFromAnyBaseline encodes each state of a long
@@ -99,7 +163,7 @@ func sameDeltaState(a, b *DeltaState) bool {
 // and checks that decoding gives back exactly the same quantized state.
 func TestDeltaRebuildsEveryStateFromAnyBaseline(t *testing.T) {
 	for _, hz := range []int{20, 30, 200} {
-		w := newDeltaWorld(uint64(hz), 16, 12)
+		w := newDeltaWorld(uint64(hz), hz, 16, 12)
 		var hist []*DeltaState
 		for range 2000 {
 			cur := w.step(hz)
@@ -113,9 +177,9 @@ func TestDeltaRebuildsEveryStateFromAnyBaseline(t *testing.T) {
 					}
 					base = hist[len(hist)-1-age]
 				}
-				d := AppendDelta(nil, base, cur, hz)
+				d := w.codec.Append(nil, base, cur)
 				var out DeltaState
-				err := DecodeDelta(d, hz, func(n uint64) *DeltaState {
+				err := w.codec.Decode(d, func(n uint64) *DeltaState {
 					if base != nil && base.N == n {
 						return base
 					}
@@ -133,23 +197,25 @@ func TestDeltaRebuildsEveryStateFromAnyBaseline(t *testing.T) {
 }
 
 // TestDeltaQuantization checks the documented precision: every value a
-// client rebuilds is a whole number of 1/64 and within 1/128 of the
-// server's.
+// client rebuilds is a whole number of its column's step and within half a
+// step of the server's.
 func TestDeltaQuantization(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	for range 100000 {
-		v := (rng.Float64() - 0.5) * 4000
-		got := Dequantize(Quantize(v))
-		if math.Abs(got-v) > DeltaPrecision || got*64 != math.Trunc(got*64) {
-			t.Fatalf("%v comes back as %v", v, got)
+	for _, step := range []float64{DefaultStep, 1.0 / 256, 0.01, 0.5, 1, 5} {
+		for range 20000 {
+			v := (rng.Float64() - 0.5) * 4000
+			got := Dequantize(Quantize(v, step), step)
+			if math.Abs(got-v) > step/2*(1+1e-12) || math.Abs(got/step-math.Round(got/step)) > 1e-6 {
+				t.Fatalf("step %v: %v comes back as %v", step, v, got)
+			}
 		}
 	}
 	for _, v := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
-		if Quantize(v) != 0 {
-			t.Fatalf("Quantize(%v) = %d", v, Quantize(v))
+		if Quantize(v, DefaultStep) != 0 {
+			t.Fatalf("Quantize(%v) = %d", v, Quantize(v, DefaultStep))
 		}
 	}
-	if Quantize(1e300) != 1<<40 || Quantize(-1e300) != -1<<40 {
+	if Quantize(1e300, 1) != 1<<40 || Quantize(-1e300, 1) != -1<<40 {
 		t.Fatal("huge values are not clamped")
 	}
 }
@@ -180,43 +246,48 @@ func TestDeltaPredictRoundsLikeJavaScript(t *testing.T) {
 // TestDeltaSizes shows what the compact encoding buys: a steady room costs
 // a few bytes per player, a keyframe well under a full snap.
 func TestDeltaSizes(t *testing.T) {
-	w := newDeltaWorld(9, 16, 12)
+	w := newDeltaWorld(9, 20, 16, 12)
 	prev := w.step(20)
 	cur := w.step(20)
-	key := AppendDelta(nil, nil, cur, 20)
-	delta := AppendDelta(nil, prev, cur, 20)
-	p := append([]PlayerState(nil), w.p...)
-	full := NewSnapEncoder().Shared(cur.N, cur.ST, p, w.o)
-	t.Logf("16 players, 12 orbs: full snap %d B, keyframe %d B, delta %d B", len(full), len(key), len(delta))
-	if len(key) > len(full)*2/3 || len(delta) > 10*16+12 {
+	key := w.codec.Append(nil, nil, cur)
+	delta := w.codec.Append(nil, prev, cur)
+	full := NewSnapEncoder().Shared(cur.N, cur.ST, w.codec.Schema(), w.tables)
+	t.Logf("16 players, 12 orbs, %d shots: full snap %d B, keyframe %d B, delta %d B", w.tables[2].Len(), len(full), len(key), len(delta))
+	if len(key) > len(full)*2/3 || len(delta) > 10*16+12+20*w.tables[2].Len() {
 		t.Fatalf("full %d B, keyframe %d B, delta %d B", len(full), len(key), len(delta))
 	}
-	// Every player went on as predicted, nothing else changed: a byte per
-	// player and a few more.
-	steady := DeltaState{N: cur.N + 1, ST: cur.ST + 50, O: cur.O}
-	for _, p := range cur.P {
-		p.X = DeltaPredict(p.X, p.VX, p.VX, 1, 20)
-		p.Y = DeltaPredict(p.Y, p.VY, p.VY, 1, 20)
-		steady.P = append(steady.P, p)
+	// Every player and shot went on as predicted, nothing else changed: a
+	// byte per row and a few more.
+	steady := DeltaState{N: cur.N + 1, ST: cur.ST + 50, T: make([]DeltaTable, 3)}
+	steady.T[1] = cur.T[1]
+	for _, ti := range []int{0, 2} {
+		t := &cur.T[ti]
+		steady.T[ti].Cols = t.Cols
+		for i := range t.Len() {
+			r := append([]int64(nil), t.row(i)...)
+			r[1] = DeltaPredict(r[1], r[3], r[3], 1, 20)
+			r[2] = DeltaPredict(r[2], r[4], r[4], 1, 20)
+			steady.T[ti].Q = append(steady.T[ti].Q, r...)
+		}
 	}
-	if d := AppendDelta(nil, cur, &steady, 20); len(d) > 16+8 {
+	if d := w.codec.Append(nil, cur, &steady); len(d) > 16+cur.T[2].Len()+10 {
 		t.Fatalf("a steady state takes %d B", len(d))
 	}
 }
 
 func TestDeltaNeedsItsBaseline(t *testing.T) {
-	w := newDeltaWorld(1, 4, 3)
+	w := newDeltaWorld(1, 30, 4, 3)
 	a := w.step(30)
 	b := w.step(30)
-	d := AppendDelta(nil, a, b, 30)
+	d := w.codec.Append(nil, a, b)
 	var out DeltaState
-	err := DecodeDelta(d, 30, func(uint64) *DeltaState { return nil }, &out)
+	err := w.codec.Decode(d, func(uint64) *DeltaState { return nil }, &out)
 	if !errors.Is(err, ErrDeltaBaseline) {
 		t.Fatalf("decoding without the baseline: %v", err)
 	}
 	// A baseline that is not older than the state makes a keyframe.
-	key := AppendDelta(nil, b, b, 30)
-	if err := DecodeDelta(key, 30, func(uint64) *DeltaState { return nil }, &out); err != nil || !sameDeltaState(&out, b) {
+	key := w.codec.Append(nil, b, b)
+	if err := w.codec.Decode(key, func(uint64) *DeltaState { return nil }, &out); err != nil || !sameDeltaState(&out, b) {
 		t.Fatalf("keyframe: %v", err)
 	}
 }
@@ -227,10 +298,10 @@ func TestDeltaNeedsItsBaseline(t *testing.T) {
 // baselines among the acknowledged states.
 func TestDeltaFrameAndReceiver(t *testing.T) {
 	const hz = 30
-	w := newDeltaWorld(2, 8, 12)
-	var enc DeltaEncoder
+	w := newDeltaWorld(2, hz, 8, 12)
+	enc := NewDeltaEncoder(w.codec)
 	sn := NewSnapEncoder()
-	rx := NewDeltaReceiver(hz)
+	rx := NewDeltaReceiver(w.codec.Schema(), hz)
 	hist := map[uint64]*DeltaState{}
 	var acked uint64
 	for i := range 500 {
@@ -240,7 +311,7 @@ func TestDeltaFrameAndReceiver(t *testing.T) {
 		if acked != 0 && cur.N-acked < DeltaHistory {
 			base = hist[acked]
 		}
-		frame := append(enc.Frame(base, cur, hz), sn.Ack(uint64(1000+i))...)
+		frame := append(enc.Frame(base, cur), sn.Ack(uint64(1000+i))...)
 		m, err := DecodeServer(frame)
 		if err != nil {
 			t.Fatal(err)
@@ -253,7 +324,7 @@ func TestDeltaFrameAndReceiver(t *testing.T) {
 		if err != nil {
 			t.Fatalf("tick %d: %v", cur.N, err)
 		}
-		want := cur.Snap(uint64(1000 + i))
+		want := w.codec.Snap(cur, uint64(1000+i))
 		if !reflect.DeepEqual(snap, want) {
 			t.Fatalf("tick %d: got %+v, want %+v", cur.N, snap, want)
 		}
@@ -340,12 +411,12 @@ func FuzzDecodeClientDelta(f *testing.F) {
 // baseline at hand: it must not panic or allocate without bound, and what it
 // accepts must encode back to an equivalent delta.
 func FuzzDecodeDelta(f *testing.F) {
-	w := newDeltaWorld(4, 6, 5)
+	w := newDeltaWorld(4, 30, 6, 5)
 	base := w.step(30)
 	for range 3 {
 		cur := w.step(30)
-		f.Add(AppendDelta(nil, base, cur, 30))
-		f.Add(AppendDelta(nil, nil, cur, 30))
+		f.Add(w.codec.Append(nil, base, cur))
+		f.Add(w.codec.Append(nil, nil, cur))
 	}
 	f.Add([]byte{})
 	f.Add([]byte{0x05, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x0f})
@@ -357,7 +428,7 @@ func FuzzDecodeDelta(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, d []byte) {
 		var out DeltaState
-		err := DecodeDelta(d, 30, lookup, &out)
+		err := w.codec.Decode(d, lookup, &out)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrDeltaBaseline) {
 				t.Fatalf("unexpected error %v", err)
@@ -371,47 +442,47 @@ func FuzzDecodeDelta(f *testing.F) {
 			b = base
 		}
 		var again DeltaState
-		if err := DecodeDelta(AppendDelta(nil, b, &out, 30), 30, lookup, &again); err != nil || !sameDeltaState(&again, &out) {
+		if err := w.codec.Decode(w.codec.Append(nil, b, &out), lookup, &again); err != nil || !sameDeltaState(&again, &out) {
 			t.Fatalf("accepted %x as %+v; encoded again it gives %+v, %v", d, out, again, err)
 		}
 	})
 }
 
 func BenchmarkEncode16Players(b *testing.B) {
-	w := newDeltaWorld(8, 16, 12)
+	w := newDeltaWorld(8, 20, 16, 12)
 	prev := w.step(20)
 	cur := w.step(20)
-	p := append([]PlayerState(nil), w.p...)
+	schema := w.codec.Schema()
 	b.Run("full", func(b *testing.B) {
 		enc := NewSnapEncoder()
 		b.ReportAllocs()
 		for b.Loop() {
-			enc.Shared(cur.N, cur.ST, p, w.o)
+			enc.Shared(cur.N, cur.ST, schema, w.tables)
 		}
 	})
 	b.Run("delta", func(b *testing.B) {
-		var enc DeltaEncoder
+		enc := NewDeltaEncoder(w.codec)
 		var st DeltaState
 		b.ReportAllocs()
 		for b.Loop() {
-			st.Set(cur.N, cur.ST, p, w.o) // quantizing is part of the cost
-			enc.Frame(prev, &st, 20)
+			w.codec.Set(&st, cur.N, cur.ST, w.tables) // quantizing is part of the cost
+			enc.Frame(prev, &st)
 		}
 	})
 	b.Run("keyframe", func(b *testing.B) {
-		var enc DeltaEncoder
+		enc := NewDeltaEncoder(w.codec)
 		b.ReportAllocs()
 		for b.Loop() {
-			enc.Frame(nil, cur, 20)
+			enc.Frame(nil, cur)
 		}
 	})
 	b.Run("apply", func(b *testing.B) {
-		d := AppendDelta(nil, prev, cur, 20)
+		d := w.codec.Append(nil, prev, cur)
 		var out DeltaState
 		lookup := func(uint64) *DeltaState { return prev }
 		b.ReportAllocs()
 		for b.Loop() {
-			if err := DecodeDelta(d, 20, lookup, &out); err != nil {
+			if err := w.codec.Decode(d, lookup, &out); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -85,17 +85,99 @@ type Join struct {
 	Token  string   `msgpack:"token,omitempty"`
 	Resume string   `msgpack:"resume,omitempty"`
 	Caps   []string `msgpack:"caps,omitempty"`
+	// Mode (protocol 1.1) picks the game mode of the room `auto` finds or
+	// makes; empty means arena.
+	Mode string `msgpack:"mode,omitempty"`
 }
 
-// Input is the player's movement intent; Seq increases with every input.
+// Input is the player's intent: the mode's input fields (protocol 1.1;
+// arena's are dx and dy), each a number in [-1, 1]. Seq increases with
+// every input.
 type Input struct {
 	Head
-	Seq uint64  `msgpack:"seq"`
-	DX  float64 `msgpack:"dx"` // in [-1, 1]
-	DY  float64 `msgpack:"dy"` // in [-1, 1]
+	Seq uint64
 	// N, in delta mode, acknowledges the snapshot of tick N as an `ack`
 	// would (an addition: one message per tick instead of two); 0: none.
-	N uint64 `msgpack:"n,omitempty"`
+	N      uint64
+	Fields InputFields
+}
+
+// InputField is one field of an input.
+type InputField struct {
+	Name  string
+	Value float64
+}
+
+// InputFields are the fields of an input, at most MaxInputFields, in the
+// order set or received. The zero value is empty; it allocates nothing.
+type InputFields struct {
+	n int
+	f [MaxInputFields]InputField
+}
+
+// Set sets a field, replacing one of the same name. It reports false when
+// the input already holds MaxInputFields other fields.
+func (in *InputFields) Set(name string, v float64) bool {
+	for i := range in.n {
+		if in.f[i].Name == name {
+			in.f[i].Value = v
+			return true
+		}
+	}
+	if in.n == MaxInputFields {
+		return false
+	}
+	in.f[in.n] = InputField{Name: name, Value: v}
+	in.n++
+	return true
+}
+
+// Get returns the value of a field and whether it is present.
+func (in *InputFields) Get(name string) (float64, bool) {
+	for i := range in.n {
+		if in.f[i].Name == name {
+			return in.f[i].Value, true
+		}
+	}
+	return 0, false
+}
+
+// All returns the fields; the slice aliases the input.
+func (in *InputFields) All() []InputField { return in.f[:in.n] }
+
+// NewInput returns an input with the given seq and fields, given as the
+// mode's input names and their values in the same order; extra values are
+// dropped.
+func NewInput(seq uint64, names []string, values ...float64) *Input {
+	m := &Input{Seq: seq}
+	for i, v := range values {
+		if i < len(names) {
+			m.Fields.Set(names[i], v)
+		}
+	}
+	return m
+}
+
+// EncodeMsgpack writes t, seq, the fields, and n when set.
+func (m *Input) EncodeMsgpack(enc *msgpack.Encoder) error {
+	keys := 2 + m.Fields.n
+	if m.N != 0 {
+		keys++
+	}
+	_ = enc.EncodeMapLen(keys)
+	_ = enc.EncodeString("t")
+	_ = enc.EncodeString(TypeInput)
+	_ = enc.EncodeString("seq")
+	_ = enc.EncodeUint(m.Seq)
+	for _, f := range m.Fields.All() {
+		_ = enc.EncodeString(f.Name)
+		_ = enc.EncodeFloat64(f.Value)
+	}
+	if m.N != 0 {
+		_ = enc.EncodeString("n")
+		_ = enc.EncodeUint(m.N)
+	}
+	return nil
 }
 
 // Ping asks for a `pong` echoing TS.
@@ -158,17 +240,30 @@ func ValidID(s string) bool {
 
 // clientFields holds every field a client message may carry while decoding.
 type clientFields struct {
-	t, name, room, token, resume, text string
-	seq, dx, dy, ts, n                 float64
-	caps                               []string
-	has                                uint16 // bit per field present
-	bad                                string // first field with a wrong type
+	t, name, room, token, resume, text, mode string
+	seq, ts, n                               float64
+	caps                                     []string
+	has                                      uint16 // bit per field present
+	bad                                      string // first field with a wrong type
+	// Keys of no known message: an input's fields, kept in the order
+	// read (at most MaxInputFields; more sets tooMany).
+	others  [MaxInputFields]otherField
+	nothers int
+	tooMany bool
+	longKey bool // a key longer than any name of the protocol
+}
+
+// otherField is a key no message of the protocol knows, with its value
+// when it is a number.
+type otherField struct {
+	key   [MaxNameBytes]byte
+	klen  uint8
+	value float64
+	isNum bool
 }
 
 const (
 	hasSeq = 1 << iota
-	hasDX
-	hasDY
 	hasTS
 	hasName
 	hasRoom
@@ -198,10 +293,16 @@ func DecodeClient(frame []byte) (ClientMessage, error) { return decodeClient(fra
 // until its next Decode: a session decodes its inputs without allocating.
 // The zero value is ready to use; it is not safe for concurrent use.
 type ClientDecoder struct {
-	input Input
-	ack   Ack
-	ping  Ping
+	input  Input
+	ack    Ack
+	ping   Ping
+	inputs []string // the mode's input names, returned without allocating
 }
+
+// SetInputs tells the decoder the names of the mode's input fields, so
+// that an input's field names come back as these strings instead of new
+// ones.
+func (d *ClientDecoder) SetInputs(names []string) { d.inputs = names }
 
 // Decode decodes one frame from a player; see DecodeClient.
 func (d *ClientDecoder) Decode(frame []byte) (ClientMessage, error) { return decodeClient(frame, d) }
@@ -293,18 +394,16 @@ func (f *clientFields) read(pd *pooledDecoder) error {
 			err = f.str(d, "text", &f.text, hasText)
 		case "seq":
 			err = f.num(d, "seq", &f.seq, hasSeq)
-		case "dx":
-			err = f.num(d, "dx", &f.dx, hasDX)
-		case "dy":
-			err = f.num(d, "dy", &f.dy, hasDY)
 		case "ts":
 			err = f.num(d, "ts", &f.ts, hasTS)
 		case "n":
 			err = f.num(d, "n", &f.n, hasN)
 		case "caps":
 			err = f.strs(d, "caps")
+		case "mode":
+			err = f.str(d, "mode", &f.mode, 0)
 		default:
-			err = d.Skip()
+			err = f.other(d, key)
 		}
 		if err != nil {
 			return err
@@ -424,6 +523,64 @@ func (f *clientFields) strs(d *msgpack.Decoder, key string) error {
 	return nil
 }
 
+// other keeps a key no message knows, for an input's fields; a key longer
+// than any field name is skipped and remembered (an input refuses it).
+func (f *clientFields) other(d *msgpack.Decoder, key []byte) error {
+	if len(key) == 0 {
+		f.longKey = true
+		return d.Skip()
+	}
+	if f.nothers == MaxInputFields {
+		f.tooMany = true
+		return d.Skip()
+	}
+	o := &f.others[f.nothers]
+	f.nothers++
+	o.klen = uint8(copy(o.key[:], key))
+	c, err := d.PeekCode()
+	if err != nil {
+		return err
+	}
+	if c == 0xc0 || !isNumber(c) {
+		o.isNum = false
+		return d.Skip()
+	}
+	o.value, err = d.DecodeFloat64()
+	o.isNum = true
+	return err
+}
+
+// inputFields fills in the fields of an input from the keys no message
+// knows, naming them with the decoder's input names where they match.
+func (f *clientFields) inputFields(in *InputFields, names []string) error {
+	*in = InputFields{}
+	if f.tooMany {
+		return &FieldError{Type: TypeInput, Field: "fields", Why: fmt.Sprintf("at most %d input fields", MaxInputFields)}
+	}
+	if f.longKey {
+		return &FieldError{Type: TypeInput, Field: "fields", Why: fmt.Sprintf("input field names are 1-%d bytes", MaxNameBytes)}
+	}
+	for i := range f.nothers {
+		o := &f.others[i]
+		key := o.key[:o.klen]
+		name := ""
+		for _, n := range names {
+			if string(key) == n {
+				name = n
+				break
+			}
+		}
+		if name == "" {
+			name = string(key)
+		}
+		if !o.isNum || !(o.value >= -1 && o.value <= 1) {
+			return &FieldError{Type: TypeInput, Field: name, Why: "must be a number in [-1,1]"}
+		}
+		in.Set(name, o.value)
+	}
+	return nil
+}
+
 func (f *clientFields) wrongType(key string) {
 	if f.bad == "" {
 		f.bad = key
@@ -439,10 +596,17 @@ func (f *clientFields) message(reuse *ClientDecoder) (ClientMessage, error) {
 	head := Head{T: f.t}
 	switch f.t {
 	case TypeJoin:
-		m = &Join{Head: head, Name: f.name, Room: f.room, Token: f.token, Resume: f.resume, Caps: f.caps}
+		m = &Join{Head: head, Name: f.name, Room: f.room, Token: f.token, Resume: f.resume, Caps: f.caps, Mode: f.mode}
 	case TypeInput:
 		in := reused(reuse, func(d *ClientDecoder) *Input { return &d.input })
-		*in = Input{Head: head, Seq: uint64(f.seq), DX: f.dx, DY: f.dy, N: uint64(f.n)}
+		in.Head, in.Seq, in.N = head, uint64(f.seq), uint64(f.n)
+		var names []string
+		if reuse != nil {
+			names = reuse.inputs
+		}
+		if err := f.inputFields(&in.Fields, names); err != nil && f.bad == "" {
+			return nil, err
+		}
 		m = in
 	case TypePing:
 		p := reused(reuse, func(d *ClientDecoder) *Ping { return &d.ping })
@@ -472,6 +636,9 @@ func (f *clientFields) message(reuse *ClientDecoder) (ClientMessage, error) {
 		if m.Room != RoomAuto && !ValidID(m.Room) {
 			return nil, fail("room", `must be "auto" or 1-64 characters of [A-Za-z0-9_-]`)
 		}
+		if m.Mode != "" && !ValidName(m.Mode) {
+			return nil, fail("mode", "must be 1-16 characters of [a-z0-9_]")
+		}
 		if len(m.Caps) > MaxCaps {
 			return nil, fail("caps", "must be at most 16 strings of 1-32 bytes")
 		}
@@ -483,12 +650,6 @@ func (f *clientFields) message(reuse *ClientDecoder) (ClientMessage, error) {
 	case *Input:
 		if f.has&hasSeq == 0 || f.seq < 0 || f.seq > MaxSeq || f.seq != math.Trunc(f.seq) {
 			return nil, fail("seq", "must be an integer >= 0")
-		}
-		if f.has&hasDX == 0 || !(f.dx >= -1 && f.dx <= 1) {
-			return nil, fail("dx", "must be a number in [-1,1]")
-		}
-		if f.has&hasDY == 0 || !(f.dy >= -1 && f.dy <= 1) {
-			return nil, fail("dy", "must be a number in [-1,1]")
 		}
 		if f.has&hasN != 0 && (f.n < 0 || f.n > MaxSeq || f.n != math.Trunc(f.n)) {
 			return nil, fail("n", "must be an integer >= 0")

@@ -3,9 +3,12 @@ package wire
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -23,16 +26,55 @@ func TestDecodeClientAcceptsIntsAndFloats(t *testing.T) {
 	for _, frame := range []map[string]any{
 		{"t": "input", "seq": 7, "dx": 1, "dy": -1},
 		{"t": "input", "seq": 7.0, "dx": 1.0, "dy": -1.0},
-		{"t": "input", "seq": uint64(7), "dx": float32(1), "dy": int8(-1), "extra": []int{1}},
+		{"t": "input", "seq": uint64(7), "dx": float32(1), "dy": int8(-1)},
 	} {
 		m, err := DecodeClient(mustMarshal(t, frame))
 		if err != nil {
 			t.Fatalf("%v: %v", frame, err)
 		}
 		in, ok := m.(*Input)
-		if !ok || in.Seq != 7 || in.DX != 1 || in.DY != -1 {
+		dx, _ := in.Fields.Get("dx")
+		dy, _ := in.Fields.Get("dy")
+		if !ok || in.Seq != 7 || dx != 1 || dy != -1 || len(in.Fields.All()) != 2 {
 			t.Fatalf("%v decoded as %+v", frame, m)
 		}
+	}
+}
+
+// TestDecodeClientInputFields: an input carries any mode's fields, in the
+// order sent, each a number in [-1, 1]; the names of a ClientDecoder's mode
+// come back as its own strings.
+func TestDecodeClientInputFields(t *testing.T) {
+	frame := MustEncode(NewInput(3, []string{"ax", "ay", "fire"}, -0.5, 0.25, 1))
+	var d ClientDecoder
+	names := []string{"dx", "dy", "ax", "ay", "fire"}
+	d.SetInputs(names)
+	m, err := d.Decode(frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := m.(*Input).Fields.All()
+	if len(all) != 3 || all[0] != (InputField{"ax", -0.5}) || all[1] != (InputField{"ay", 0.25}) || all[2] != (InputField{"fire", 1}) {
+		t.Fatalf("fields %+v", all)
+	}
+	if unsafe.StringData(all[2].Name) != unsafe.StringData(names[4]) {
+		t.Fatal("a declared name was not returned as the decoder's own string")
+	}
+	many := map[string]any{"t": "input", "seq": 1}
+	for i := range MaxInputFields + 1 {
+		many[fmt.Sprintf("f%d", i)] = 0
+	}
+	var fe *FieldError
+	if _, err := DecodeClient(mustMarshal(t, many)); !errors.As(err, &fe) {
+		t.Fatalf("%d fields: %v, want a field error", MaxInputFields+1, err)
+	}
+	if _, err := DecodeClient(mustMarshal(t, map[string]any{"t": "input", "seq": 1, "abcdefghijklmnopq": 1})); !errors.As(err, &fe) {
+		t.Fatalf("a 17-byte field name: %v, want a field error", err)
+	}
+	// Keys of other messages are not input fields.
+	m, err = DecodeClient(mustMarshal(t, map[string]any{"t": "input", "seq": 1, "dx": 1, "text": "hi", "name": "x"}))
+	if err != nil || len(m.(*Input).Fields.All()) != 1 {
+		t.Fatalf("%+v %v", m, err)
 	}
 }
 
@@ -86,7 +128,8 @@ func TestDecodeClientFieldErrors(t *testing.T) {
 	for name, frame := range map[string]map[string]any{
 		"dx too big":    {"t": "input", "seq": 1, "dx": 3.5, "dy": 0},
 		"dx NaN":        {"t": "input", "seq": 1, "dx": math.NaN(), "dy": 0},
-		"dy missing":    {"t": "input", "seq": 1, "dx": 0},
+		"dy bool":       {"t": "input", "seq": 1, "dx": 0, "dy": true},
+		"fire array":    {"t": "input", "seq": 1, "fire": []int{1}},
 		"dx string":     {"t": "input", "seq": 1, "dx": "1", "dy": 0},
 		"seq negative":  {"t": "input", "seq": -1, "dx": 0, "dy": 0},
 		"seq fraction":  {"t": "input", "seq": 1.5, "dx": 0, "dy": 0},
@@ -123,11 +166,26 @@ func TestEncodeDecodeServerRoundTrip(t *testing.T) {
 	}
 }
 
+// arenaLike is the arena's schema, declared here (wire knows no mode).
+func arenaLike(t *testing.T) (*Schema, []Table) {
+	s := &Schema{Tables: []TableDef{
+		{Name: "p", Columns: []Column{{Name: "x", Vel: "vx"}, {Name: "y", Vel: "vy"}, {Name: "vx"}, {Name: "vy"},
+			{Name: "score", Step: 1}, {Name: "rtt", Step: 1}}},
+		{Name: "o", Slots: true, Columns: []Column{{Name: "x"}, {Name: "y"}}},
+	}, Input: []string{"dx", "dy"}}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return s, NewTables(s)
+}
+
 func TestSnapSharedPlusAck(t *testing.T) {
 	enc := NewSnapEncoder()
-	p := []PlayerState{{ID: 1, X: 10.5, Y: 20.25, VX: 240, VY: 0, Score: 3, RTT: 12}, {ID: 2, X: 1, Y: 2}}
-	o := []Orb{{ID: 9, X: 100, Y: 200}}
-	shared := enc.Shared(42, 1700000000123, p, o)
+	schema, tables := arenaLike(t)
+	tables[0].Add(1, 10.5, 20.25, 240, 0, 3, 12)
+	tables[0].Add(2, 1, 2, 0, 0, 0, 0)
+	tables[1].Add(9, 100, 200)
+	shared := enc.Shared(42, 1700000000123, schema, tables)
 	for _, ack := range []uint64{0, 1, 300, 1 << 40} {
 		frame := append(append([]byte{}, shared...), enc.Ack(ack)...)
 		m, err := DecodeServer(frame)
@@ -135,11 +193,11 @@ func TestSnapSharedPlusAck(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := m.(*Snap)
-		if s.N != 42 || s.ST != 1700000000123 || s.Ack != ack || len(s.P) != 2 || len(s.O) != 1 {
+		if s.N != 42 || s.ST != 1700000000123 || s.Ack != ack || len(s.Table("p")) != 2 || len(s.Table("o")) != 1 {
 			t.Fatalf("ack %d: %+v", ack, s)
 		}
-		if got := s.P[0]; got.ID != 1 || got.X != 10.5 || got.Y != 20.25 || got.VX != 240 || got.Score != 3 || got.RTT != 12 {
-			t.Fatalf("row: %+v", got)
+		if got := s.Table("p").Find(1); !slices.Equal(got, []float64{1, 10.5, 20.25, 240, 0, 3, 12}) {
+			t.Fatalf("row: %v", got)
 		}
 	}
 	// The shared part is untouched by later encodes of acks.
@@ -159,23 +217,26 @@ func TestValidID(t *testing.T) {
 }
 
 func TestAppendSnapJSONDecodes(t *testing.T) {
-	p := []PlayerState{{ID: 1, X: 10.5, Y: 20.25, VX: -240, VY: 0, Score: 3, RTT: 12}, {ID: 2, X: 1.1, Y: 2}}
-	o := []Orb{{ID: 9, X: 100, Y: 200.5}}
-	raw := AppendSnapJSON(nil, 42, 1700000000123, p, o)
+	schema, tables := arenaLike(t)
+	tables[0].Add(1, 10.5, 20.25, -240, 0, 3, 12)
+	tables[0].Add(2, 1.1, 2, 0, 0, 0, 0)
+	tables[1].Add(9, 100, 200.5)
+	raw := AppendSnapJSON(nil, 42, 1700000000123, schema, tables)
 	var s SpectatorSnap
 	if err := json.Unmarshal(raw, &s); err != nil {
 		t.Fatalf("%s: %v", raw, err)
 	}
-	if s.N != 42 || s.ST != 1700000000123 || len(s.P) != 2 || len(s.O) != 1 {
+	p, o := s.Table("p"), s.Table("o")
+	if s.N != 42 || s.ST != 1700000000123 || len(p) != 2 || len(o) != 1 {
 		t.Fatalf("%s decoded as %+v", raw, s)
 	}
-	if s.P[0] != [7]float64{1, 10.5, 20.25, -240, 0, 3, 12} || s.O[0] != [3]float64{9, 100, 200.5} {
-		t.Fatalf("rows %v %v", s.P[0], s.O[0])
+	if !slices.Equal(p[0], []float64{1, 10.5, 20.25, -240, 0, 3, 12}) || !slices.Equal(o[0], []float64{9, 100, 200.5}) {
+		t.Fatalf("rows %v %v", p[0], o[0])
 	}
-	if math.Abs(s.P[1][1]-1.1) > 1e-6 {
-		t.Fatalf("x %v", s.P[1][1])
+	if math.Abs(p[1][1]-1.1) > 1e-6 {
+		t.Fatalf("x %v", p[1][1])
 	}
-	empty := AppendSnapJSON(nil, 1, 2, nil, nil)
+	empty := AppendSnapJSON(nil, 1, 2, schema, NewTables(schema))
 	if string(empty) != `{"n":1,"st":2,"p":[],"o":[]}` {
 		t.Fatalf("empty snap %s", empty)
 	}

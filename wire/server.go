@@ -30,39 +30,15 @@ type Welcome struct {
 	Hz      int          `msgpack:"hz"`
 	W       float64      `msgpack:"w"`
 	H       float64      `msgpack:"h"`
-	Speed   float64      `msgpack:"speed"`
-	R       float64      `msgpack:"r"`
+	Speed   float64      `msgpack:"speed"` // the mode's player speed, where it has one
+	R       float64      `msgpack:"r"`     // the mode's player radius, where it has one
 	Resume  string       `msgpack:"resume"`
 	ST      int64        `msgpack:"st"`
 	Players []PlayerInfo `msgpack:"players"`
-}
-
-// PlayerState is one row of a snapshot's `p`: [id,x,y,vx,vy,score,rtt].
-type PlayerState struct {
-	_     struct{} `msgpack:",as_array"`
-	ID    uint32
-	X, Y  float64
-	VX    float64
-	VY    float64
-	Score int
-	RTT   int // server-measured round trip in ms, 0 = unknown
-}
-
-// Orb is one row of a snapshot's `o`: [id,x,y].
-type Orb struct {
-	_    struct{} `msgpack:",as_array"`
-	ID   uint32
-	X, Y float64
-}
-
-// Snap is the authoritative state after tick N.
-type Snap struct {
-	Head
-	N   uint64        `msgpack:"n"`
-	ST  int64         `msgpack:"st"`
-	Ack uint64        `msgpack:"ack"`
-	P   []PlayerState `msgpack:"p"`
-	O   []Orb         `msgpack:"o"`
+	// Mode and Schema (additions of protocol 1.1): the room's game mode and
+	// its tables and input fields.
+	Mode   string  `msgpack:"mode,omitempty"`
+	Schema *Schema `msgpack:"schema,omitempty"`
 }
 
 // Pong answers a Ping.

@@ -96,28 +96,31 @@ func internType(t []byte) string {
 	return string(t)
 }
 
-// AppendInput appends an `input` frame to dst, as Input would send it.
-func AppendInput(dst []byte, seq uint64, dx, dy float64) []byte {
-	dst = append(dst, 0x84, 0xa1, 't', 0xa5, 'i', 'n', 'p', 'u', 't', 0xa3, 's', 'e', 'q', 0xcf)
+// AppendInput appends an `input` frame to dst, as Input would send it:
+// seq, then one field per name with the value at the same index (names past
+// the values are left out and count as 0), and, when ack is not 0, `n`
+// acknowledging the delta snapshot of that tick (an addition of delta
+// mode).
+func AppendInput(dst []byte, seq, ack uint64, names []string, values []float64) []byte {
+	fields := min(len(names), len(values))
+	keys := 2 + fields
+	if ack != 0 {
+		keys++
+	}
+	dst = append(dst, 0x80|byte(keys), 0xa1, 't', 0xa5, 'i', 'n', 'p', 'u', 't', 0xa3, 's', 'e', 'q', 0xcf)
 	dst = binary.BigEndian.AppendUint64(dst, seq)
-	dst = append(dst, 0xa2, 'd', 'x', 0xcb)
-	dst = binary.BigEndian.AppendUint64(dst, math.Float64bits(dx))
-	dst = append(dst, 0xa2, 'd', 'y', 0xcb)
-	return binary.BigEndian.AppendUint64(dst, math.Float64bits(dy))
+	for i := range fields {
+		dst = append(dst, 0xa0|byte(len(names[i]))) // names are at most 16 bytes
+		dst = append(dst, names[i]...)
+		dst = append(dst, 0xcb)
+		dst = binary.BigEndian.AppendUint64(dst, math.Float64bits(values[i]))
+	}
+	if ack != 0 {
+		dst = append(dst, 0xa1, 'n', 0xcf)
+		dst = binary.BigEndian.AppendUint64(dst, ack)
+	}
+	return dst
 }
-
-// AppendAck turns the `input` frame AppendInput has just appended at the
-// end of dst into one that also acknowledges the delta snapshot of tick n
-// (the `n` field of `input`, an addition of delta mode).
-func AppendAck(dst []byte, n uint64) []byte {
-	i := len(dst) - inputLen
-	dst[i] = 0x85 // one more key
-	dst = append(dst, 0xa1, 'n', 0xcf)
-	return binary.BigEndian.AppendUint64(dst, n)
-}
-
-// inputLen is the length of a frame written by AppendInput.
-const inputLen = 1 + 2 + 6 + 4 + 9 + 3 + 9 + 3 + 9
 
 // AppendChat appends a `chat` frame with text to dst.
 func AppendChat(dst []byte, text string) []byte {

@@ -2,24 +2,30 @@ package player
 
 import (
 	"math"
+	"reflect"
 	"testing"
 
+	"github.com/tickwire/tickwire/game/arena"
 	"github.com/tickwire/tickwire/wire"
 )
 
-// snapFrame is a snapshot of a full room of 16 players and 12 orbs, as
-// the server encodes it, with ack 77.
+// snapFrame is a snapshot of a full arena room of 16 players and 12 orbs,
+// as the server encodes it, with ack 77.
 func snapFrame() []byte {
-	p := make([]wire.PlayerState, 16)
-	for i := range p {
-		p[i] = wire.PlayerState{ID: uint32(i + 1), X: float64(40 * i), Y: 300.5, VX: 120, VY: -60, Score: i, RTT: 2}
+	spec := arena.Spec()
+	if err := spec.Validate(); err != nil {
+		panic(err)
 	}
-	o := make([]wire.Orb, 12)
-	for i := range o {
-		o[i] = wire.Orb{ID: uint32(100 + i), X: float64(9 * i), Y: 17}
+	schema := spec.Schema()
+	tables := wire.NewTables(schema)
+	for i := range 16 {
+		tables[arena.TablePlayers].Add(float64(i+1), float64(40*i), 300.5, 120, -60, float64(i), 2)
+	}
+	for i := range 12 {
+		tables[arena.TableOrbs].Add(float64(100+i), float64(9*i), 17)
 	}
 	e := wire.NewSnapEncoder()
-	shared := e.Shared(123456, 1764000000123, p, o)
+	shared := e.Shared(123456, 1764000000123, schema, tables)
 	return append(shared, e.Ack(77)...)
 }
 
@@ -27,6 +33,10 @@ func TestHead(t *testing.T) {
 	h, err := Head(snapFrame())
 	if err != nil || h.T != wire.TypeSnap || h.N != 123456 || h.ST != 1764000000123 {
 		t.Fatalf("%+v %v", h, err)
+	}
+	m, err := wire.DecodeServer(snapFrame())
+	if s, ok := m.(*wire.Snap); err != nil || !ok || s.N != 123456 || s.Ack != 77 || len(arena.Players(s)) != 16 || len(arena.Orbs(s)) != 12 {
+		t.Fatalf("the frame decodes as %+v %v", m, err)
 	}
 	chat, _ := wire.Encode(&wire.ChatLine{ID: 3, Name: "ana", Text: "hi there", ST: 42})
 	if h, err := Head(chat); err != nil || h.T != wire.TypeChat || string(h.Text) != "hi there" || h.ST != 42 {
@@ -43,18 +53,47 @@ func TestHead(t *testing.T) {
 	}
 }
 
+// arenaInput is the arena's input fields.
+var arenaInput = []string{"dx", "dy"}
+
 func TestAppendInput(t *testing.T) {
-	m, err := wire.DecodeClient(AppendInput(nil, 9, 0.5, -1))
+	dxdy := func(in *wire.Input) (dx, dy float64, ok bool) {
+		dx, okx := in.Fields.Get("dx")
+		dy, oky := in.Fields.Get("dy")
+		return dx, dy, okx && oky && len(in.Fields.All()) == 2
+	}
+	m, err := wire.DecodeClient(AppendInput(nil, 9, 0, arenaInput, []float64{0.5, -1}))
 	in, ok := m.(*wire.Input)
-	if err != nil || !ok || in.Seq != 9 || in.DX != 0.5 || in.DY != -1 {
+	if err != nil || !ok || in.Seq != 9 || in.N != 0 {
 		t.Fatalf("%+v %v", m, err)
 	}
-	if len(AppendInput(nil, 9, 0.5, -1)) != inputLen {
-		t.Fatalf("inputLen %d, AppendInput writes %d bytes", inputLen, len(AppendInput(nil, 9, 0.5, -1)))
+	if dx, dy, ok := dxdy(in); !ok || dx != 0.5 || dy != -1 {
+		t.Fatalf("fields %+v", in.Fields.All())
 	}
-	m, err = wire.DecodeClient(AppendAck(AppendInput([]byte("xyz"), 9, 0.5, -1), 1234)[3:])
-	if in, ok := m.(*wire.Input); err != nil || !ok || in.Seq != 9 || in.DX != 0.5 || in.DY != -1 || in.N != 1234 {
+	// What AppendInput writes reads as what Input sends (wire.Encode).
+	sent := wire.NewInput(9, arenaInput, 0.5, -1)
+	sent.N = 1234
+	got, err1 := wire.DecodeClient(AppendInput(nil, 9, 1234, arenaInput, []float64{0.5, -1}))
+	want, err2 := wire.DecodeClient(wire.MustEncode(sent))
+	if err1 != nil || err2 != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("AppendInput reads as %+v (%v), wire.Encode as %+v (%v)", got, err1, want, err2)
+	}
+	m, err = wire.DecodeClient(AppendInput([]byte("xyz"), 9, 1234, arenaInput, []float64{0.5, -1})[3:])
+	in, ok = m.(*wire.Input)
+	if err != nil || !ok || in.Seq != 9 || in.N != 1234 {
 		t.Fatalf("input with an ack: %+v %v", m, err)
+	}
+	if dx, dy, ok := dxdy(in); !ok || dx != 0.5 || dy != -1 {
+		t.Fatalf("input with an ack: fields %+v", in.Fields.All())
+	}
+	// Names past the values are left out: they count as 0.
+	m, err = wire.DecodeClient(AppendInput(nil, 10, 0, arenaInput, []float64{0.25}))
+	in, ok = m.(*wire.Input)
+	if err != nil || !ok || in.Seq != 10 || len(in.Fields.All()) != 1 {
+		t.Fatalf("input with one value: %+v %v", m, err)
+	}
+	if dx, _ := in.Fields.Get("dx"); dx != 0.25 {
+		t.Fatalf("input with one value: dx %v", dx)
 	}
 	m, err = wire.DecodeClient(AppendChat(nil, "hello"))
 	if c, ok := m.(*wire.Chat); err != nil || !ok || c.Text != "hello" {
@@ -91,7 +130,7 @@ func BenchmarkEncodeInput(b *testing.B) {
 	b.Run("wire.Encode", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
-			if _, err := wire.Encode(&wire.Input{Seq: uint64(i), DX: math.Cos(float64(i)), DY: 0.5}); err != nil {
+			if _, err := wire.Encode(wire.NewInput(uint64(i), arenaInput, math.Cos(float64(i)), 0.5)); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -99,8 +138,10 @@ func BenchmarkEncodeInput(b *testing.B) {
 	b.Run("AppendInput", func(b *testing.B) {
 		b.ReportAllocs()
 		var buf []byte
+		vals := make([]float64, 2)
 		for i := 0; b.Loop(); i++ {
-			buf = AppendInput(buf[:0], uint64(i), math.Cos(float64(i)), 0.5)
+			vals[0], vals[1] = math.Cos(float64(i)), 0.5
+			buf = AppendInput(buf[:0], uint64(i), 0, arenaInput, vals)
 		}
 	})
 }

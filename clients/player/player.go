@@ -9,7 +9,7 @@
 // With Options.Delta the client asks for delta snapshots (an addition to
 // the protocol): it rebuilds each snapshot from the server's `delta` frames,
 // acknowledges it, and delivers it as the same *wire.Snap a client in full
-// mode gets, its coordinates within wire.DeltaPrecision of the server's.
+// mode gets, each value within half its column's step of the server's.
 package player
 
 import (
@@ -32,6 +32,7 @@ type Options struct {
 	URL    string // ws://host:port/ws/play
 	Name   string
 	Room   string // wire.RoomAuto when empty
+	Mode   string // with Room auto: the game mode to play (empty: the server's default)
 	Token  string // JWT when the server requires one
 	Resume string // resume token from an earlier Welcome
 	Header http.Header
@@ -147,7 +148,7 @@ func dial(ctx context.Context, o Options) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{ws: ws, url: o.URL, msgs: make(chan wire.ServerMessage, o.Buffer), done: make(chan struct{}), discard: o.Discard}
-	join := &wire.Join{Name: o.Name, Room: o.Room, Token: o.Token, Resume: o.Resume}
+	join := &wire.Join{Name: o.Name, Room: o.Room, Token: o.Token, Resume: o.Resume, Mode: o.Mode}
 	if o.Delta {
 		join.Caps = []string{wire.CapDelta}
 	}
@@ -159,8 +160,12 @@ func dial(ctx context.Context, o Options) (*Client, error) {
 		ws.Close()
 		return nil, err
 	}
+	if c.welcome.Schema == nil {
+		ws.Close()
+		return nil, errors.New("player: welcome without a schema")
+	}
 	if o.Delta {
-		c.rx = wire.NewDeltaReceiver(c.welcome.Hz)
+		c.rx = wire.NewDeltaReceiver(c.welcome.Schema, c.welcome.Hz)
 		c.ackWake = make(chan struct{}, 1)
 		c.ackDone = make(chan struct{})
 		go c.ackLoop()
@@ -391,14 +396,21 @@ func (c *Client) SendRaw(frame []byte) error {
 	return err
 }
 
-// Input sends a movement intent with the next seq and returns that seq.
-func (c *Client) Input(dx, dy float64) (uint64, error) {
+// Input sends an input with the next seq and returns that seq: one value
+// per input field of the room's mode, in the schema's order (arena: dx,
+// dy); values past the mode's fields are dropped, missing ones count as 0.
+func (c *Client) Input(values ...float64) (uint64, error) {
 	c.wmu.Lock()
 	c.seq++
 	seq := c.seq
 	c.wmu.Unlock()
-	return seq, c.send(&wire.Input{Seq: seq, DX: dx, DY: dy, N: c.takeAck()})
+	m := wire.NewInput(seq, c.welcome.Schema.Input, values...)
+	m.N = c.takeAck()
+	return seq, c.send(m)
 }
+
+// Schema returns the room's tables and input fields, from `welcome`.
+func (c *Client) Schema() *wire.Schema { return c.welcome.Schema }
 
 // Ping sends an application ping stamped with the local clock in ms; the
 // pong's round trip shows in Stats().LastRTT.

@@ -1,12 +1,13 @@
 // The Tickwire demo page: lobby, game, voice call and spectator view, built
-// on tickwire.js. Links: /?room=auto&name=ana, /?room=<id>&name=ana,
-// /?watch=<room>, /?watch=<room>&transport=poll.
+// on tickwire.js, for any game mode the server runs. Links:
+// /?room=auto&name=ana, /?room=auto&mode=shooter&name=ana,
+// /?room=<id>&name=ana, /?watch=<room>, /?watch=<room>&transport=poll.
 //
 // window.tickwire.state() returns a plain summary of everything the page
 // knows (for tests and debugging); window.tickwire.game, .spectator and
 // .call are the live clients.
 
-import { listRooms, createRoom, join, spectate, joinCall } from "./tickwire.js";
+import { listRooms, listModes, createRoom, join, spectate, joinCall } from "./tickwire.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -81,11 +82,26 @@ function el(tag, props = {}, ...children) {
 }
 
 // ---- rendering ------------------------------------------------------------
+//
+// One renderer per shipped mode, and a generic one for any other: each
+// draws a View (tickwire.js) on the field's background. A renderer is
+// picked by the room's mode, from the welcome or the spectator `room` event.
 
 const canvas = $("canvas");
 const ctx2d = canvas.getContext("2d");
 
-function draw(world, view, title) {
+const RENDERERS = { arena: drawArena, shooter: drawShooter };
+
+/** The renderer's name for a mode: its own, or "generic". */
+function rendererFor(mode) {
+  return Object.hasOwn(RENDERERS, mode) ? mode : "generic";
+}
+
+/**
+ * Draws a frame: the field, then what the mode's renderer draws.
+ * `ctx` is {world, view, mode, schema, aimAt?, title?}.
+ */
+function draw({ world, view, mode, schema, aimAt, title }) {
   const { w, h } = world ?? { w: 1280, h: 720 };
   if (canvas.width !== w || canvas.height !== h) {
     canvas.width = w;
@@ -108,7 +124,34 @@ function draw(world, view, title) {
     g.lineTo(w, y + 0.5);
     g.stroke();
   }
-  if (!view) return;
+  const renderer = rendererFor(mode);
+  page.renderer = view ? renderer : null;
+  if (canvas.dataset.renderer !== renderer) canvas.dataset.renderer = renderer;
+  if (view && renderer === "generic") drawGeneric(g, world, view, schema);
+  else if (view) RENDERERS[renderer](g, world, view, { aimAt });
+  if (title) {
+    g.font = "600 14px system-ui, sans-serif";
+    g.textAlign = "right";
+    g.fillStyle = "#8893aa";
+    g.fillText(title, w - 12, h - 12);
+  }
+}
+
+/** A player's disc, outlined when it is this page's player. */
+function drawDisc(g, p, r, mine) {
+  g.fillStyle = colorFor(p.id);
+  g.beginPath();
+  g.arc(p.x, p.y, r, 0, Math.PI * 2);
+  g.fill();
+  if (mine) {
+    g.strokeStyle = "#fff";
+    g.lineWidth = 3;
+    g.stroke();
+  }
+}
+
+/** arena: orbs, and players with their name and score. */
+function drawArena(g, world, view) {
   for (const o of view.orbs) {
     g.fillStyle = "#f6e05e";
     g.shadowColor = "#f6e05e";
@@ -122,35 +165,109 @@ function draw(world, view, title) {
   g.font = "600 14px system-ui, sans-serif";
   g.textAlign = "center";
   for (const p of view.players.values()) {
-    const mine = p.id === view.me;
-    g.fillStyle = colorFor(p.id);
-    g.beginPath();
-    g.arc(p.x, p.y, r, 0, Math.PI * 2);
-    g.fill();
-    if (mine) {
-      g.strokeStyle = "#fff";
-      g.lineWidth = 3;
-      g.stroke();
-    }
+    drawDisc(g, p, r, p.id === view.me);
     g.fillStyle = "#dfe6f3";
     g.fillText(`${p.name} ${p.score}`, p.x, p.y - r - 8);
   }
-  if (title) {
-    g.textAlign = "right";
-    g.fillStyle = "#8893aa";
-    g.fillText(title, w - 12, h - 12);
+}
+
+/** Full hp in the shooter (a player spawns with it). */
+const SHOOTER_HP = 100;
+
+/**
+ * shooter: bullets as small dots in their owner's color, players as discs
+ * with an aim line and an hp bar, and a crosshair where this page aims.
+ */
+function drawShooter(g, world, view, { aimAt }) {
+  for (const b of view.tables.b ?? []) {
+    g.fillStyle = colorFor(b.owner);
+    g.shadowColor = "#fff";
+    g.shadowBlur = 6;
+    g.beginPath();
+    g.arc(b.x, b.y, 3, 0, Math.PI * 2);
+    g.fill();
+  }
+  g.shadowBlur = 0;
+  const r = world?.r ?? 14;
+  g.font = "600 13px system-ui, sans-serif";
+  g.textAlign = "center";
+  for (const p of view.players.values()) {
+    drawDisc(g, p, r, p.id === view.me);
+    // Aim line.
+    g.strokeStyle = "#dfe6f3";
+    g.lineWidth = 3;
+    g.beginPath();
+    g.moveTo(p.x + Math.cos(p.aim) * r * 0.5, p.y + Math.sin(p.aim) * r * 0.5);
+    g.lineTo(p.x + Math.cos(p.aim) * (r + 12), p.y + Math.sin(p.aim) * (r + 12));
+    g.stroke();
+    // hp bar.
+    const bw = 2 * r + 8;
+    const frac = Math.max(0, Math.min(1, p.hp / Math.max(SHOOTER_HP, p.hp)));
+    g.fillStyle = "#2a3247";
+    g.fillRect(p.x - bw / 2, p.y - r - 10, bw, 4);
+    g.fillStyle = frac > 0.5 ? "#68d391" : frac > 0.25 ? "#f6ad55" : "#fc8181";
+    g.fillRect(p.x - bw / 2, p.y - r - 10, bw * frac, 4);
+    g.fillStyle = "#dfe6f3";
+    g.fillText(`${p.name} ${p.score}`, p.x, p.y - r - 16);
+  }
+  if (aimAt) {
+    g.strokeStyle = "rgba(223, 230, 243, .7)";
+    g.lineWidth = 1.5;
+    g.beginPath();
+    g.arc(aimAt.x, aimAt.y, 9, 0, Math.PI * 2);
+    g.moveTo(aimAt.x - 14, aimAt.y);
+    g.lineTo(aimAt.x + 14, aimAt.y);
+    g.moveTo(aimAt.x, aimAt.y - 14);
+    g.lineTo(aimAt.x, aimAt.y + 14);
+    g.stroke();
   }
 }
 
+/**
+ * Any other mode: every table with x and y columns as dots labelled with
+ * their ids (players as discs), every other table as text rows.
+ */
+function drawGeneric(g, world, view, schema) {
+  const text = [];
+  g.font = "600 12px system-ui, sans-serif";
+  g.textAlign = "center";
+  for (const t of schema?.tables ?? []) {
+    const rows = view.tables[t.name] ?? [];
+    if (t.index.x === undefined || t.index.y === undefined) {
+      text.push(`${t.name} [${t.columns.join(", ")}]: ${rows.length} rows`);
+      for (const row of rows.slice(0, 8)) text.push("  " + t.columns.map((c) => fmt(row[c])).join("  "));
+      continue;
+    }
+    const player = t.name === view.playerTable;
+    const r = player ? (world?.r || 12) : 5;
+    for (const row of rows) {
+      drawDisc(g, row, r, player && row.id === view.me);
+      g.fillStyle = "#dfe6f3";
+      g.fillText(String(row.id), row.x, row.y - r - 5);
+    }
+  }
+  g.font = "12px ui-monospace, monospace";
+  g.textAlign = "left";
+  g.fillStyle = "#8893aa";
+  const h = world?.h ?? 720;
+  text.forEach((line, i) => g.fillText(line, 12, h - 12 - (text.length - 1 - i) * 16));
+}
+
+/** A number for text rows: integers as they are, others to 2 decimals. */
+function fmt(v) {
+  return typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : String(v);
+}
+
+/** The scoreboard: the player table's rows, by score when it has one. */
 function showScores(snap, me) {
-  const rows = [...(snap?.players.values() ?? [])].sort((a, b) => b.score - a.score || a.id - b.id);
+  const rows = [...(snap?.players.values() ?? [])].sort((a, b) => (b.score ?? 0) - (a.score ?? 0) || a.id - b.id);
   $("scores").replaceChildren(
     ...rows.map((p) =>
       el(
         "tr",
         { className: p.id === me ? "me" : "" },
         el("td", {}, el("span", { className: "swatch", style: `background:${colorFor(p.id)}` }), p.name),
-        el("td", {}, String(p.score)),
+        el("td", {}, p.score === undefined ? "–" : String(p.score)),
         el("td", {}, p.rtt ? `${p.rtt} ms` : "–"),
       ),
     ),
@@ -178,6 +295,19 @@ function showShareLinks(room) {
 
 // ---- lobby ----------------------------------------------------------------
 
+/** The modes the server runs (GET /api/modes), once loaded. */
+let modes = null;
+const modesLoaded = listModes()
+  .then((m) => (modes = m))
+  .catch((err) => {
+    noteError(`modes: ${err.message}`);
+    return [];
+  });
+
+function modeTitle(name) {
+  return modes?.find((m) => m.name === name)?.title ?? name ?? "arena";
+}
+
 function startLobby() {
   page.view = "lobby";
   $("lobby").hidden = false;
@@ -185,8 +315,17 @@ function startLobby() {
   const nameInput = $("name-input");
   nameInput.value = params.get("name") ?? localStorage.getItem("tickwire.name") ?? "";
   const wanted = params.get("room");
-  if (wanted) $("quick-play").textContent = `Join ${wanted}`;
-  const go = (room) => {
+  if (wanted && wanted !== "auto") $("quick-play").textContent = `Join ${wanted}`;
+  const select = $("mode-select");
+  const mode = () => select.value || "arena";
+  modesLoaded.then((list) => {
+    if (list.length === 0) return; // an older server: arena only
+    const keep = params.get("mode") ?? localStorage.getItem("tickwire.mode") ?? "arena";
+    select.replaceChildren(...list.map((m) => el("option", { value: m.name, title: m.name }, m.title || m.name)));
+    select.value = list.some((m) => m.name === keep) ? keep : list[0].name;
+    page.modes = list.map((m) => m.name);
+  });
+  const go = (room, withMode) => {
     const name = nameInput.value.trim();
     if (!name) {
       nameInput.focus();
@@ -194,16 +333,18 @@ function startLobby() {
       return;
     }
     localStorage.setItem("tickwire.name", name);
-    location.assign(pageURL({ room, name }));
+    localStorage.setItem("tickwire.mode", mode());
+    location.assign(pageURL({ room, mode: withMode ? mode() : undefined, name }));
   };
   $("lobby-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    go(wanted || "auto");
+    const room = wanted || "auto";
+    go(room, room === "auto");
   });
   $("create-room").addEventListener("click", async () => {
     if (!nameInput.value.trim()) return go("");
     try {
-      const room = await createRoom({ private: $("create-private").checked, maxPlayers: Number($("create-seats").value) || undefined });
+      const room = await createRoom({ mode: mode(), private: $("create-private").checked, maxPlayers: Number($("create-seats").value) || undefined });
       go(room.id);
     } catch (err) {
       $("lobby-error").textContent = err.message;
@@ -221,6 +362,7 @@ function startLobby() {
     }
   };
   refresh();
+  modesLoaded.then(() => showRooms(page.rooms, go)); // with the modes' titles
   setInterval(refresh, 3000);
 }
 
@@ -240,12 +382,14 @@ function showRooms(rooms, go) {
         "tr",
         {},
         idCell,
+        el("td", { className: "mode", title: r.mode ?? "arena" }, modeTitle(r.mode ?? "arena")),
         el("td", {}, `${r.players}/${r.maxPlayers}`),
         el("td", {}, String(r.spectators)),
         el("td", {}, `${r.hz} Hz`),
         el("td", { className: "actions" }, joinBtn, " ", watch),
       );
       row.dataset.room = r.id;
+      row.dataset.mode = r.mode ?? "arena";
       if (host) row.dataset.node = host;
       return row;
     }),
@@ -261,38 +405,78 @@ const KEYS = {
   KeyD: [1, 0], ArrowRight: [1, 0],
 };
 
-function startGame(room, name) {
+/** A mouse event's position in field coordinates (the canvas's pixels). */
+function fieldPoint(e) {
+  const rect = canvas.getBoundingClientRect();
+  const cw = canvas.clientWidth || rect.width;
+  const ch = canvas.clientHeight || rect.height;
+  return {
+    x: ((e.clientX - rect.left - canvas.clientLeft) * canvas.width) / cw,
+    y: ((e.clientY - rect.top - canvas.clientTop) * canvas.height) / ch,
+  };
+}
+
+function startGame(room, name, mode) {
   page.view = "game";
   $("game").hidden = false;
   $("view-title").textContent = `playing as ${name}`;
-  const game = join({ name, room });
+  const game = join({ name, room, mode: mode || undefined });
   page.game = game;
   connSource = game;
 
   game.addEventListener("welcome", () => {
-    $("view-title").textContent = `${name} in ${game.room}`;
+    $("view-title").textContent = `${name} in ${game.room} · ${modeTitle(game.mode)}`;
     showShareLinks(game.room);
-    if (params.get("room") !== game.room) history.replaceState(null, "", pageURL({ room: game.room, name }));
+    if (params.get("room") !== game.room || params.has("mode")) history.replaceState(null, "", pageURL({ room: game.room, name }));
   });
+  modesLoaded.then(() => game.mode && ($("view-title").textContent = `${name} in ${game.room} · ${modeTitle(game.mode)}`));
   game.addEventListener("chat", () => showChat(game.chatLog));
   game.addEventListener("servererror", (e) => noteError(`${e.detail.code}: ${e.detail.msg}`));
   game.addEventListener("state", showConnection);
 
   // Keyboard: keys held now, plus keys tapped since the last tick, so a
-  // tap shorter than a tick still moves.
+  // tap shorter than a tick still moves. Space, or a mouse button on the
+  // field, is "fire" in modes that have it; the mouse aims (ax, ay).
   const held = new Set();
   const tapped = new Set();
-  const typingTarget = (e) => e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement;
+  const firing = new Set(); // "Space", "mouse"
+  let fireTapped = false;
+  const typingTarget = (e) => e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement || e.target instanceof HTMLSelectElement;
+  const has = (field) => game.schema?.input.includes(field) ?? false;
   window.addEventListener("keydown", (e) => {
-    if (typingTarget(e) || !(e.code in KEYS)) return;
+    if (typingTarget(e)) return;
+    if (e.code === "Space" && has("fire")) {
+      e.preventDefault();
+      firing.add("Space");
+      fireTapped = true;
+      return;
+    }
+    if (!(e.code in KEYS)) return;
     e.preventDefault();
     held.add(e.code);
     tapped.add(e.code);
   });
-  window.addEventListener("keyup", (e) => held.delete(e.code));
-  window.addEventListener("blur", () => held.clear());
+  window.addEventListener("keyup", (e) => {
+    held.delete(e.code);
+    firing.delete(e.code);
+  });
+  window.addEventListener("blur", () => {
+    held.clear();
+    firing.clear();
+  });
+  canvas.addEventListener("mousemove", (e) => (page.aimAt = fieldPoint(e)));
+  canvas.addEventListener("mousedown", (e) => {
+    page.aimAt = fieldPoint(e);
+    if (e.button !== 0 || !has("fire")) return;
+    firing.add("mouse");
+    fireTapped = true;
+  });
+  window.addEventListener("mouseup", (e) => e.button === 0 && firing.delete("mouse"));
 
-  let lastSent = [0, 0];
+  // This page's player where it is drawn: predicted, else the newest row.
+  const myPosition = () => game.predicted ?? game.latest?.players.get(game.id) ?? null;
+
+  let lastSent = {};
   let inputTimer = 0;
   const sampleInput = () => {
     let dx = 0;
@@ -302,16 +486,26 @@ function startGame(room, name) {
       dy += KEYS[k][1];
     }
     tapped.clear();
-    dx = Math.sign(dx);
-    dy = Math.sign(dy);
-    // Send every tick while moving, and once when stopping.
-    if (dx !== 0 || dy !== 0 || lastSent[0] !== 0 || lastSent[1] !== 0) {
-      if (game.input(dx, dy)) lastSent = [dx, dy];
+    const values = { dx: Math.sign(dx), dy: Math.sign(dy) };
+    if (has("ax") && has("ay")) {
+      // Aim: the unit vector from this player to the mouse; (0, 0) keeps
+      // the aim the server has.
+      const me = myPosition();
+      const len = me && page.aimAt ? Math.hypot(page.aimAt.x - me.x, page.aimAt.y - me.y) : 0;
+      values.ax = len > 0 ? (page.aimAt.x - me.x) / len : 0;
+      values.ay = len > 0 ? (page.aimAt.y - me.y) / len : 0;
     }
+    if (has("fire")) values.fire = firing.size > 0 || fireTapped ? 1 : 0;
+    fireTapped = false;
+    // Send every tick while anything is active, and once when it stops.
+    const names = game.schema?.input ?? ["dx", "dy"];
+    const active = names.some((k) => (values[k] ?? 0) !== 0);
+    const changed = names.some((k) => (values[k] ?? 0) !== (lastSent[k] ?? 0));
+    if ((active || changed) && game.input(values)) lastSent = values;
   };
   game.addEventListener("welcome", () => {
     clearInterval(inputTimer);
-    lastSent = [0, 0];
+    lastSent = {};
     inputTimer = setInterval(sampleInput, 1000 / game.world.hz);
   });
 
@@ -335,7 +529,7 @@ function startGame(room, name) {
 
   const frame = () => {
     const hud = [
-      `tick ${game.latest?.n ?? "–"}`,
+      `${game.mode ?? "–"} · tick ${game.latest?.n ?? "–"}`,
       `ping ${game.ping === null ? "–" : game.ping.toFixed(1) + " ms"}  jitter ${game.jitter === null ? "–" : game.jitter.toFixed(1) + " ms"}`,
       `clock offset ${game.clockOffset === null ? "–" : Math.round(game.clockOffset) + " ms"}`,
       `unacked inputs ${game.pending.length}`,
@@ -343,7 +537,8 @@ function startGame(room, name) {
     const node = elsewhere(game.node);
     if (node) hud.push(`node ${node}`);
     $("hud").textContent = hud.join("\n");
-    draw(game.world, game.latest ? game.view() : null);
+    const aimAt = game.schema?.input.includes("ax") ? page.aimAt : null;
+    draw({ world: game.world, view: game.latest ? game.view() : null, mode: game.mode, schema: game.schema, aimAt });
     requestAnimationFrame(frame);
   };
   requestAnimationFrame(frame);
@@ -424,15 +619,23 @@ function startWatch(room, transport) {
   const s = spectate({ room, transport: transport === "poll" || transport === "sse" ? transport : "auto" });
   page.spectator = s;
   connSource = s;
+  // The room event names the mode; its player radius comes from /api/modes.
+  const fitWorld = () => {
+    const field = modes?.find((m) => m.name === s.mode)?.field;
+    if (s.world && field?.r) s.world.r = field.r;
+    if (s.mode) $("view-title").textContent = `watching ${room} · ${modeTitle(s.mode)}`;
+  };
+  s.addEventListener("room", fitWorld);
+  modesLoaded.then(fitWorld);
   s.addEventListener("state", showConnection);
   s.addEventListener("chat", () => showChat(s.chatLog));
   s.addEventListener("snap", () => showScores(s.latest, null));
   const frame = () => {
     $("hud").textContent = [
       `spectating · ${s.transport === "sse" ? "Server-Sent Events" : "long-poll"}`,
-      `tick ${s.latest?.n ?? "–"}  event ${s.lastEventId ?? "–"}`,
+      `${s.mode ?? "–"} · tick ${s.latest?.n ?? "–"}  event ${s.lastEventId ?? "–"}`,
     ].join("\n");
-    draw(s.world, s.latest ? s.view() : null, "read-only");
+    draw({ world: s.world, view: s.latest ? s.view() : null, mode: s.mode, schema: s.schema, title: "read-only" });
     requestAnimationFrame(frame);
   };
   requestAnimationFrame(frame);
@@ -446,6 +649,18 @@ function plainPlayers(snap) {
   return out;
 }
 
+/** A snapshot's tables as plain rows: {table: [{id, x, ...}, ...]}. */
+function plainTables(snap) {
+  const out = {};
+  for (const [name, rows] of Object.entries(snap?.tables ?? {})) out[name] = rows.map((r) => ({ ...r }));
+  return out;
+}
+
+/** A schema as plain data: {input, tables: {name: columns}}. */
+function plainSchema(schema) {
+  return schema && { input: schema.input, tables: Object.fromEntries(schema.tables.map((t) => [t.name, t.columns])) };
+}
+
 function state() {
   const g = page.game;
   const s = page.spectator;
@@ -454,18 +669,25 @@ function state() {
     view: page.view,
     errors: errors.map((e) => e.message),
     rooms: page.rooms ?? null,
+    modes: page.modes ?? null,
+    renderer: page.renderer ?? null,
     game: g && {
       connection: g.connection,
       id: g.id,
       room: g.room,
       node: g.node,
       moves: g.moves,
+      mode: g.mode,
+      schema: plainSchema(g.schema),
       world: g.world,
       tick: g.latest?.n ?? null,
       ack: g.latest?.ack ?? null,
       players: plainPlayers(g.latest),
+      playerTable: g.latest?.playerTable ?? null,
+      tables: plainTables(g.latest),
       predicted: g.predicted,
       pending: g.pending.length,
+      lastInput: g.lastInput,
       ping: g.ping,
       jitter: g.jitter,
       clockOffset: g.clockOffset,
@@ -477,8 +699,11 @@ function state() {
       transport: s.transport,
       lastEventId: s.lastEventId,
       room: s.info,
+      mode: s.mode,
+      schema: plainSchema(s.schema),
       tick: s.latest?.n ?? null,
       players: plainPlayers(s.latest),
+      tables: plainTables(s.latest),
       chat: s.chatLog.map((m) => ({ kind: m.kind, id: m.id, name: m.name, text: m.text })),
       counts: s.counts,
       reconnects: s.reconnects,
@@ -500,6 +725,6 @@ const watch = params.get("watch");
 const room = params.get("room");
 const name = params.get("name")?.trim();
 if (watch) startWatch(watch, params.get("transport"));
-else if (room && name) startGame(room, name.slice(0, 24));
+else if (room && name) startGame(room, name.slice(0, 24), room === "auto" ? params.get("mode") : null);
 else startLobby();
 showConnection();

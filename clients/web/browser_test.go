@@ -18,7 +18,7 @@ import (
 
 	"github.com/tickwire/tickwire/clients/peer"
 	"github.com/tickwire/tickwire/clients/web"
-	"github.com/tickwire/tickwire/internal/server"
+	"github.com/tickwire/tickwire/server"
 	"github.com/tickwire/tickwire/wire"
 )
 
@@ -195,10 +195,8 @@ func TestPlayByLink(t *testing.T) {
 			math.Abs(s.Game.Predicted.X-p.X) < 0.01 && math.Abs(s.Game.Predicted.Y-p.Y) < 0.01 && s.Game.Ack > 0
 	})
 	time.Sleep(100 * time.Millisecond)
-	for _, p := range bot.Latest().P {
-		if p.ID == s.Game.ID && (math.Abs(p.X-s.Game.Predicted.X) > 0.01 || math.Abs(p.Y-first.Y) > 0.01) {
-			t.Errorf("bot sees ana at (%.2f, %.2f); page predicted (%.2f, %.2f), start y %.2f", p.X, p.Y, s.Game.Predicted.X, s.Game.Predicted.Y, first.Y)
-		}
+	if p := row(bot, "p", s.Game.ID); p == nil || math.Abs(p["x"]-s.Game.Predicted.X) > 0.01 || math.Abs(p["y"]-first.Y) > 0.01 {
+		t.Errorf("bot sees ana at %v; page predicted (%.2f, %.2f), start y %.2f", p, s.Game.Predicted.X, s.Game.Predicted.Y, first.Y)
 	}
 
 	// Own ping and clock offset from ping/pong, and the server's rtt of

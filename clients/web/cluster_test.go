@@ -19,7 +19,7 @@ import (
 	"github.com/tickwire/tickwire/clients/player"
 	"github.com/tickwire/tickwire/clients/web"
 	"github.com/tickwire/tickwire/internal/natstest"
-	"github.com/tickwire/tickwire/internal/server"
+	"github.com/tickwire/tickwire/server"
 	"github.com/tickwire/tickwire/wire"
 )
 

@@ -9,30 +9,17 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/tickwire/tickwire/internal/server"
+	"github.com/tickwire/tickwire/server"
 	"github.com/tickwire/tickwire/wire"
 )
 
 // pageSnap is the page's newest snapshot and its client's counters, read
-// from the GameClient itself (velocities and orbs included).
+// from the GameClient itself (every table, velocities included).
 type pageSnap struct {
-	N       uint64 `json:"n"`
-	ST      int64  `json:"st"`
-	Players []struct {
-		ID    uint32  `json:"id"`
-		X     float64 `json:"x"`
-		Y     float64 `json:"y"`
-		VX    float64 `json:"vx"`
-		VY    float64 `json:"vy"`
-		Score int     `json:"score"`
-		RTT   int     `json:"rtt"`
-	} `json:"players"`
-	Orbs []struct {
-		ID uint32  `json:"id"`
-		X  float64 `json:"x"`
-		Y  float64 `json:"y"`
-	} `json:"orbs"`
-	Stats struct {
+	N      uint64               `json:"n"`
+	ST     int64                `json:"st"`
+	Tables map[string][]pageRow `json:"tables"`
+	Stats  struct {
 		Frames    int `json:"frames"`
 		Bytes     int `json:"bytes"`
 		Snaps     int `json:"snaps"`
@@ -43,21 +30,28 @@ type pageSnap struct {
 
 const readPageSnap = `(() => {
 	const g = window.tickwire.game, l = g.latest;
-	return l && { n: l.n, st: l.st, players: [...l.players.values()].sort((a, b) => a.id - b.id), orbs: l.orbs, stats: g.stats };
+	return l && { n: l.n, st: l.st, tables: l.tables, stats: g.stats };
 })()`
 
 // TestPageInDeltaModeTracksABot opens the game page, which asks for delta
-// snapshots by default, while a Go bot circles the arena, and checks that
-// at every moment sampled the page's snapshot is the one a Go client
-// receiving full snapshots got for the same tick: the same players and orbs,
-// scores, round trips and server time, positions and velocities within the
-// delta precision, for a fraction of the bytes.
+// snapshots by default, while a Go bot circles the field (and in shooter
+// fires), and checks that at every moment sampled the page's snapshot is
+// the one a Go client receiving full snapshots got for the same tick: the
+// same tables and rows, the server time, every value within half its
+// column's step, for a fraction of the bytes.
 func TestPageInDeltaModeTracksABot(t *testing.T) {
+	for _, mode := range []string{"arena", "shooter"} {
+		t.Run(mode, func(t *testing.T) { testPageInDeltaMode(t, mode) })
+	}
+}
+
+func testPageInDeltaMode(t *testing.T, mode string) {
 	e := startEnv(t, server.Config{PingEvery: 300 * time.Millisecond})
-	bot := e.join(t, "bot", "auto")
+	bot := e.joinMode(t, "bot", "auto", mode)
 	room := bot.Welcome().Room
 	drain(bot)
 	full := e.join(t, "watcher", room)
+	schema := full.Schema()
 
 	var mu sync.Mutex // guards snaps
 	snaps := map[uint64]*wire.Snap{}
@@ -83,10 +77,15 @@ func TestPageInDeltaModeTracksABot(t *testing.T) {
 	tb.waitState("joined", func(s pageState) bool {
 		return s.Game != nil && s.Game.Connection.State == "connected" && s.Game.Tick > 0
 	})
-	stop := circle(bot, 0)
+	// The bot circles; in shooter it also turns its aim and fires all along.
+	stop := steerBy(bot, func(d time.Duration) []float64 {
+		a := 2 * d.Seconds()
+		return []float64{math.Cos(a), math.Sin(a), math.Cos(3 * a), math.Sin(3 * a), 1}
+	})
 	defer stop()
 
 	compared, worst := 0, 0.0
+	rowsSeen := map[string]int{}
 	var first, last pageSnap
 	moved := 0.0
 	var lastX, lastY float64
@@ -98,16 +97,17 @@ func TestPageInDeltaModeTracksABot(t *testing.T) {
 		if want == nil {
 			continue // the Go client has not read that tick yet, or skipped it
 		}
-		if err := samePageSnap(&p, want, &worst); err != nil {
+		if err := samePageSnap(schema, &p, want, &worst); err != nil {
 			t.Fatalf("tick %d: %v", p.N, err)
 		}
-		for _, pl := range p.Players {
-			if pl.ID == bot.ID() {
-				if compared > 0 {
-					moved += math.Hypot(pl.X-lastX, pl.Y-lastY)
-				}
-				lastX, lastY = pl.X, pl.Y
+		for name, rows := range p.Tables {
+			rowsSeen[name] += len(rows)
+		}
+		if pl := findRow(p.Tables["p"], bot.ID()); pl != nil {
+			if compared > 0 {
+				moved += math.Hypot(pl["x"]-lastX, pl["y"]-lastY)
 			}
+			lastX, lastY = pl["x"], pl["y"]
 		}
 		if compared == 0 {
 			first = p
@@ -127,6 +127,11 @@ func TestPageInDeltaModeTracksABot(t *testing.T) {
 	if moved < 200 {
 		t.Fatalf("the bot moved %.0f units over the samples; it should circle", moved)
 	}
+	for _, tab := range schema.Tables {
+		if rowsSeen[tab.Name] == 0 {
+			t.Errorf("table %s was empty in every sample", tab.Name)
+		}
+	}
 	s := last.Stats
 	if s.Deltas == 0 || s.Deltas != s.Snaps {
 		t.Fatalf("page stats %+v: want every snapshot from a delta frame", s)
@@ -136,38 +141,41 @@ func TestPageInDeltaModeTracksABot(t *testing.T) {
 	}
 	pageRate := float64(s.Bytes-first.Stats.Bytes) / float64(s.Frames-first.Stats.Frames)
 	fullRate := float64(fullBytes) / float64(fullSnaps)
-	t.Logf("%d samples, largest difference %.5f; page %d snapshots, %d keyframes, about %.0f B per frame; Go client in full mode %.0f B per snapshot",
-		compared, worst, s.Snaps, s.Keyframes, pageRate, fullRate)
+	t.Logf("%s: %d samples (rows per table %v), largest difference %.5f; page %d snapshots, %d keyframes, about %.0f B per frame; Go client in full mode %.0f B per snapshot",
+		mode, compared, rowsSeen, worst, s.Snaps, s.Keyframes, pageRate, fullRate)
 	if pageRate > fullRate/2 {
 		t.Errorf("page receives %.0f B per frame in delta mode, full snapshots are %.0f B", pageRate, fullRate)
 	}
 }
 
 // samePageSnap compares the page's snapshot with the full one of the same
-// tick; coordinates may differ by the delta precision plus the 32-bit float
-// rounding of the full snapshot.
-func samePageSnap(p *pageSnap, w *wire.Snap, worst *float64) error {
-	const tol = wire.DeltaPrecision + 1.3e-4
-	near := func(a, b float64) bool {
-		d := math.Abs(a - b)
-		*worst = max(*worst, d)
-		return d <= tol
+// tick, table by table of the schema: the same rows in the same order,
+// integer columns equal, the others within half their step plus the 32-bit
+// float rounding of the full snapshot.
+func samePageSnap(sc *wire.Schema, p *pageSnap, w *wire.Snap, worst *float64) error {
+	if p.ST != w.ST {
+		return fmt.Errorf("page st %d, full snap st %d", p.ST, w.ST)
 	}
-	if p.ST != w.ST || len(p.Players) != len(w.P) || len(p.Orbs) != len(w.O) {
-		return fmt.Errorf("page st %d, %d players, %d orbs; full snap st %d, %d players, %d orbs",
-			p.ST, len(p.Players), len(p.Orbs), w.ST, len(w.P), len(w.O))
-	}
-	for i, g := range p.Players {
-		f := w.P[i]
-		if g.ID != f.ID || g.Score != f.Score || g.RTT != f.RTT ||
-			!near(g.X, f.X) || !near(g.Y, f.Y) || !near(g.VX, f.VX) || !near(g.VY, f.VY) {
-			return fmt.Errorf("page has %+v, full snap %+v", g, f)
+	for _, tab := range sc.Tables {
+		got, want := p.Tables[tab.Name], w.Table(tab.Name)
+		if len(got) != len(want) {
+			return fmt.Errorf("table %s: page has %d rows, full snap %d", tab.Name, len(got), len(want))
 		}
-	}
-	for i, g := range p.Orbs {
-		f := w.O[i]
-		if g.ID != f.ID || !near(g.X, f.X) || !near(g.Y, f.Y) {
-			return fmt.Errorf("page has orb %+v, full snap %+v", g, f)
+		for i, g := range got {
+			f := want[i]
+			for c, col := range tab.Columns {
+				v, ok := g[col.Name]
+				d := math.Abs(v - f[c])
+				tol := col.Step/2 + 1.3e-4
+				if c == 0 || col.IsInt() {
+					tol = 0
+				} else {
+					*worst = max(*worst, d)
+				}
+				if !ok || d > tol {
+					return fmt.Errorf("table %s row %d column %s: page has %v, full snap %v (row %v)", tab.Name, i, col.Name, g, f, f)
+				}
+			}
 		}
 	}
 	return nil

@@ -1,14 +1,16 @@
 // Package web is Tickwire's browser client: a lobby, the game on a canvas
 // with client-side prediction, chat, a WebRTC voice call and a read-only
-// spectator view. It is plain HTML, CSS and JavaScript modules embedded in
-// the binary; nothing needs to be built.
+// spectator view. It plays any game mode from the schema the server sends:
+// arena and shooter with renderers of their own, any other mode with a
+// generic one. It is plain HTML, CSS and JavaScript modules embedded in the
+// binary; nothing needs to be built.
 //
 // The files:
 //
 //   - index.html, app.js, style.css: the demo page.
-//   - tickwire.js: the network layer as an ES module (join a room, send
-//     inputs, chat, spectate over SSE or long-poll, join a call), which
-//     other games can use on their own.
+//   - tickwire.js: the network layer as an ES module (list modes, join a
+//     room, send inputs, chat, spectate over SSE or long-poll, join a
+//     call), which other games can use on their own.
 //   - vendor/msgpack.min.js: @msgpack/msgpack, see vendor/README.md.
 //
 // Handler serves them; it is safe for concurrent use.

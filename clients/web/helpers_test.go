@@ -26,7 +26,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tickwire/tickwire/clients/player"
-	"github.com/tickwire/tickwire/internal/server"
+	"github.com/tickwire/tickwire/server"
 	"github.com/tickwire/tickwire/wire"
 )
 
@@ -192,9 +192,15 @@ func (e *env) dropBrowserConns() { e.ln.closeAll() }
 // the test ends.
 func (e *env) join(t *testing.T, name, room string) *player.Client {
 	t.Helper()
+	return e.joinMode(t, name, room, "")
+}
+
+// joinMode is join with a game mode for room "auto" ("": the default).
+func (e *env) joinMode(t *testing.T, name, room, mode string) *player.Client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	c, err := player.Dial(ctx, player.Options{URL: "ws" + strings.TrimPrefix(e.bots.URL, "http") + "/ws/play", Name: name, Room: room})
+	c, err := player.Dial(ctx, player.Options{URL: "ws" + strings.TrimPrefix(e.bots.URL, "http") + "/ws/play", Name: name, Room: room, Mode: mode})
 	if err != nil {
 		t.Fatalf("join %s to %s: %v", name, room, err)
 	}
@@ -205,20 +211,21 @@ func (e *env) join(t *testing.T, name, room string) *player.Client {
 // steer sends the input (dx, dy) at 30 Hz until the returned func is
 // called.
 func steer(c *player.Client, dx, dy float64) (stop func()) {
-	return steerBy(c, func(time.Duration) (float64, float64) { return dx, dy })
+	return steerBy(c, func(time.Duration) []float64 { return []float64{dx, dy} })
 }
 
-// circle steers c around in circles, so that it never rests against a wall.
+// circle steers c around in circles, so that it never rests against a
+// wall; the mode's other input fields stay 0.
 func circle(c *player.Client, phase float64) (stop func()) {
-	return steerBy(c, func(d time.Duration) (float64, float64) {
+	return steerBy(c, func(d time.Duration) []float64 {
 		a := phase + 2*d.Seconds()
-		return math.Cos(a), math.Sin(a)
+		return []float64{math.Cos(a), math.Sin(a)}
 	})
 }
 
-// steerBy sends the input dir(time since start) at 30 Hz until the
-// returned func is called.
-func steerBy(c *player.Client, dir func(time.Duration) (float64, float64)) (stop func()) {
+// steerBy sends the input fields in(time since start), in the mode's
+// order, at 30 Hz until the returned func is called, then all zeros.
+func steerBy(c *player.Client, in func(time.Duration) []float64) (stop func()) {
 	done := make(chan struct{})
 	ended := make(chan struct{})
 	start := time.Now()
@@ -227,12 +234,12 @@ func steerBy(c *player.Client, dir func(time.Duration) (float64, float64)) (stop
 		tick := time.NewTicker(time.Second / 30)
 		defer tick.Stop()
 		for {
-			if _, err := c.Input(dir(time.Since(start))); err != nil {
+			if _, err := c.Input(in(time.Since(start))...); err != nil {
 				return
 			}
 			select {
 			case <-done:
-				_, _ = c.Input(0, 0)
+				_, _ = c.Input()
 				return
 			case <-tick.C:
 			}
@@ -240,6 +247,44 @@ func steerBy(c *player.Client, dir func(time.Duration) (float64, float64)) (stop
 	}()
 	var once sync.Once
 	return func() { once.Do(func() { close(done); <-ended }) }
+}
+
+// row returns the row with the given id of a table in c's newest
+// snapshot, by column name, or nil.
+func row(c *player.Client, table string, id uint32) map[string]float64 {
+	s, sc := c.Latest(), c.Schema()
+	if s == nil || sc == nil {
+		return nil
+	}
+	return rowByName(sc, table, s.Table(table).Find(id))
+}
+
+// rowByName names the values of a row of a table of sc; nil for a nil row.
+func rowByName(sc *wire.Schema, table string, values []float64) map[string]float64 {
+	ti := sc.Table(table)
+	if values == nil || ti < 0 {
+		return nil
+	}
+	out := make(map[string]float64, len(values))
+	for i, name := range sc.Tables[ti].ColumnNames() {
+		if i < len(values) {
+			out[name] = values[i]
+		}
+	}
+	return out
+}
+
+// rows returns every row of a table in c's newest snapshot, by column name.
+func rows(c *player.Client, table string) []map[string]float64 {
+	s, sc := c.Latest(), c.Schema()
+	if s == nil || sc == nil {
+		return nil
+	}
+	var out []map[string]float64
+	for _, r := range s.Table(table) {
+		out = append(out, rowByName(sc, table, r))
+	}
+	return out
 }
 
 // awaitMsg returns the first message of type T from c that ok accepts.
@@ -476,33 +521,47 @@ func (tb *tab) holdKey(key rune, d time.Duration) {
 
 // pageState is what window.tickwire.state() returns.
 type pageState struct {
-	View   string     `json:"view"`
-	Errors []string   `json:"errors"`
-	Rooms  []roomInfo `json:"rooms"`
-	Game   *struct {
-		Connection connState              `json:"connection"`
-		ID         uint32                 `json:"id"`
-		Room       string                 `json:"room"`
-		Tick       uint64                 `json:"tick"`
-		Ack        uint64                 `json:"ack"`
-		Players    map[string]playerState `json:"players"`
-		Predicted  *struct {
+	View     string     `json:"view"`
+	Errors   []string   `json:"errors"`
+	Rooms    []roomInfo `json:"rooms"`
+	Modes    []string   `json:"modes"`
+	Renderer string     `json:"renderer"` // of the newest frame drawn
+	Game     *struct {
+		Connection connState   `json:"connection"`
+		ID         uint32      `json:"id"`
+		Room       string      `json:"room"`
+		Mode       string      `json:"mode"`
+		Schema     *pageSchema `json:"schema"`
+		World      *struct {
+			W, H, R, Speed float64
+			Hz             int
+		} `json:"world"`
+		Tick        uint64                 `json:"tick"`
+		Ack         uint64                 `json:"ack"`
+		Players     map[string]playerState `json:"players"`
+		PlayerTable string                 `json:"playerTable"`
+		Tables      map[string][]pageRow   `json:"tables"`
+		Predicted   *struct {
 			X float64 `json:"x"`
 			Y float64 `json:"y"`
 		} `json:"predicted"`
-		Pending     int         `json:"pending"`
-		Ping        *float64    `json:"ping"`
-		Jitter      *float64    `json:"jitter"`
-		ClockOffset *float64    `json:"clockOffset"`
-		Chat        []chatEntry `json:"chat"`
-		Typing      []string    `json:"typing"`
+		Pending     int                `json:"pending"`
+		LastInput   map[string]float64 `json:"lastInput"`
+		Ping        *float64           `json:"ping"`
+		Jitter      *float64           `json:"jitter"`
+		ClockOffset *float64           `json:"clockOffset"`
+		Chat        []chatEntry        `json:"chat"`
+		Typing      []string           `json:"typing"`
 	} `json:"game"`
 	Spectator *struct {
 		Connection  connState              `json:"connection"`
 		Transport   string                 `json:"transport"`
 		LastEventID *int64                 `json:"lastEventId"`
+		Mode        string                 `json:"mode"`
+		Schema      *pageSchema            `json:"schema"`
 		Tick        uint64                 `json:"tick"`
 		Players     map[string]playerState `json:"players"`
+		Tables      map[string][]pageRow   `json:"tables"`
 		Chat        []chatEntry            `json:"chat"`
 		Counts      map[string]int         `json:"counts"`
 		Reconnects  int                    `json:"reconnects"`
@@ -531,7 +590,42 @@ type pageState struct {
 
 type roomInfo struct {
 	ID      string `json:"id"`
+	Mode    string `json:"mode"`
 	Players int    `json:"players"`
+}
+
+// pageSchema is a schema as the page's state shows it.
+type pageSchema struct {
+	Input  []string            `json:"input"`
+	Tables map[string][]string `json:"tables"`
+}
+
+// pageRow is a row of a table as the page holds it: values by column name
+// (the player table's rows also carry a "name", which is dropped here).
+type pageRow map[string]float64
+
+func (r *pageRow) UnmarshalJSON(b []byte) error {
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*r = pageRow{}
+	for k, v := range m {
+		if f, ok := v.(float64); ok {
+			(*r)[k] = f
+		}
+	}
+	return nil
+}
+
+// find returns the row with the given id, or nil.
+func findRow(rows []pageRow, id uint32) pageRow {
+	for _, r := range rows {
+		if r["id"] == float64(id) {
+			return r
+		}
+	}
+	return nil
 }
 
 type connState struct {
@@ -618,12 +712,8 @@ func steerPage(t *testing.T, tb *tab, bot *player.Client, id uint32, x, w float6
 	tb.do(chromedp.Click(chromedp.CSS("#canvas")))
 	tb.holdKey(key, 700*time.Millisecond)
 	eventually(t, "the page's input seen by the bot", func() bool {
-		for _, p := range bot.Latest().P {
-			if p.ID == id {
-				return sign*(p.X-x) > 100
-			}
-		}
-		return false
+		p := row(bot, "p", id)
+		return p != nil && sign*(p["x"]-x) > 100
 	})
 	return sign
 }

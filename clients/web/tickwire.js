@@ -3,12 +3,19 @@
  * ES module with no build step. A game page uses it the way it would use
  * any client library:
  *
- *   import { join, spectate, joinCall, listRooms } from "./tickwire.js";
+ *   import { join, spectate, joinCall, listRooms, listModes } from "./tickwire.js";
  *
- *   const game = join({ name: "ana", room: "auto" });
+ *   const game = join({ name: "ana", room: "auto", mode: "arena" });
  *   game.addEventListener("snap", () => draw(game.view()));
  *   game.addEventListener("chat", (e) => show(e.detail));
- *   setInterval(() => game.input(dx, dy), 1000 / game.world.hz);
+ *   setInterval(() => game.input({ dx, dy }), 1000 / game.world.hz);
+ *
+ * A room runs one game mode (protocol 1.1); its schema, sent in `welcome`
+ * and in the spectator `room` event, declares the mode's tables and input
+ * fields, and snapshots hold every table's rows as objects keyed by column
+ * names (`snap.tables.p[0].x`). Nothing here is specific to one mode except
+ * the arena conveniences (`snap.orbs`) and the defaults for a server that
+ * sends no schema.
  *
  * It speaks the Tickwire wire protocol version 1 (docs/protocol.md): the
  * player WebSocket /ws/play (msgpack), the spectator feeds (Server-Sent
@@ -197,16 +204,136 @@ export async function fetchICEServers({ server, token } = {}) {
 }
 
 /**
- * One player's state in a snapshot.
+ * A game mode as the server lists it (GET /api/modes).
+ * @typedef {object} ModeInfo
+ * @property {string} name the mode's id on the wire ("arena", "shooter", ...)
+ * @property {string} title a name for people
+ * @property {Object<string, string[]>} tables column names by table
+ * @property {string[]} input the input fields
+ * @property {{w: number, h: number, speed: number, r: number}} [field]
+ * @property {Schema} schema the above, parsed (added by listModes)
+ */
+
+/**
+ * Lists the game modes the server runs (GET /api/modes).
+ *
+ * @param {{server?: string, token?: string, signal?: AbortSignal}} [options]
+ * @returns {Promise<ModeInfo[]>}
+ */
+export async function listModes({ server, token, signal } = {}) {
+  const res = await fetch(new URL("/api/modes", httpBase(server)), {
+    headers: authHeaders(token),
+    cache: "no-store",
+    signal,
+  });
+  if (!res.ok) throw new Error(`list modes: ${await readError(res)}`);
+  return ((await res.json()).modes ?? []).map((m) => ({ ...m, schema: parseSchema(m, m.name) }));
+}
+
+// ---- schemas -----------------------------------------------------------------
+//
+// A mode's state is a set of tables of rows of numbers (protocol 1.1, "Game
+// modes"). The schema in `welcome` and in the spectator `room` event lists
+// them in `layout`, in order, with what delta frames need: each column's
+// step (precision), which columns are the rates of others, and which tables
+// are slot tables.
+
+/** Precision of a column whose step is not known: 1/64 unit. */
+const DEFAULT_STEP = 1 / 64;
+
+/** The arena's schema, for a server that sends none (protocol version 1). */
+const ARENA_WIRE_SCHEMA = {
+  input: ["dx", "dy"],
+  layout: [
+    {
+      table: "p",
+      columns: ["id", "x", "y", "vx", "vy", "score", "rtt"],
+      step: [1, DEFAULT_STEP, DEFAULT_STEP, DEFAULT_STEP, DEFAULT_STEP, 1, 1],
+      vel: { x: "vx", y: "vy" },
+    },
+    { table: "o", columns: ["id", "x", "y"], step: [1, DEFAULT_STEP, DEFAULT_STEP], slots: true },
+  ],
+};
+
+/**
+ * One table of a Schema.
+ * @typedef {object} TableLayout
+ * @property {string} name
+ * @property {string[]} columns column names, "id" first
+ * @property {number[]} step each column's precision (1 for the id)
+ * @property {Object<string, string>} vel rate column by column (x -> vx)
+ * @property {boolean} slots rows in slot order rather than keyed by id
+ * @property {Object<string, number>} index column index by name
+ * @property {number[]} rate per column, the index of its rate column, or -1
+ * @property {number[]} order non-id columns in the bit order of a delta mask
+ */
+
+/**
+ * A mode's tables and inputs, ready for decoding.
+ * @typedef {object} Schema
+ * @property {string} mode the mode's name
+ * @property {string[]} input input field names, in order
+ * @property {TableLayout[]} tables in the order they are written
+ * @property {Map<string, TableLayout>} byName
+ */
+
+/**
+ * Parses a schema as `welcome`, the `room` event and /api/modes carry it:
+ * `{tables, input, layout}`. Without `layout` the tables come from `tables`
+ * (steps unknown: full snapshots only); without either, the arena's.
+ *
+ * @param {object} [raw]
+ * @param {string} [mode] the mode's name ("arena")
+ * @returns {Schema}
+ */
+export function parseSchema(raw, mode = "arena") {
+  let layout = raw?.layout;
+  if (!Array.isArray(layout)) {
+    layout = raw?.tables && typeof raw.tables === "object"
+      ? Object.entries(raw.tables).map(([table, columns]) => ({ table, columns }))
+      : ARENA_WIRE_SCHEMA.layout;
+  }
+  const input = Array.isArray(raw?.input) ? raw.input.map(String) : raw?.layout || raw?.tables ? [] : ARENA_WIRE_SCHEMA.input;
+  const tables = [];
+  for (const l of layout) {
+    const columns = Array.isArray(l?.columns) ? l.columns.map(String) : [];
+    if (typeof l?.table !== "string" || columns[0] !== "id") continue; // not a table this client can read
+    const index = Object.fromEntries(columns.map((c, i) => [c, i]));
+    const step = columns.map((_, i) => (i === 0 ? 1 : Number(l.step?.[i]) > 0 ? Number(l.step[i]) : DEFAULT_STEP));
+    const vel = {};
+    for (const [col, rate] of Object.entries(l.vel ?? {})) {
+      if (index[col] > 0 && index[rate] > 0 && col !== rate) vel[col] = rate;
+    }
+    const rate = columns.map((c) => (vel[c] ? index[vel[c]] : -1));
+    // Mask order: the columns that are some column's rate first, then the
+    // others, each group in column order.
+    const isRate = columns.map((_, i) => rate.includes(i));
+    const order = [];
+    for (let i = 1; i < columns.length; i++) if (isRate[i]) order.push(i);
+    for (let i = 1; i < columns.length; i++) if (!isRate[i]) order.push(i);
+    tables.push({ name: l.table, columns, step, vel, slots: Boolean(l.slots), index, rate, order });
+  }
+  return { mode, input, tables, byName: new Map(tables.map((t) => [t.name, t])) };
+}
+
+/** The arena's schema (protocol version 1). */
+export const ARENA_SCHEMA = parseSchema(ARENA_WIRE_SCHEMA, "arena");
+
+/** A row of numbers (column order) as an object keyed by column names. */
+function rowObject(t, values) {
+  const o = {};
+  for (let i = 0; i < t.columns.length; i++) o[t.columns[i]] = values[i] ?? 0;
+  return o;
+}
+
+/**
+ * One player's state in a snapshot: its row of the player table, keyed by
+ * column names (for arena id, x, y, vx, vy, score, rtt), plus its name.
  * @typedef {object} PlayerState
  * @property {number} id entity id
  * @property {string} name
  * @property {number} x
  * @property {number} y
- * @property {number} vx velocity, units/s
- * @property {number} vy
- * @property {number} score
- * @property {number} rtt round trip measured by the server, ms (0 = unknown)
  */
 
 /**
@@ -215,17 +342,61 @@ export async function fetchICEServers({ server, token } = {}) {
  * @property {number} n tick number
  * @property {number} st server time, Unix ms
  * @property {number} [ack] highest input seq applied (player feed only)
- * @property {Map<number, PlayerState>} players by id
- * @property {{id: number, x: number, y: number}[]} orbs
+ * @property {string} mode the room's game mode
+ * @property {Object<string, object[]>} tables every table's rows, as
+ *   objects keyed by column names, in row order
+ * @property {string|null} playerTable the table holding the players' rows
+ * @property {Map<number, PlayerState>} players the player table's rows by id
+ * @property {{id: number, x: number, y: number}[]} orbs the arena's orbs
+ *   (its table `o`; empty in other modes)
  */
 
-function decodeSnap(s, names) {
-  const players = new Map();
-  for (const [id, x, y, vx, vy, score, rtt] of s.p ?? []) {
-    players.set(id, { id, name: names.get(id) ?? `#${id}`, x, y, vx, vy, score, rtt });
+/**
+ * Which table holds the players: the one whose rows include the most of
+ * `ids` (this player's and the other known players' ids), a keyed table
+ * before a slot table and `known` (the one found before) on a tie; with
+ * none of them in any table, `known`, else `p`, else the first keyed table.
+ */
+function findPlayerTable(schema, tables, ids, known) {
+  let best = null;
+  let bestScore = 0;
+  for (const t of schema.tables) {
+    let n = 0;
+    for (const r of tables[t.name] ?? []) if (ids.has(r.id)) n++;
+    const score = n === 0 ? 0 : 4 * n + (t.slots ? 0 : 2) + (t.name === known ? 1 : 0);
+    if (score > bestScore) [best, bestScore] = [t.name, score];
   }
-  const orbs = (s.o ?? []).map(([id, x, y]) => ({ id, x, y }));
-  return { n: s.n, st: s.st, ack: s.ack, players, orbs };
+  if (best !== null) return best;
+  if (known && tables[known]) return known;
+  if (schema.byName.has("p")) return "p";
+  return schema.tables.find((t) => !t.slots)?.name ?? null;
+}
+
+/**
+ * Builds a Snapshot from its tables. `who` names the players: `names` by
+ * id, `ids` the ids to look for (see findPlayerTable) and `known` the
+ * player table found before, if any.
+ */
+function makeSnapshot(schema, n, st, ack, tables, who) {
+  const playerTable = findPlayerTable(schema, tables, who.ids, who.known);
+  const players = new Map();
+  const named = playerTable !== null && schema.byName.get(playerTable).index.name !== undefined;
+  for (const row of tables[playerTable] ?? []) {
+    if (!named) row.name = who.names.get(row.id) ?? `#${row.id}`;
+    players.set(row.id, row);
+  }
+  const orbs = schema.mode === "arena" ? (tables.o ?? []) : [];
+  return { n, st, ack, mode: schema.mode, tables, playerTable, players, orbs };
+}
+
+/** A full snapshot (`snap` message or event): one key per table. */
+function decodeSnap(m, schema, who) {
+  const tables = {};
+  for (const t of schema.tables) {
+    const rows = Array.isArray(m[t.name]) ? m[t.name] : [];
+    tables[t.name] = rows.map((r) => rowObject(t, r));
+  }
+  return makeSnapshot(schema, m.n, m.st, m.ack, tables, who);
 }
 
 // ---- delta snapshots ---------------------------------------------------------
@@ -234,12 +405,16 @@ function decodeSnap(s, names) {
 // snapshots"): the client sends `caps: ["delta"]` in `join`, receives
 // `delta` frames whose `d` bytes describe a snapshot relative to one it
 // acknowledged (or to nothing: a keyframe), and acknowledges every snapshot
-// it rebuilds with `{t: "ack", n}`. The format is the one of wire/delta.go.
+// it rebuilds with `{t: "ack", n}`. The format is the one of wire/delta.go,
+// table by table in the schema's layout order; every value travels as a
+// whole number of its column's steps (quanta), the id as the integer id.
 
-/** Quanta per unit: positions in 1/64 unit, velocities in 1/64 unit/s. */
+/** Quanta per unit of the arena's positions and velocities (step 1/64). */
 export const DELTA_SCALE = 64;
 /** Rebuilt snapshots kept as baselines (the server picks among its last 64). */
 const DELTA_KEEP = 128;
+/** Most rows a delta frame may add or remove in one table. */
+const DELTA_MAX_ROWS = 1 << 16;
 
 /** Reads the varints of a delta's bytes. */
 class VarintReader {
@@ -278,83 +453,112 @@ class VarintReader {
 }
 
 /**
- * Where a coordinate is expected after `age` ticks, from its value and
- * velocity in the baseline and its velocity now (all in quanta); the same
- * integer formula as the server's.
+ * Where a value is expected after `age` ticks, from its value and rate in
+ * the baseline and its rate now (all in quanta); the same integer formula
+ * as the server's.
  */
 export function deltaPredict(q, vb, vc, age, hz) {
   return q + Math.floor((2 * age * vb + (age + 1) * (vc - vb) + hz) / (2 * hz));
 }
 
-const EMPTY_STATE = { n: 0, st: 0, p: [], o: [] };
-
 /**
- * Rebuilds the quantized state a delta's bytes describe.
- * @param {Uint8Array} d the `d` bytes of a `delta` frame
- * @param {number} hz the room's tick rate
- * @param {(n: number) => object|undefined} baseline a state this client rebuilt before, by tick
- * @returns {{n: number, st: number, keyframe: boolean, p: object[], o: object[]}}
+ * A keyed table: removed ids, entered rows, then a mask and the changed
+ * values of every baseline row still present. Rows are arrays of quanta.
  */
-export function decodeDelta(d, hz, baseline) {
-  const r = new VarintReader(d);
-  const n = r.u();
-  const age = r.u();
-  let base = EMPTY_STATE;
-  if (age !== 0) {
-    if (age >= n) throw new Error("delta: bad baseline age");
-    base = baseline(n - age);
-    if (!base) throw Object.assign(new Error(`delta: baseline ${n - age} not held`), { baseline: true });
-  }
-  const st = base.st + r.z();
+function decodeKeyed(r, t, base, age, hz) {
+  const cols = t.columns.length;
   const gone = new Set();
   let id = 0;
-  for (let i = 0, k = r.count(4096); i < k; i++) {
+  for (let i = 0, k = r.count(DELTA_MAX_ROWS); i < k; i++) {
     id += r.u();
     gone.add(id);
   }
   const entered = [];
   id = 0;
-  for (let i = 0, k = r.count(4096); i < k; i++) {
+  for (let i = 0, k = r.count(DELTA_MAX_ROWS); i < k; i++) {
     id += r.u();
-    entered.push({ id, x: r.z(), y: r.z(), vx: r.z(), vy: r.z(), score: r.z(), rtt: r.z() });
+    const row = [id];
+    for (let c = 1; c < cols; c++) row.push(r.z());
+    entered.push(row);
   }
-  const p = [];
+  const out = [];
   let j = 0;
-  for (const b of base.p) {
-    if (gone.has(b.id)) {
-      gone.delete(b.id);
-      continue;
-    }
+  const masks = 2 ** t.order.length;
+  for (const b of base) {
+    if (gone.delete(b[0])) continue;
     const mask = r.u();
-    if (mask > 63) throw new Error("delta: bad player mask");
-    const c = { ...b };
-    if (mask & 1) c.vx += r.z();
-    if (mask & 2) c.vy += r.z();
-    c.x = deltaPredict(b.x, b.vx, c.vx, age, hz);
-    c.y = deltaPredict(b.y, b.vy, c.vy, age, hz);
-    if (mask & 4) c.x += r.z();
-    if (mask & 8) c.y += r.z();
-    if (mask & 16) c.score += r.z();
-    if (mask & 32) c.rtt += r.z();
-    while (j < entered.length && entered[j].id < c.id) p.push(entered[j++]);
-    p.push(c);
+    if (mask >= masks) throw new Error(`delta: bad mask in table ${t.name}`);
+    const c = b.slice();
+    // Rates come first in mask order, so a column's current rate is known
+    // before the column itself is predicted from it.
+    for (let k = 0; k < t.order.length; k++) {
+      const col = t.order[k];
+      const v = t.rate[col];
+      const ref = v >= 0 ? deltaPredict(b[col], b[v], c[v], age, hz) : b[col];
+      c[col] = (mask >>> k) & 1 ? ref + r.z() : ref;
+    }
+    while (j < entered.length && entered[j][0] < c[0]) out.push(entered[j++]);
+    if (j < entered.length && entered[j][0] === c[0]) throw new Error(`delta: row ${c[0]} of ${t.name} entered twice`);
+    out.push(c);
   }
-  while (j < entered.length) p.push(entered[j++]);
-  if (gone.size) throw new Error("delta: removed player not in the baseline");
-  const count = r.u();
-  const o = [];
+  while (j < entered.length) out.push(entered[j++]);
+  if (gone.size) throw new Error(`delta: removed row not in the baseline of ${t.name}`);
+  return out;
+}
+
+/**
+ * A slot table: the row count, then the changed slots, each with its id
+ * relative to the baseline's at that slot and its other values absolute.
+ */
+function decodeSlots(r, t, base) {
+  const cols = t.columns.length;
+  const rows = r.u();
+  const changed = r.count(rows);
+  if (rows > base.length + changed) throw new Error(`delta: ${rows} slots of ${t.name} out of range`);
+  const out = [];
   let slot = -1;
-  for (let i = 0, k = r.count(count); i < k; i++) {
+  for (let i = 0; i < changed; i++) {
     const next = slot + 1 + r.u();
-    if (next >= count) throw new Error("delta: orb slot out of range");
-    for (let s = slot + 1; s < next; s++) o.push(base.o[s]);
+    if (next >= rows) throw new Error(`delta: slot of ${t.name} out of range`);
+    for (let s = slot + 1; s < next; s++) out.push(base[s]);
     slot = next;
-    o.push({ id: (base.o[slot]?.id ?? 0) + r.z(), x: r.z(), y: r.z() });
+    const row = [(base[slot]?.[0] ?? 0) + r.z()];
+    for (let c = 1; c < cols; c++) row.push(r.z());
+    out.push(row);
   }
-  for (let s = slot + 1; s < count; s++) o.push(base.o[s]);
-  if (o.some((x) => x === undefined)) throw new Error("delta: orb slot missing");
+  for (let s = slot + 1; s < rows; s++) out.push(base[s]);
+  if (out.some((x) => x === undefined)) throw new Error(`delta: slot of ${t.name} missing`);
+  return out;
+}
+
+/**
+ * Rebuilds the quantized state a delta's bytes describe.
+ * @param {Uint8Array} d the `d` bytes of a `delta` frame
+ * @param {Schema} schema the room's schema (parseSchema)
+ * @param {number} hz the room's tick rate
+ * @param {(n: number) => object|undefined} baseline a state this client rebuilt before, by tick
+ * @returns {{n: number, st: number, keyframe: boolean, tables: number[][][]}}
+ *   `tables[i]` are the rows of the schema's i-th table, each an array of
+ *   quanta in column order (keyed tables by ascending id, slot tables in
+ *   slot order)
+ */
+export function decodeDelta(d, schema, hz, baseline) {
+  const r = new VarintReader(d);
+  const n = r.u();
+  const age = r.u();
+  let base = null;
+  if (age !== 0) {
+    if (age >= n) throw new Error("delta: bad baseline age");
+    base = baseline(n - age);
+    if (!base) throw Object.assign(new Error(`delta: baseline ${n - age} not held`), { baseline: true });
+  }
+  const st = (base?.st ?? 0) + r.z();
+  const tables = schema.tables.map((t, i) => {
+    const b = base?.tables[i] ?? [];
+    return t.slots ? decodeSlots(r, t, b) : decodeKeyed(r, t, b, age, hz);
+  });
   if (r.i !== d.length) throw new Error("delta: trailing bytes");
-  return { n, st, keyframe: age === 0, p, o };
+  return { n, st, keyframe: age === 0, tables };
 }
 
 /**
@@ -362,19 +566,23 @@ export function decodeDelta(d, hz, baseline) {
  * the newest rebuilt states as baselines.
  */
 export class DeltaReceiver {
-  /** @param {number} hz the room's tick rate (welcome `hz`) */
-  constructor(hz) {
+  /**
+   * @param {number} hz the room's tick rate (welcome `hz`)
+   * @param {Schema} [schema] the room's schema (the arena's)
+   */
+  constructor(hz, schema = ARENA_SCHEMA) {
     this.hz = hz;
+    this.schema = schema;
     this.ring = [];
     this.keyframes = 0;
   }
 
   /**
    * @param {Uint8Array} d the `d` bytes of a `delta` frame
-   * @returns {object} the quantized state; its `n` is what to acknowledge
+   * @returns {object} the quantized state (see decodeDelta); its `n` is what to acknowledge
    */
   apply(d) {
-    const s = decodeDelta(d, this.hz, (n) => this.ring.find((x) => x.n === n));
+    const s = decodeDelta(d, this.schema, this.hz, (n) => this.ring.find((x) => x.n === n));
     if (s.keyframe) this.keyframes++;
     this.ring.push(s);
     if (this.ring.length > DELTA_KEEP) this.ring.shift();
@@ -382,30 +590,24 @@ export class DeltaReceiver {
   }
 }
 
-/** A rebuilt state as a Snapshot, coordinates back in units. */
-function deltaSnapshot(s, ack, names) {
-  const players = new Map();
-  for (const p of s.p) {
-    players.set(p.id, {
-      id: p.id,
-      name: names.get(p.id) ?? `#${p.id}`,
-      x: p.x / DELTA_SCALE,
-      y: p.y / DELTA_SCALE,
-      vx: p.vx / DELTA_SCALE,
-      vy: p.vy / DELTA_SCALE,
-      score: p.score,
-      rtt: p.rtt,
+/** A rebuilt state as a Snapshot: every value back in units (quanta * step). */
+function deltaSnapshot(schema, s, ack, who) {
+  const tables = {};
+  schema.tables.forEach((t, i) => {
+    tables[t.name] = s.tables[i].map((q) => {
+      const o = { id: q[0] };
+      for (let c = 1; c < t.columns.length; c++) o[t.columns[c]] = q[c] * t.step[c];
+      return o;
     });
-  }
-  const orbs = s.o.map((o) => ({ id: o.id, x: o.x / DELTA_SCALE, y: o.y / DELTA_SCALE }));
-  return { n: s.n, st: s.st, ack, players, orbs };
+  });
+  return makeSnapshot(schema, s.n, s.st, ack, tables, who);
 }
 
 /**
- * Keeps recent snapshots and answers where every player was at a given
- * server time, interpolating between the two snapshots around it. Renderers
- * sample it a little in the past (about two snapshot intervals) so that
- * there is always a snapshot on each side.
+ * Keeps recent snapshots and answers where everything was at a given
+ * server time, interpolating positions (x, y) between the two snapshots
+ * around it. Renderers sample it a little in the past (about two snapshot
+ * intervals) so that there is always a snapshot on each side.
  */
 export class SnapshotBuffer {
   /** @param {number} [size] snapshots kept */
@@ -440,22 +642,53 @@ export class SnapshotBuffer {
    * @returns {Map<number, PlayerState>} interpolated states by id
    */
   sample(t) {
+    return this.sampleTables(t).players;
+  }
+
+  /**
+   * Every table at server time `t`: rows with x and y columns found in both
+   * snapshots around `t` (same id) are interpolated, the others are taken
+   * from the newer snapshot.
+   * @param {number} t server time, Unix ms
+   * @returns {{tables: Object<string, object[]>, players: Map<number, PlayerState>, playerTable: string|null}}
+   */
+  sampleTables(t) {
     const snaps = this.snaps;
-    if (snaps.length === 0) return new Map();
+    if (snaps.length === 0) return { tables: {}, players: new Map(), playerTable: null };
     let i = snaps.length - 1;
     while (i > 0 && snaps[i - 1].st > t) i--;
     const b = snaps[i];
     const a = i > 0 ? snaps[i - 1] : b;
-    if (a === b || t >= b.st) return b.players;
+    if (a === b || t >= b.st) return { tables: b.tables, players: b.players, playerTable: b.playerTable };
     const f = Math.max(0, Math.min(1, (t - a.st) / (b.st - a.st)));
-    const out = new Map();
-    for (const [id, pb] of b.players) {
-      const pa = a.players.get(id);
-      out.set(id, pa ? { ...pb, x: pa.x + (pb.x - pa.x) * f, y: pa.y + (pb.y - pa.y) * f } : pb);
+    const tables = {};
+    for (const [name, rows] of Object.entries(b.tables)) {
+      const before = a.tables[name];
+      if (!before?.length || rows.length === 0 || !("x" in rows[0] && "y" in rows[0])) {
+        tables[name] = rows;
+        continue;
+      }
+      const old = new Map(before.map((r) => [r.id, r]));
+      tables[name] = rows.map((rb) => {
+        const ra = old.get(rb.id);
+        return ra ? { ...rb, x: ra.x + (rb.x - ra.x) * f, y: ra.y + (rb.y - ra.y) * f } : rb;
+      });
     }
-    return out;
+    const players = new Map((tables[b.playerTable] ?? []).map((r) => [r.id, r]));
+    return { tables, players, playerTable: b.playerTable };
   }
 }
+
+/**
+ * What a renderer draws: a moment of the game, interpolated.
+ * @typedef {object} View
+ * @property {string|null} mode the room's game mode
+ * @property {Object<string, object[]>} tables every table's rows by name
+ * @property {string|null} playerTable the table holding the players
+ * @property {Map<number, PlayerState>} players the player table's rows by id
+ * @property {{id: number, x: number, y: number}[]} orbs the arena's orbs
+ * @property {number|null} me this player's id (null for a spectator)
+ */
 
 /**
  * Estimates the offset between the server's clock and this one.
@@ -488,6 +721,12 @@ class Clock {
   serverNow() {
     return Date.now() + (this.offset ?? 0);
   }
+}
+
+/** An input field's value: a finite number within [-1, 1], else 0. */
+function clampField(v) {
+  v = Number(v);
+  return Number.isFinite(v) ? Math.max(-1, Math.min(1, v)) : 0;
 }
 
 function clampUnit(dx, dy) {
@@ -556,16 +795,23 @@ export function stepPosition(pos, dx, dy, world) {
  * `follow: false` turns this off: the `moved` ends the connection and is
  * reported as a `servererror`.
  *
- * Own movement is predicted: every `input` is applied locally at once and
- * kept until the server acknowledges its `seq`; each snapshot resets the
- * prediction to the server's position and replays the inputs not yet
- * applied. Other players should be drawn from `view()`, which interpolates
- * them about two ticks in the past.
+ * Game modes (protocol 1.1): the `mode` option asks `room: "auto"` for a
+ * room of that mode; after the welcome `mode` and `schema` say what the
+ * room runs, snapshots carry every table of the schema (`snap.tables`), and
+ * `input({...})` sends the mode's input fields.
+ *
+ * Own movement is predicted in modes whose inputs start with dx, dy and
+ * whose player rows have x and y (arena, shooter): every `input` is applied
+ * locally at once and kept until the server acknowledges its `seq`; each
+ * snapshot resets the prediction to the server's position and replays the
+ * inputs not yet applied. Other players should be drawn from `view()`,
+ * which interpolates them about two ticks in the past.
  *
  * By default the client asks for delta snapshots (`delta: true`): the
  * server then sends each snapshot as a difference from one the client
  * acknowledged, a fraction of the bytes; the client rebuilds it and emits the
- * same `snap` event, with coordinates within 1/128 unit of the server's.
+ * same `snap` event, every value within half its column's step of the
+ * server's (1/128 unit for arena's coordinates).
  * Each rebuilt snapshot is acknowledged with the next `input` when one goes
  * out within a tick (as its `n`), else with an `ack` of its own.
  * `stats` counts what arrived, and the acknowledgements sent (`acks` on
@@ -579,6 +825,8 @@ export class GameClient extends EventTarget {
    * @param {object} options
    * @param {string} options.name display name, 1-24 characters
    * @param {string} [options.room] "auto" (default) or a room id
+   * @param {string} [options.mode] with room "auto": the game mode of the
+   *   room to join or make (the server's default, arena, when absent)
    * @param {string} [options.server] server origin (default: this page's)
    * @param {string} [options.token] JWT when the server requires one
    * @param {boolean} [options.reconnect] reconnect after a drop (true)
@@ -589,7 +837,7 @@ export class GameClient extends EventTarget {
    * @param {boolean} [options.follow] follow a `moved` answer to the node
    *   hosting the room (true)
    */
-  constructor({ name, room = "auto", server, token, reconnect = true, pingInterval = 1000, minBackoff = 1000, maxBackoff = 30000, delta = true, follow = true }) {
+  constructor({ name, room = "auto", mode, server, token, reconnect = true, pingInterval = 1000, minBackoff = 1000, maxBackoff = 30000, delta = true, follow = true }) {
     super();
     this.name = name;
     /** Room id; "auto" until the welcome names the room. */
@@ -605,7 +853,15 @@ export class GameClient extends EventTarget {
     /** `moved` answers followed since the client was made. */
     this.moves = 0;
     this.token = token;
-    this.options = { reconnect, pingInterval, minBackoff, maxBackoff, delta, follow };
+    this.options = { reconnect, pingInterval, minBackoff, maxBackoff, delta, follow, mode };
+    /** The room's game mode: the one asked for until the welcome says. */
+    this.mode = mode ?? null;
+    /** The room's tables and input fields (see parseSchema), null before the first welcome. @type {Schema|null} */
+    this.schema = null;
+    /** The table holding the players' rows, once this player's row was seen in it. */
+    this.playerTable = null;
+    /** The input fields last sent, by name. */
+    this.lastInput = {};
     /** Rebuilds delta snapshots; one per connection, made at its welcome. */
     this.deltaReceiver = null;
     /**
@@ -617,7 +873,7 @@ export class GameClient extends EventTarget {
     this.ackDue = 0;
     /** This player's entity id, null before the first welcome. */
     this.id = null;
-    /** The arena: {w, h, r, speed, hz}, null before the first welcome. */
+    /** The mode's field: {w, h, r, speed, hz}, null before the first welcome. */
     this.world = null;
     /** @type {ConnectionState} */
     this.connection = { state: "idle", attempt: 0 };
@@ -667,6 +923,7 @@ export class GameClient extends EventTarget {
         token: this.token,
         resume: this.resumeToken ?? undefined,
         caps: this.options.delta ? ["delta"] : undefined,
+        mode: this.room === "auto" ? this.options.mode || undefined : undefined,
       });
     };
     ws.onmessage = (e) => {
@@ -757,7 +1014,7 @@ export class GameClient extends EventTarget {
       case "welcome":
         return this.#onWelcome(m);
       case "snap":
-        return this.#onSnapshot(decodeSnap(m, this.names));
+        return this.#onSnapshot(decodeSnap(m, this.schema ?? ARENA_SCHEMA, this.#who()));
       case "delta":
         return this.#onDelta(m);
       case "pong": {
@@ -798,6 +1055,9 @@ export class GameClient extends EventTarget {
     this.id = m.id;
     this.room = m.room;
     this.world = { w: m.w, h: m.h, r: m.r, speed: m.speed, hz: m.hz };
+    this.mode = typeof m.mode === "string" && m.mode ? m.mode : "arena";
+    this.schema = parseSchema(m.schema, this.mode);
+    this.playerTable = null;
     this.resumeToken = m.resume;
     this.#hops = 0;
     this.names = new Map((m.players ?? []).map((p) => [p.id, p.name]));
@@ -805,7 +1065,7 @@ export class GameClient extends EventTarget {
     this.buffer.clear();
     if (!resumed) this.predicted = null;
     this.clock.fromStamp(m.st);
-    if (this.options.delta) this.deltaReceiver = new DeltaReceiver(m.hz);
+    if (this.options.delta) this.deltaReceiver = new DeltaReceiver(m.hz, this.schema);
     this.#setConnection({ state: "connected", attempt: 0, resumed });
     clearInterval(this.timers.ping);
     this.timers.ping = setInterval(() => this.#sendPing(), this.options.pingInterval);
@@ -827,7 +1087,7 @@ export class GameClient extends EventTarget {
     this.#ackLater(s.n);
     this.stats.deltas++;
     if (s.keyframe) this.stats.keyframes++;
-    this.#onSnapshot(deltaSnapshot(s, m.ack, this.names));
+    this.#onSnapshot(deltaSnapshot(this.deltaReceiver.schema, s, m.ack, this.#who()));
   }
 
   /**
@@ -844,17 +1104,34 @@ export class GameClient extends EventTarget {
     }, 1250 / (this.world?.hz || 20)); // a tick, and some timer jitter
   }
 
+  /** Who the players are, for building snapshots. */
+  #who() {
+    const ids = new Set(this.names.keys());
+    if (this.id !== null) ids.add(this.id);
+    return { names: this.names, ids, known: this.playerTable };
+  }
+
+  /**
+   * Whether own movement is predicted: the mode's inputs start with dx, dy
+   * and this player's row has x and y.
+   */
+  #predicts(me) {
+    const input = this.schema?.input ?? ARENA_SCHEMA.input;
+    return input[0] === "dx" && input[1] === "dy" && typeof me?.x === "number" && typeof me?.y === "number";
+  }
+
   #onSnapshot(snap) {
     this.stats.snaps++;
     this.latest = snap;
     this.buffer.push(snap);
     this.clock.fromStamp(snap.st);
     const me = snap.players.get(this.id);
-    if (me && this.world) {
-      const ack = snap.ack ?? 0;
-      this.pending = this.pending.filter((i) => i.seq > ack);
+    if (me) this.playerTable = snap.playerTable; // found by this player's id
+    const ack = snap.ack ?? 0;
+    this.pending = this.pending.filter((i) => i.seq > ack);
+    if (this.#predicts(me) && this.world) {
       let pos = { x: me.x, y: me.y };
-      for (const i of this.pending) pos = stepPosition(pos, i.dx, i.dy, this.world);
+      for (const i of this.pending) pos = stepPosition(pos, i.values.dx, i.values.dy, this.world);
       this.predicted = pos;
     }
     this.#emit("snap", snap);
@@ -871,19 +1148,31 @@ export class GameClient extends EventTarget {
   }
 
   /**
-   * Sends a movement intent and applies it to the predicted position. Call
-   * it once per tick (at `world.hz`) while the player steers; the server
-   * keeps applying the newest input, so send (0, 0) to stop.
+   * Sends the mode's input fields and applies the movement (dx, dy) to the
+   * predicted position. Call it once per tick (at `world.hz`) while the
+   * player acts; the server keeps applying the newest input, so send zeros
+   * to stop.
    *
-   * @param {number} dx in [-1, 1]
-   * @param {number} dy in [-1, 1]
+   * `values` maps field names to numbers in [-1, 1] (buttons 0 or 1), e.g.
+   * `{dx: 1, dy: 0}` in arena, `{dx, dy, ax, ay, fire}` in shooter. Every
+   * field of the mode is sent, a missing one as 0; names the mode does not
+   * declare are left out (the server refuses them). A leading (dx, dy) is
+   * clamped to length 1. `input(dx, dy)` with two numbers is the same as
+   * `input({dx, dy})`.
+   *
+   * @param {Object<string, number>|number} values the fields, or dx
+   * @param {number} [dy] with a number as first argument
    * @returns {number} the input's seq, or 0 when not connected
    */
-  input(dx, dy) {
+  input(values, dy) {
+    if (typeof values !== "object" || values === null) values = { dx: values, dy };
     if (this.connection.state !== "connected") return 0;
-    [dx, dy] = clampUnit(dx, dy);
+    const names = this.schema?.input ?? ARENA_SCHEMA.input;
+    const v = {};
+    for (const name of names) v[name] = clampField(values[name]);
+    if (names[0] === "dx" && names[1] === "dy") [v.dx, v.dy] = clampUnit(v.dx, v.dy);
     const seq = ++this.seq;
-    const msg = { t: "input", seq, dx, dy };
+    const msg = { t: "input", seq, ...v };
     if (this.ackDue) msg.n = this.ackDue; // the pending delta acknowledgement rides along
     if (!this.#send(msg)) return 0;
     if (msg.n) {
@@ -892,10 +1181,22 @@ export class GameClient extends EventTarget {
       clearTimeout(this.timers.ack); // the next snapshot gets a full window
       this.timers.ack = 0;
     }
-    this.pending.push({ seq, dx, dy });
+    this.lastInput = v;
+    this.pending.push({ seq, values: v });
     if (this.pending.length > 4 * this.world.hz) this.pending.shift();
-    if (this.predicted) this.predicted = stepPosition(this.predicted, dx, dy, this.world);
+    if (this.predicted && names[0] === "dx" && names[1] === "dy") this.predicted = stepPosition(this.predicted, v.dx, v.dy, this.world);
     return seq;
+  }
+
+  /**
+   * Sends a movement (dx, dy), keeping the other input fields as last sent
+   * (aim, buttons).
+   * @param {number} dx in [-1, 1]
+   * @param {number} dy in [-1, 1]
+   * @returns {number} the input's seq, or 0 when not connected
+   */
+  move(dx, dy) {
+    return this.input({ ...this.lastInput, dx, dy });
   }
 
   /**
@@ -948,16 +1249,23 @@ export class GameClient extends EventTarget {
   }
 
   /**
-   * What to draw now: every player interpolated about two ticks in the
-   * past, this player at its predicted position, and the newest orbs.
-   * @returns {{players: Map<number, PlayerState>, orbs: {id: number, x: number, y: number}[], me: number|null}}
+   * What to draw now: every table interpolated about two ticks in the past
+   * (see SnapshotBuffer.sampleTables), this player at its predicted
+   * position, and the newest orbs.
+   * @returns {View}
    */
   view() {
     const hz = this.world?.hz ?? 30;
-    const players = new Map(this.buffer.sample(this.serverNow() - 2000 / hz));
+    const s = this.buffer.sampleTables(this.serverNow() - 2000 / hz);
+    const players = new Map(s.players);
+    const tables = { ...s.tables };
     const me = this.latest?.players.get(this.id);
-    if (me && this.predicted) players.set(this.id, { ...me, ...this.predicted });
-    return { players, orbs: this.latest?.orbs ?? [], me: this.id };
+    if (me && this.predicted) {
+      const mine = { ...me, ...this.predicted };
+      players.set(this.id, mine);
+      if (tables[s.playerTable]) tables[s.playerTable] = tables[s.playerTable].map((r) => (r.id === this.id ? mine : r));
+    }
+    return { mode: this.mode, tables, playerTable: s.playerTable, players, orbs: this.latest?.orbs ?? [], me: this.id };
   }
 
   /** Leaves the room (the seat is given up) and closes the connection. */
@@ -1009,6 +1317,9 @@ const FEED_EVENTS = ["room", "snap", "joined", "left", "chat", "closed"];
  * Events: `state` (ConnectionState, state "connected" while live),
  * `transport` ("sse" | "poll"), `room`, `snap` (Snapshot), `joined`,
  * `left`, `chat` (ChatEntry), `closed` ({reason}).
+ *
+ * The `room` event names the room's game mode and schema (`mode`,
+ * `schema`; arena when absent); snapshots carry every table of it.
  */
 export class Spectator extends EventTarget {
   /**
@@ -1024,7 +1335,8 @@ export class Spectator extends EventTarget {
   constructor({ room, transport = "auto", server, token, pollTimeout = 25, sseFailures = 3 }) {
     super();
     this.room = room;
-    this.mode = transport;
+    /** The transport asked for: "auto", "sse" or "poll". */
+    this.transportMode = transport;
     this.server = server;
     this.token = token;
     this.pollTimeout = pollTimeout;
@@ -1035,9 +1347,15 @@ export class Spectator extends EventTarget {
     this.lastEventId = null;
     /** @type {ConnectionState} */
     this.connection = { state: "idle", attempt: 0 };
-    /** Room info from the `room` event: {id, hz, w, h}. */
+    /** Room info from the `room` event: {id, hz, w, h, mode, schema}. */
     this.info = null;
-    /** The arena for renderers: {w, h, r, hz}. */
+    /** The room's game mode, null before the `room` event. */
+    this.mode = null;
+    /** The room's tables and input fields (see parseSchema). @type {Schema|null} */
+    this.schema = null;
+    /** The table holding the players' rows, once a known player was seen in it. */
+    this.playerTable = null;
+    /** The field for renderers: {w, h, r, hz}. */
     this.world = null;
     /** @type {Map<number, string>} */
     this.names = new Map();
@@ -1100,7 +1418,7 @@ export class Spectator extends EventTarget {
       if (this.es !== es) return;
       this.sseErrors++;
       const closed = es.readyState === EventSource.CLOSED;
-      if (this.mode === "auto" && (closed || this.sseErrors >= this.maxSSEFailures)) {
+      if (this.transportMode === "auto" && (closed || this.sseErrors >= this.maxSSEFailures)) {
         // An EventSource that got an error status on reconnect stays closed
         // for good; long-poll carries the same events and ids.
         es.close();
@@ -1162,12 +1480,17 @@ export class Spectator extends EventTarget {
     switch (type) {
       case "room":
         this.info = data;
-        this.world = { w: data.w, h: data.h, r: 16, hz: data.hz };
+        this.mode = typeof data.mode === "string" && data.mode ? data.mode : "arena";
+        this.schema = parseSchema(data.schema, this.mode);
+        this.playerTable = null;
+        this.world = { w: data.w, h: data.h, r: data.r ?? 16, hz: data.hz };
         this.names = new Map((data.players ?? []).map((p) => [p.id, p.name]));
         this.buffer.clear();
         return this.#emit("room", data);
       case "snap": {
-        const snap = decodeSnap(data, this.names);
+        const ids = new Set(this.names.keys());
+        const snap = decodeSnap(data, this.schema ?? ARENA_SCHEMA, { names: this.names, ids, known: this.playerTable });
+        if ([...snap.players.keys()].some((id) => ids.has(id))) this.playerTable = snap.playerTable;
         this.latest = snap;
         this.buffer.push(snap);
         this.clock.fromStamp(snap.st);
@@ -1225,13 +1548,13 @@ export class Spectator extends EventTarget {
   }
 
   /**
-   * What to draw now: players interpolated about two snapshot intervals in
-   * the past, and the newest orbs.
-   * @returns {{players: Map<number, PlayerState>, orbs: {id: number, x: number, y: number}[], me: null}}
+   * What to draw now: every table interpolated about two snapshot
+   * intervals in the past, and the newest orbs.
+   * @returns {View}
    */
   view() {
-    const players = this.buffer.sample(this.serverNow() - 2 * this.buffer.interval);
-    return { players, orbs: this.latest?.orbs ?? [], me: null };
+    const s = this.buffer.sampleTables(this.serverNow() - 2 * this.buffer.interval);
+    return { mode: this.mode, tables: s.tables, playerTable: s.playerTable, players: s.players, orbs: this.latest?.orbs ?? [], me: null };
   }
 }
 

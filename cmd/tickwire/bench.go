@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/tickwire/tickwire/internal/flagenv"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,7 +24,7 @@ import (
 
 	"github.com/tickwire/tickwire/clients/spectator"
 	"github.com/tickwire/tickwire/internal/bench"
-	"github.com/tickwire/tickwire/internal/server"
+	"github.com/tickwire/tickwire/server"
 )
 
 const benchUsage = `usage: tickwire bench <game|feeds|transports|signaling|all> [flags]
@@ -44,6 +46,7 @@ type benchFlags struct {
 
 	players, roomSize, inputHz int
 	delta                      bool
+	mode                       string
 	duration, warmup           time.Duration
 
 	viewers, feedRooms, feedBots int
@@ -85,6 +88,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.IntVar(&f.roomSize, "room-size", 16, "game: seats per room")
 	fs.IntVar(&f.inputHz, "input-hz", 0, "game: inputs per second per bot (default: the tick rate)")
 	fs.BoolVar(&f.delta, "delta", false, "game: the bots ask for delta snapshots")
+	fs.StringVar(&f.mode, "mode", "", "game: the game mode of the rooms (default: the server's default); the bots play it blind")
 	fs.DurationVar(&f.duration, "duration", 20*time.Second, "game: measured window of each run")
 	fs.DurationVar(&f.warmup, "warmup", 5*time.Second, "game and feeds: warm-up before the window")
 	fs.IntVar(&f.viewers, "k", 1000, "feeds: SSE viewers, and as many long-poll viewers")
@@ -264,8 +268,13 @@ func (r *benchRunner) game(ctx context.Context) (*bench.Table, any, error) {
 	for i := range r.f.runs {
 		cfg := bench.GameConfig{
 			Players: r.f.players, RoomSize: r.f.roomSize, InputHz: r.f.inputHz,
-			Duration: r.f.duration, Warmup: r.f.warmup, Delta: r.f.delta,
+			Duration: r.f.duration, Warmup: r.f.warmup, Delta: r.f.delta, Mode: r.f.mode,
 			Progress: r.progress.prefix(fmt.Sprintf("run %d/%d ", i+1, r.f.runs)),
+		}
+		for _, spec := range server.BuiltinModes() {
+			if spec.Name == r.f.mode {
+				cfg.Bot = spec.NewBot
+			}
 		}
 		var res *bench.GameResult
 		var err error
@@ -319,7 +328,7 @@ func (r *benchRunner) feeds(ctx context.Context) (*bench.Table, any, error) {
 			}
 			res, err := bench.RunFeeds(ctx, t, bench.FeedsConfig{
 				Transport: kind, Viewers: r.f.viewers, Rooms: r.f.feedRooms, BotsPerRoom: r.f.feedBots,
-				ViewerServers: splitList(r.f.viewersAt),
+				ViewerServers: flagenv.SplitList(r.f.viewersAt),
 				Duration:      r.f.feedDuration, Warmup: min(r.f.warmup, 2*time.Second),
 				Progress: r.progress.prefix(fmt.Sprintf("run %d/%d ", i+1, r.f.runs)),
 			})

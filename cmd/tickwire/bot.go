@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/tickwire/tickwire/clients/player"
+	"github.com/tickwire/tickwire/game"
+	"github.com/tickwire/tickwire/internal/flagenv"
+	"github.com/tickwire/tickwire/server"
 	"github.com/tickwire/tickwire/wire"
 )
 
@@ -19,9 +21,10 @@ func runBot(ctx context.Context, args []string) error {
 	server := fs.String("server", "http://127.0.0.1:8080", "server URL (http(s):// or ws(s)://)")
 	n := fs.Int("n", 8, "number of bots")
 	roomID := fs.String("room", "auto", `room id, or "auto"`)
+	mode := fs.String("mode", "", `with -room auto: the game mode (default: the server's default)`)
 	duration := fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
 	every := fs.Duration("report", 2*time.Second, "how often to log the bots' state")
-	if err := parseWithEnv(fs, args); err != nil {
+	if err := flagenv.ParseWithEnv(fs, args); err != nil {
 		return err
 	}
 	wsURL, err := wire.WebSocketURL(*server, wire.PathPlay)
@@ -36,14 +39,14 @@ func runBot(ctx context.Context, args []string) error {
 	var wg sync.WaitGroup
 	bots := make([]*player.Client, *n)
 	for i := range bots {
-		c, err := player.Dial(ctx, player.Options{URL: wsURL, Name: fmt.Sprintf("bot-%d", i+1), Room: *roomID, Discard: true})
+		c, err := player.Dial(ctx, player.Options{URL: wsURL, Name: fmt.Sprintf("bot-%d", i+1), Room: *roomID, Mode: *mode, Discard: true})
 		if err != nil {
 			return fmt.Errorf("bot %d: %w", i+1, err)
 		}
 		defer c.Close()
 		bots[i] = c
 		wg.Add(1)
-		go func() { defer wg.Done(); wander(ctx, c) }()
+		go func() { defer wg.Done(); play(ctx, c, botFor(c, uint64(i+1))) }()
 	}
 	tick := time.NewTicker(*every)
 	defer tick.Stop()
@@ -60,14 +63,25 @@ func runBot(ctx context.Context, args []string) error {
 	}
 }
 
-// wander moves a bot in smooth random curves at its room's tick rate,
-// turning back toward the middle when it nears a wall.
-func wander(ctx context.Context, c *player.Client) {
+// botFor returns the player of a bot: the mode's own bot when the mode is
+// a built-in one, else one that wanders by the room's schema.
+func botFor(c *player.Client, seed uint64) game.Bot {
 	w := c.Welcome()
-	hz := max(w.Hz, 1)
-	t := time.NewTicker(time.Second / time.Duration(hz))
+	for _, spec := range server.BuiltinModes() {
+		if spec.Name == w.Mode {
+			return spec.NewBot(seed)
+		}
+	}
+	return game.NewWanderBot(seed, &game.Spec{Tables: w.Schema.Tables, Input: w.Schema.Input})
+}
+
+// play sends the bot's inputs at its room's tick rate, each picked from the
+// newest snapshot.
+func play(ctx context.Context, c *player.Client, bot game.Bot) {
+	w := c.Welcome()
+	field := game.Field{W: w.W, H: w.H, Speed: w.Speed, R: w.R}
+	t := time.NewTicker(time.Second / time.Duration(max(w.Hz, 1)))
 	defer t.Stop()
-	angle := rand.Float64() * 2 * math.Pi
 	for {
 		select {
 		case <-ctx.Done():
@@ -75,38 +89,29 @@ func wander(ctx context.Context, c *player.Client) {
 		case <-c.Done():
 			return
 		case <-t.C:
-			angle += (rand.Float64() - 0.5) * 0.6
-			if me := own(c); me != nil && nearWall(me.X, me.Y, w.W, w.H, 4*w.R) {
-				angle = math.Atan2(w.H/2-me.Y, w.W/2-me.X) + (rand.Float64()-0.5)*1.5
-			}
-			if _, err := c.Input(math.Cos(angle), math.Sin(angle)); err != nil {
+			if _, err := c.Input(bot.Input(c.Latest(), c.ID(), field)...); err != nil {
 				return
 			}
 		}
 	}
 }
 
-// own returns the bot's row of its newest snapshot, or nil.
-func own(c *player.Client) *wire.PlayerState {
+// report logs the bot's own row, column by column.
+func report(c *player.Client) {
 	snap := c.Latest()
 	if snap == nil {
-		return nil
+		return
 	}
-	for i := range snap.P {
-		if snap.P[i].ID == c.ID() {
-			return &snap.P[i]
+	for _, t := range c.Schema().Tables {
+		row := snap.Table(t.Name).Find(c.ID())
+		if row == nil {
+			continue
 		}
-	}
-	return nil
-}
-
-func nearWall(x, y, w, h, margin float64) bool {
-	return x < margin || y < margin || x > w-margin || y > h-margin
-}
-
-func report(c *player.Client) {
-	if p := own(c); p != nil {
-		slog.Info("bot", "room", c.Welcome().Room, "id", p.ID, "x", math.Round(p.X), "y", math.Round(p.Y),
-			"score", p.Score, "rtt_ms", p.RTT, "tick", c.Latest().N, "snaps", c.Stats().Snaps)
+		attrs := []any{"room", c.Welcome().Room, "mode", c.Welcome().Mode, "table", t.Name}
+		for i, col := range t.Columns {
+			attrs = append(attrs, col.Name, math.Round(row[i]*100)/100)
+		}
+		slog.Info("bot", append(attrs, "tick", snap.N, "snaps", c.Stats().Snaps)...)
+		return
 	}
 }

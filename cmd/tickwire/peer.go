@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/tickwire/tickwire/internal/flagenv"
+
 	"context"
 	"errors"
 	"flag"
@@ -28,7 +30,7 @@ func runPeer(ctx context.Context, args []string) error {
 	allIfaces := fs.Bool("all-interfaces", false, "gather ICE candidates on every interface (default: loopback only)")
 	offerAll := fs.Bool("offer-all", false, "also offer to peers that join later (exercises glare)")
 	noAudio := fs.Bool("no-audio", false, "do not send the audio track")
-	if err := parseWithEnv(fs, args); err != nil {
+	if err := flagenv.ParseWithEnv(fs, args); err != nil {
 		return err
 	}
 	if *call == "" {

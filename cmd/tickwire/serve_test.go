@@ -58,6 +58,13 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 	if hz := p.Welcome().Hz; hz != 20 {
 		t.Fatalf("hz %d, want 20 from TICKWIRE_HZ", hz)
 	}
+	// It offers the built-in modes, arena (the default) first.
+	if m := p.Welcome().Mode; m != "arena" {
+		t.Fatalf("welcome mode %q, want arena", m)
+	}
+	if names := modeNames(t, base); names != "arena,shooter" {
+		t.Fatalf("GET /api/modes lists %s, want arena,shooter", names)
+	}
 	room := p.Welcome().Room
 	v, _ := spectator.Watch(ctx, spectator.Options{Server: base, Room: room})
 	defer v.Close()
@@ -124,5 +131,36 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 	}
 	if d := time.Since(began); d < time.Second || d > 8*time.Second {
 		t.Fatalf("exited %v after SIGTERM with -drain 1s", d)
+	}
+}
+
+// modeNames returns the names GET /api/modes lists at base, comma-separated.
+func modeNames(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/api/modes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Modes []struct{ Name string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /api/modes: %d %v", resp.StatusCode, err)
+	}
+	var names []string
+	for _, m := range body.Modes {
+		names = append(names, m.Name)
+	}
+	return strings.Join(names, ",")
+}
+
+// serve refuses a -modes that names no mode it has, before listening.
+func TestServeRefusesUnknownModes(t *testing.T) {
+	for _, modes := range []string{"nope", "arena,nope", ""} {
+		err := runServe(context.Background(), []string{"-addr", "127.0.0.1:0", "-modes", modes})
+		if err == nil || !strings.Contains(err.Error(), "-modes") {
+			t.Errorf("-modes %q: %v, want a -modes error", modes, err)
+		}
 	}
 }

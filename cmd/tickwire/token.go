@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/tickwire/tickwire/internal/flagenv"
+
 	"context"
 	"errors"
 	"flag"
@@ -17,7 +19,7 @@ func runToken(_ context.Context, args []string) error {
 	name := fs.String("name", "", "display name (the token's name claim)")
 	sub := fs.String("sub", "", "user id (the sub claim; default: the name)")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
-	if err := parseWithEnv(fs, args); err != nil {
+	if err := flagenv.ParseWithEnv(fs, args); err != nil {
 		return err
 	}
 	if *sub == "" {

@@ -20,7 +20,7 @@ func (p *panicky) Joined(*wire.Joined)       {}
 func (p *panicky) Left(*wire.Left)           {}
 func (p *panicky) Chat(*wire.ChatLine)       {}
 func (p *panicky) Closed(reason string)      { p.closed <- reason }
-func (p *panicky) Snap(uint64, int64, []wire.PlayerState, []wire.Orb) {
+func (p *panicky) Snap(uint64, int64, []wire.Table) {
 	if p.ticks++; p.ticks == 10 {
 		panic("bug in a tick")
 	}
@@ -36,7 +36,7 @@ func (c *closer) Close(code int, _ string) { c.code <- code }
 
 func TestPanicInTickEndsOnlyThatRoom(t *testing.T) {
 	obs := &panicky{closed: make(chan string, 1)}
-	bad := New(Config{ID: "bad", Hz: 100, Observer: obs, Logger: quiet()})
+	bad := New(withMode(Config{ID: "bad", Hz: 100, Observer: obs, Logger: quiet()}))
 	good := runRoom(t, Config{ID: "good", Hz: 100})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

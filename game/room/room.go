@@ -1,8 +1,9 @@
-// Package room runs one game room: a single goroutine owns the room's World
-// and its seats, ticks it on a fixed-step schedule, and fans the tick's
-// snapshot out to every player's client: one shared encoding for the
-// players on full snapshots, and one delta frame per distinct baseline for
-// those on delta snapshots.
+// Package room is the engine that runs one game room: a single goroutine
+// owns the room's game (a game.Mode) and its seats, ticks it on a
+// fixed-step schedule, and fans the tables the mode writes out to every
+// player's client: one shared encoding for the players on full snapshots,
+// and one delta frame per distinct baseline for those on delta snapshots.
+// It never depends on a concrete mode.
 //
 // Every exported method of Room is safe for concurrent use. Work that
 // changes the room (joins, leaves, chat) is handed to the room goroutine
@@ -17,6 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,23 +71,26 @@ type Observer interface {
 	Joined(m *wire.Joined)
 	Left(m *wire.Left)
 	Chat(m *wire.ChatLine)
-	// Snap is called at every tick; the slices are reused afterwards.
-	Snap(n uint64, st int64, p []wire.PlayerState, o []wire.Orb)
+	// Snap is called at every tick with the tables of the mode's schema;
+	// they are reused afterwards.
+	Snap(n uint64, st int64, tables []wire.Table)
 	// Closed is the last call.
 	Closed(reason string)
 }
 
 // Config sets up a room. Zero fields take the defaults.
 type Config struct {
-	ID         string
-	Mode       string // game mode name ("arena")
-	Private    bool   // not listed and not picked by matchmaking
-	Hz         int    // ticks per second (30)
-	MaxPlayers int    // seats (16)
+	ID string
+	// Mode is the room's game; required, validated (game.Spec.Validate).
+	Mode *game.Spec
+	// Seed seeds the mode's randomness (zero: from the clock).
+	Seed       uint64
+	Private    bool // not listed and not picked by matchmaking
+	Hz         int  // ticks per second (30)
+	MaxPlayers int  // seats (16)
 	Grace      time.Duration
 	Idle       time.Duration // an empty room ends after this long (30s)
-	Game       game.Config
-	Observer   Observer // optional
+	Observer   Observer      // optional
 	// Phase, in (0, 1), places the room's ticks within the tick period,
 	// counted from the Unix epoch: rooms of one process given different
 	// phases tick at different moments instead of wherever their creation
@@ -97,13 +103,7 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// DefaultMode is the only game mode: the orb arena.
-const DefaultMode = "arena"
-
 func (c Config) withDefaults() Config {
-	if c.Mode == "" {
-		c.Mode = DefaultMode
-	}
 	if c.Hz <= 0 {
 		c.Hz = 30
 	}
@@ -164,21 +164,24 @@ type Room struct {
 	lastTick   atomic.Int64
 	maxTick    atomic.Int64
 
+	schema *wire.Schema // the mode's tables and inputs
+
 	// Owned by the room goroutine.
-	world    *game.World
-	seats    []*Seat // in ID order
-	nextID   uint32
-	enc      *wire.SnapEncoder
-	states   []wire.PlayerState
-	orbs     []wire.Orb
-	emptyAt  time.Time // when the room became empty; zero while occupied
-	closeErr string
+	mode    game.Mode
+	frame   *game.Frame // the mode writes each tick's tables here
+	seats   []*Seat     // in ID order
+	nextID  uint32
+	enc     *wire.SnapEncoder
+	emptyAt time.Time // when the room became empty; zero while occupied
+	zeros   []float64 // the input of a player without a connection
+	input   []float64 // a seat's input on its way to the mode
 
 	// Delta snapshots: the quantized state of recent ticks, by tick modulo
 	// the history size (kept while any delta client is connected), and
 	// this tick's frames, one per distinct baseline.
+	dcodec  *wire.DeltaCodec
 	dhist   [wire.DeltaHistory]wire.DeltaState
-	denc    wire.DeltaEncoder
+	denc    *wire.DeltaEncoder
 	dframes []deltaFrame
 }
 
@@ -188,8 +191,11 @@ type Seat struct {
 	ID   uint32
 	Name string
 
+	inputs []string // the mode's input names
+
 	mu    sync.Mutex // guards the pending input
-	input wire.Input
+	input [wire.MaxInputFields]float64
+	seq   uint64 // the pending input's seq
 	fresh bool   // input not yet applied
 	seen  bool   // an input was accepted on this connection
 	last  uint64 // newest seq accepted
@@ -214,21 +220,29 @@ type deltaFrame struct {
 	frame []byte
 }
 
-// New returns a room; it does nothing until Run.
+// New returns a room; it does nothing until Run. cfg.Mode must be set.
 func New(cfg Config) *Room {
 	cfg = cfg.withDefaults()
-	gcfg := cfg.Game
-	if gcfg.Seed == 0 {
-		gcfg.Seed = uint64(time.Now().UnixNano())
+	if cfg.Seed == 0 {
+		cfg.Seed = uint64(time.Now().UnixNano())
 	}
-	return &Room{
-		cfg:   cfg,
-		dt:    time.Second / time.Duration(cfg.Hz),
-		inbox: make(chan func(), 64),
-		done:  make(chan struct{}),
-		world: game.New(gcfg),
-		enc:   wire.NewSnapEncoder(),
+	schema := cfg.Mode.Schema()
+	r := &Room{
+		cfg:    cfg,
+		dt:     time.Second / time.Duration(cfg.Hz),
+		inbox:  make(chan func(), 64),
+		done:   make(chan struct{}),
+		schema: schema,
+		mode:   cfg.Mode.New(cfg.Seed),
+		frame:  game.NewFrame(schema),
+		enc:    wire.NewSnapEncoder(),
+		zeros:  make([]float64, len(schema.Input)),
+		input:  make([]float64, len(schema.Input)),
+		dcodec: wire.NewDeltaCodec(schema, cfg.Hz),
 	}
+	r.denc = wire.NewDeltaEncoder(r.dcodec)
+	r.frame.SetRTT(r.rttOf)
+	return r
 }
 
 // ID returns the room id.
@@ -237,7 +251,7 @@ func (r *Room) ID() string { return r.cfg.ID }
 // Info returns the room's listing.
 func (r *Room) Info() Info {
 	return Info{
-		ID: r.cfg.ID, Mode: r.cfg.Mode, Players: int(r.seatsTaken.Load()),
+		ID: r.cfg.ID, Mode: r.cfg.Mode.Name, Players: int(r.seatsTaken.Load()),
 		MaxPlayers: r.cfg.MaxPlayers, Spectators: int(r.spectators.Load()),
 		Hz: r.cfg.Hz, Private: r.cfg.Private,
 	}
@@ -248,6 +262,9 @@ func (r *Room) AddSpectators(n int) { r.spectators.Add(int32(n)) }
 
 // FreeSeats is the number of seats neither connected nor held.
 func (r *Room) FreeSeats() int { return r.cfg.MaxPlayers - int(r.seatsTaken.Load()) }
+
+// Mode returns the name of the room's game mode.
+func (r *Room) Mode() string { return r.cfg.Mode.Name }
 
 // Private reports whether the room is hidden from listings and matchmaking.
 func (r *Room) Private() bool { return r.cfg.Private }
@@ -324,14 +341,28 @@ func RoomOfToken(token string) string {
 }
 
 // Input stores the seat's newest input for the next tick; an input whose
-// seq is not above the newest one is ignored.
-func (s *Seat) Input(in wire.Input) {
+// seq is not above the newest one is ignored. A field the mode does not
+// declare is refused with a *wire.FieldError (the input is dropped); a
+// declared field that is missing counts as 0.
+func (s *Seat) Input(in *wire.Input) error {
+	var vals [wire.MaxInputFields]float64
+	for _, f := range in.Fields.All() {
+		i := slices.Index(s.inputs, f.Name)
+		if i < 0 {
+			return &wire.FieldError{Type: wire.TypeInput, Field: f.Name, Why: "not an input field of this mode"}
+		}
+		vals[i] = f.Value
+	}
 	s.mu.Lock()
 	if !s.seen || in.Seq > s.last {
-		s.input, s.last, s.fresh, s.seen = in, in.Seq, true, true
+		s.input, s.seq, s.last, s.fresh, s.seen = vals, in.Seq, in.Seq, true, true
 	}
 	s.mu.Unlock()
+	return nil
 }
+
+// Inputs returns the names of the mode's input fields.
+func (s *Seat) Inputs() []string { return s.inputs }
 
 // AckSnapshot records that the connection c, if it still holds the seat,
 // has the snapshot of tick n: later delta frames may use it as their
@@ -381,15 +412,17 @@ func (r *Room) Leave(ctx context.Context, s *Seat, c Client, reason string) erro
 // unexpectedly; reason ("disconnect" or "timeout") is announced if the seat
 // is not resumed in time. It does nothing if c no longer holds the seat.
 func (r *Room) Disconnect(ctx context.Context, s *Seat, c Client, reason string) error {
-	return r.post(ctx, func() {
-		if s.client != c {
-			return
-		}
-		s.client = nil
-		s.heldUntil = time.Now().Add(r.cfg.Grace)
-		s.heldWhy = reason
-		r.world.SetInput(s.ID, game.Input{})
-	})
+	return r.post(ctx, func() { r.disconnect(s, c, reason, time.Now()) })
+}
+
+func (r *Room) disconnect(s *Seat, c Client, reason string, now time.Time) {
+	if s.client != c {
+		return
+	}
+	s.client = nil
+	s.heldUntil = now.Add(r.cfg.Grace)
+	s.heldWhy = reason
+	r.mode.Input(s.ID, r.zeros)
 }
 
 func (r *Room) join(c Client, name string) (*Seat, error) {
@@ -398,8 +431,8 @@ func (r *Room) join(c Client, name string) (*Seat, error) {
 	}
 	r.nextID++
 	s := &Seat{ID: r.nextID, Name: name, client: c, token: r.cfg.ID + "." + randomHex(16),
-		delta: wantsDelta(c), ackFrom: c}
-	r.world.AddPlayer(s.ID)
+		delta: wantsDelta(c), ackFrom: c, inputs: r.schema.Input}
+	r.mode.Join(s.ID)
 	r.seats = append(r.seats, s)
 	r.seatsTaken.Store(int32(len(r.seats)))
 	r.emptyAt = time.Time{}
@@ -437,11 +470,12 @@ func (r *Room) resume(c Client, token string) *Seat {
 }
 
 func (r *Room) welcome(s *Seat) {
-	cfg := r.world.Config()
+	f := r.cfg.Mode.Field
 	players := r.playerInfos()
 	_ = s.client.Send(wire.MustEncode(&wire.Welcome{
-		ID: s.ID, Room: r.cfg.ID, Hz: r.cfg.Hz, W: cfg.W, H: cfg.H, Speed: cfg.Speed,
-		R: cfg.Radius, Resume: s.token, ST: time.Now().UnixMilli(), Players: players,
+		ID: s.ID, Room: r.cfg.ID, Hz: r.cfg.Hz, W: f.W, H: f.H, Speed: f.Speed,
+		R: f.R, Resume: s.token, ST: time.Now().UnixMilli(), Players: players,
+		Mode: r.cfg.Mode.Name, Schema: r.schema,
 	}))
 }
 
@@ -462,7 +496,7 @@ func (r *Room) remove(s *Seat, reason string) {
 		}
 	}
 	s.client = nil
-	r.world.RemovePlayer(s.ID)
+	r.mode.Leave(s.ID)
 	r.seatsTaken.Store(int32(len(r.seats)))
 	if len(r.seats) == 0 {
 		r.emptyAt = time.Now()
@@ -500,8 +534,9 @@ func (r *Room) Run(ctx context.Context) {
 		close(r.done)
 	}()
 	if o := r.cfg.Observer; o != nil {
-		cfg := r.world.Config()
-		o.Opened(wire.SpectatorRoom{ID: r.cfg.ID, Hz: r.cfg.Hz, W: cfg.W, H: cfg.H, Players: r.playerInfos()})
+		f := r.cfg.Mode.Field
+		o.Opened(wire.SpectatorRoom{ID: r.cfg.ID, Hz: r.cfg.Hz, W: f.W, H: f.H, Players: r.playerInfos(),
+			Mode: r.cfg.Mode.Name, Schema: r.schema})
 	}
 	r.emptyAt = time.Now()
 	start := r.scheduleStart(time.Now())
@@ -563,21 +598,22 @@ func (r *Room) closeAll(code, msg string, closeCode int) {
 	}
 }
 
-// tick applies the newest inputs, steps the world, expires held seats and
+// tick applies the newest inputs, steps the mode, expires held seats and
 // sends the snapshot.
 func (r *Room) tick(n uint64, now time.Time) {
 	t0 := time.Now()
 	for _, s := range r.seats {
 		s.mu.Lock()
-		in, fresh := s.input, s.fresh
+		seq, fresh := s.seq, s.fresh
+		copy(r.input, s.input[:])
 		s.fresh = false
 		s.mu.Unlock()
 		if fresh && s.client != nil {
-			r.world.SetInput(s.ID, game.Input{DX: in.DX, DY: in.DY})
-			s.ack = in.Seq
+			r.mode.Input(s.ID, r.input)
+			s.ack = seq
 		}
 	}
-	r.world.Step(r.dt.Seconds())
+	r.mode.Step(r.dt.Seconds())
 	for i := 0; i < len(r.seats); i++ {
 		if s := r.seats[i]; s.client == nil && now.After(s.heldUntil) {
 			r.remove(s, s.heldWhy)
@@ -599,32 +635,79 @@ func (r *Room) tick(n uint64, now time.Time) {
 	}
 }
 
-// sendSnapshot encodes the state once and hands it to every connected
-// player with that player's ack appended.
-func (r *Room) sendSnapshot(n uint64, st int64) {
-	players := r.world.Players()
-	r.states = r.states[:0]
-	for i, s := range r.seats {
-		p := &players[i] // seats and players are both in ID order
-		rtt := 0
-		if s.client != nil {
-			if d, _ := s.client.RTT(); d > 0 {
-				// Known round trips are at least 1 ms: 0 means unknown.
-				rtt = max(1, int((d+time.Millisecond/2)/time.Millisecond))
+// rttOf returns the round trip of a connected player in ms, 0 when
+// unknown (for game.Frame.RTT).
+func (r *Room) rttOf(id uint32) int {
+	i, ok := slices.BinarySearchFunc(r.seats, id, func(s *Seat, id uint32) int { return cmpID(s.ID, id) })
+	if !ok || r.seats[i].client == nil {
+		return 0
+	}
+	if d, _ := r.seats[i].client.RTT(); d > 0 {
+		// Known round trips are at least 1 ms: 0 means unknown.
+		return max(1, int((d+time.Millisecond/2)/time.Millisecond))
+	}
+	return 0
+}
+
+func cmpID(a, b uint32) int { return int(int64(a) - int64(b)) }
+
+// writeTables has the mode write this tick's tables and puts the rows of
+// its keyed tables in id order. A mode that writes an id twice in one
+// keyed table panics (its room ends as for any bug in a tick).
+func (r *Room) writeTables() []wire.Table {
+	r.frame.Reset()
+	r.mode.Write(r.frame)
+	tables := r.frame.Tables()
+	for i := range tables {
+		if !r.schema.Tables[i].Slots {
+			sortRows(&tables[i], r.schema.Tables[i].Name)
+		}
+	}
+	return tables
+}
+
+// sortRows sorts a table's rows by id unless they already are.
+func sortRows(t *wire.Table, name string) {
+	n := t.Len()
+	sorted := true
+	for i := 1; i < n; i++ {
+		if a, b := t.ID(i-1), t.ID(i); a >= b {
+			if a == b {
+				panic(fmt.Sprintf("room: the mode wrote id %d twice in table %s", a, name))
+			}
+			sorted = false
+		}
+	}
+	if !sorted {
+		sort.Sort(rowSorter{t})
+		for i := 1; i < n; i++ {
+			if t.ID(i-1) == t.ID(i) {
+				panic(fmt.Sprintf("room: the mode wrote id %d twice in table %s", t.ID(i), name))
 			}
 		}
-		r.states = append(r.states, wire.PlayerState{
-			ID: p.ID, X: p.X, Y: p.Y, VX: p.VX, VY: p.VY, Score: p.Score, RTT: rtt,
-		})
 	}
-	r.orbs = r.orbs[:0]
-	for _, o := range r.world.Orbs() {
-		r.orbs = append(r.orbs, wire.Orb{ID: o.ID, X: o.X, Y: o.Y})
+}
+
+// rowSorter sorts a table's rows by id in place.
+type rowSorter struct{ t *wire.Table }
+
+func (s rowSorter) Len() int           { return s.t.Len() }
+func (s rowSorter) Less(i, j int) bool { return s.t.ID(i) < s.t.ID(j) }
+func (s rowSorter) Swap(i, j int) {
+	a, b := s.t.Row(i), s.t.Row(j)
+	for k := range a {
+		a[k], b[k] = b[k], a[k]
 	}
+}
+
+// sendSnapshot has the mode write its tables, encodes them once and hands
+// them to every player with that player's ack appended.
+func (r *Room) sendSnapshot(n uint64, st int64) {
+	tables := r.writeTables()
 	// Spectators first: the feed only keeps a copy, and a player who reads
 	// this snapshot and then asks the feed finds it there.
 	if o := r.cfg.Observer; o != nil {
-		o.Snap(n, st, r.states, r.orbs)
+		o.Snap(n, st, tables)
 	}
 	var shared []byte
 	deltas := false
@@ -637,20 +720,20 @@ func (r *Room) sendSnapshot(n uint64, st int64) {
 			continue
 		}
 		if shared == nil {
-			shared = r.enc.Shared(n, st, r.states, r.orbs)
+			shared = r.enc.Shared(n, st, r.schema, tables)
 		}
 		s.client.SendState(shared, r.enc.Ack(s.ack))
 	}
 	if deltas {
-		r.sendDeltas(n, st)
+		r.sendDeltas(n, st, tables)
 	}
 }
 
 // sendDeltas hands every delta client this tick's state relative to the
 // newest snapshot it acknowledged, encoding one frame per distinct baseline.
-func (r *Room) sendDeltas(n uint64, st int64) {
+func (r *Room) sendDeltas(n uint64, st int64, tables []wire.Table) {
 	cur := &r.dhist[n%wire.DeltaHistory]
-	cur.Set(n, st, r.states, r.orbs)
+	r.dcodec.Set(cur, n, st, tables)
 	r.dframes = r.dframes[:0]
 	for _, s := range r.seats {
 		if s.client == nil || !s.delta {
@@ -671,7 +754,7 @@ func (r *Room) sendDeltas(n uint64, st int64) {
 			}
 		}
 		if frame == nil {
-			frame = r.denc.Frame(base, cur, r.cfg.Hz)
+			frame = r.denc.Frame(base, cur)
 			r.dframes = append(r.dframes, deltaFrame{base: b, frame: frame})
 		}
 		s.client.SendState(frame, r.enc.Ack(s.ack))

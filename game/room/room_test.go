@@ -49,7 +49,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 func runRoom(t *testing.T, cfg Config) *Room {
 	t.Helper()
 	cfg.Logger = quiet()
-	r := New(cfg)
+	r := New(withMode(cfg))
 	ctx, cancel := context.WithCancel(context.Background())
 	go r.Run(ctx)
 	t.Cleanup(func() { cancel(); <-r.Done() })
@@ -165,14 +165,14 @@ func (s *sink) RTT() (time.Duration, time.Duration) { return 20 * time.Milliseco
 
 // benchRoom returns a room with n seated players, driven by the caller.
 func benchRoom(b *testing.B, n int) *Room {
-	r := New(Config{ID: "bench", MaxPlayers: n, Logger: quiet(), Game: gameConfig()})
+	r := New(withMode(Config{ID: "bench", MaxPlayers: n, Logger: quiet()}))
 	for i := 0; i < n; i++ {
 		if _, err := r.join(&sink{}, fmt.Sprintf("p%d", i)); err != nil {
 			b.Fatal(err)
 		}
 	}
 	for _, s := range r.seats {
-		s.Input(wire.Input{Seq: 1, DX: 0.6, DY: -0.8})
+		_ = s.Input(wire.NewInput(1, s.Inputs(), 0.6, -0.8))
 	}
 	return r
 }
@@ -204,10 +204,10 @@ func BenchmarkFanout(b *testing.B) {
 		b.Run(fmt.Sprintf("encode/players=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				r.enc.Shared(uint64(i), 1, r.states, r.orbs)
+				r.enc.Shared(uint64(i), 1, r.schema, r.frame.Tables())
 			}
 		})
-		shared := r.enc.Shared(1, 1, r.states, r.orbs)
+		shared := r.enc.Shared(1, 1, r.schema, r.frame.Tables())
 		b.Run(fmt.Sprintf("fanout/players=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {

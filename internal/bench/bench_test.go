@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/tickwire/tickwire/clients/spectator"
-	"github.com/tickwire/tickwire/internal/server"
+	"github.com/tickwire/tickwire/server"
 )
 
 // start runs an in-process server whose "process" is this test's own, so
@@ -97,6 +97,51 @@ func TestGameDelta(t *testing.T) {
 	}
 	if delta.BytesInPerClient >= full.BytesInPerClient {
 		t.Fatalf("delta %v B/s per client, full %v B/s", delta.BytesInPerClient, full.BytesInPerClient)
+	}
+}
+
+// modeProbe is a RoomProbe that also checks, when the run begins, that
+// every room of the run is of the given mode.
+type modeProbe struct {
+	RoomProbe
+	mode string
+	bad  []string // rooms of another mode, or gone
+}
+
+func (p *modeProbe) Begin(rooms []string) {
+	for _, id := range rooms {
+		if r, err := p.Server.Lobby().Room(id); err != nil || r.Mode() != p.mode {
+			p.bad = append(p.bad, id)
+		}
+	}
+	p.RoomProbe.Begin(rooms)
+}
+
+// TestGameShooter runs the load in rooms of the shooter: the bots play
+// its five input fields (wandering and firing now and then) blind.
+func TestGameShooter(t *testing.T) {
+	t.Parallel()
+	p := start(t, 20)
+	probe := &modeProbe{RoomProbe: RoomProbe{Server: p.Server}, mode: "shooter"}
+	res, err := RunGame(testCtx(t), p.Target, GameConfig{
+		Players: 4, RoomSize: 4, Duration: time.Second, Warmup: 200 * time.Millisecond, Mode: "shooter",
+		Ticks: probe,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Mode != "shooter" || res.Rooms != 1 || len(probe.bad) != 0 {
+		t.Fatalf("mode %q, %d rooms, not shooter rooms: %v", res.Mode, res.Rooms, probe.bad)
+	}
+	if res.TicksRun <= 0 || res.Latency.N == 0 || res.Dropped != 0 {
+		t.Errorf("ticks %d, latency %+v, %d bots dropped", res.TicksRun, res.Latency, res.Dropped)
+	}
+	if res.MsgsOutPerClient <= 0 {
+		t.Errorf("%v inputs/s per client", res.MsgsOutPerClient)
+	}
+	// An unknown mode is refused when the rooms are made.
+	if _, err := RunGame(testCtx(t), p.Target, GameConfig{Players: 1, RoomSize: 1, Duration: time.Second, Mode: "nope"}); err == nil {
+		t.Fatal("a run in rooms of an unknown mode did not fail")
 	}
 }
 

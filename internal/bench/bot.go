@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/tickwire/tickwire/clients/player"
+	"github.com/tickwire/tickwire/game"
 	"github.com/tickwire/tickwire/wire"
 )
 
@@ -21,6 +22,8 @@ type bot struct {
 	ws      *websocket.Conn
 	welcome *wire.Welcome
 	rx      *wire.DeltaReceiver // rebuilds delta snapshots; nil in full mode
+	player  game.Bot            // decides the inputs of play
+	field   game.Field
 
 	wmu sync.Mutex // guards writes, seq, out and ack
 	seq uint64
@@ -65,10 +68,17 @@ func dialBot(ctx context.Context, url, name, room string, counter *Counter, delt
 		}
 		switch m := m.(type) {
 		case *wire.Welcome:
+			if m.Schema == nil {
+				ws.Close()
+				return nil, fmt.Errorf("join %s: welcome without a schema", room)
+			}
 			b.welcome = m
 			if delta {
-				b.rx = wire.NewDeltaReceiver(m.Hz)
+				b.rx = wire.NewDeltaReceiver(m.Schema, m.Hz)
 			}
+			b.field = game.Field{W: m.W, H: m.H, Speed: m.Speed, R: m.R}
+			b.player = game.NewWanderBot(uint64(m.ID)<<32^uint64(len(room))^uint64(time.Now().UnixNano()),
+				&game.Spec{Tables: m.Schema.Tables, Input: m.Schema.Input})
 			return b, nil
 		case *wire.Error:
 			ws.Close()
@@ -108,16 +118,19 @@ func (b *bot) read(f func(at, rx time.Time, frame []byte)) error {
 	}
 }
 
-// input sends a movement input with the next seq.
-func (b *bot) input(dx, dy float64) error {
+// input sends an input with the next seq: values of the mode's input
+// fields in order.
+func (b *bot) input(values ...float64) error {
 	b.wmu.Lock()
 	defer b.wmu.Unlock()
 	b.seq++
-	b.out = player.AppendInput(b.out[:0], b.seq, dx, dy)
-	if b.ack > 0 {
-		b.out = player.AppendAck(b.out, b.ack)
-	}
+	b.out = player.AppendInput(b.out[:0], b.seq, b.ack, b.welcome.Schema.Input, values)
 	return b.ws.WriteMessage(websocket.BinaryMessage, b.out)
+}
+
+// play sends the input its player picks, blind (no snapshot).
+func (b *bot) play() error {
+	return b.input(b.player.Input(nil, b.welcome.ID, b.field)...)
 }
 
 // chat sends a chat line.
@@ -145,7 +158,7 @@ func (b *bot) snapshot(f []byte) (n uint64, st int64, ok bool) {
 	if err != nil {
 		return 0, 0, false
 	}
-	s, err := b.rx.Apply(m.(*wire.Delta))
+	s, err := b.rx.ApplyState(m.(*wire.Delta))
 	if err != nil {
 		return 0, 0, false
 	}

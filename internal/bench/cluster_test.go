@@ -7,7 +7,7 @@ import (
 
 	"github.com/tickwire/tickwire/clients/spectator"
 	"github.com/tickwire/tickwire/internal/natstest"
-	"github.com/tickwire/tickwire/internal/server"
+	"github.com/tickwire/tickwire/server"
 )
 
 // startCluster runs n in-process nodes joined by an embedded NATS server.

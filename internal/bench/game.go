@@ -6,12 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tickwire/tickwire/game"
 )
 
 // GameConfig sets up `bench game`.
@@ -25,6 +26,12 @@ type GameConfig struct {
 	Dials int
 	// Delta makes the bots ask for delta snapshots (and acknowledge them).
 	Delta bool
+	// Mode is the game mode of the rooms (empty: the server's default).
+	Mode string
+	// Bot, when set, makes the player of each bot (seeded by its number);
+	// the bots play blind (they do not decode snapshots). Default: the
+	// wandering bot of the mode's schema (game.NewWanderBot).
+	Bot func(seed uint64) game.Bot
 	// Ticks, when set, measures tick durations during the window.
 	Ticks TickProbe
 	// Progress receives a status line now and then; nil is quiet.
@@ -74,6 +81,7 @@ type GameResult struct {
 	InputHz   int     `json:"inputHz"`
 	WindowSec float64 `json:"windowSec"`
 	Delta     bool    `json:"delta"`   // the bots used delta snapshots
+	Mode      string  `json:"mode"`    // the rooms' game mode (as the server named it)
 	Dropped   int     `json:"dropped"` // bots disconnected during the run
 
 	TicksRun     int64   `json:"ticksRun"`     // distinct tick numbers seen, summed over rooms
@@ -141,7 +149,7 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 	hc := &http.Client{Timeout: 10 * time.Second}
 	rooms := make([]string, nRooms)
 	for i := range rooms {
-		id, err := CreateRoom(ctx, hc, t.URL, cfg.RoomSize, true)
+		id, err := CreateRoomOf(ctx, hc, t.URL, cfg.Mode, cfg.RoomSize, true)
 		if err != nil {
 			return nil, err
 		}
@@ -173,6 +181,9 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 				mu.Unlock()
 				return
 			}
+			if cfg.Bot != nil {
+				b.player = cfg.Bot(uint64(i + 1))
+			}
 			gb.b = b
 			bots[i] = gb
 			connected.Add(1)
@@ -203,6 +214,7 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 	hz := bots[0].b.welcome.Hz
 	res.Hz = hz
 	res.Delta = cfg.Delta
+	res.Mode = bots[0].b.welcome.Mode
 	if cfg.InputHz <= 0 {
 		cfg.InputHz = hz
 	}
@@ -379,12 +391,9 @@ func sendInputs(ctx context.Context, bots []*gameBot, g, step, hz int, w *window
 	if !sleepCtx(ctx, period*time.Duration(g)/time.Duration(step)) {
 		return
 	}
-	rng := rand.New(rand.NewPCG(uint64(g), 7))
 	var mine []*gameBot
-	var angles []float64
 	for i := g; i < len(bots); i += step {
 		mine = append(mine, bots[i])
-		angles = append(angles, rng.Float64()*2*math.Pi)
 	}
 	tk := time.NewTicker(period)
 	defer tk.Stop()
@@ -394,9 +403,8 @@ func sendInputs(ctx context.Context, bots []*gameBot, g, step, hz int, w *window
 			return
 		case <-tk.C:
 		}
-		for i, gb := range mine {
-			angles[i] += (rng.Float64() - 0.5) * 0.6
-			if gb.b.input(math.Cos(angles[i]), math.Sin(angles[i])) == nil && w.in(time.Now()) {
+		for _, gb := range mine {
+			if gb.b.play() == nil && w.in(time.Now()) {
 				sent.Add(1)
 			}
 		}
@@ -436,10 +444,15 @@ func (p *lagProbe) result() Dist {
 	return p.s.dist()
 }
 
-// CreateRoom creates a room with maxPlayers seats through POST /api/rooms
-// and returns its id.
+// CreateRoom creates a room of the server's default mode; see CreateRoomOf.
 func CreateRoom(ctx context.Context, hc *http.Client, server string, maxPlayers int, private bool) (string, error) {
-	body, _ := json.Marshal(map[string]any{"maxPlayers": maxPlayers, "private": private})
+	return CreateRoomOf(ctx, hc, server, "", maxPlayers, private)
+}
+
+// CreateRoomOf creates a room with maxPlayers seats through POST /api/rooms
+// and returns its id.
+func CreateRoomOf(ctx context.Context, hc *http.Client, server, mode string, maxPlayers int, private bool) (string, error) {
+	body, _ := json.Marshal(map[string]any{"maxPlayers": maxPlayers, "private": private, "mode": mode})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, server+"/api/rooms", bytes.NewReader(body))
 	if err != nil {
 		return "", err

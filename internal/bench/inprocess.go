@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tickwire/tickwire/internal/server"
+	"github.com/tickwire/tickwire/server"
 )
 
 // InProcess is a server running inside the benchmark's own process: for

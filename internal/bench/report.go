@@ -194,6 +194,9 @@ func GameTable(runs []*GameResult, reference bool) *Table {
 	if r0.Delta {
 		mode = "delta snapshots"
 	}
+	if r0.Mode != "" {
+		mode = r0.Mode + ", " + mode
+	}
 	t := &Table{Title: fmt.Sprintf("bench game: %d players in %d rooms, %d Hz, inputs %d/s, %s, window %.0fs, %d run(s)",
 		r0.Players, r0.Rooms, r0.Hz, r0.InputHz, mode, r0.WindowSec, len(runs))}
 	if r0.TickSource != "" {

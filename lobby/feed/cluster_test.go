@@ -85,7 +85,7 @@ func sameReads(t *testing.T, host, mirror *Feed) {
 // host, snapshots re-stamped after chat included, and keeps following.
 func TestMirrorHasTheHostsEventsAndIDs(t *testing.T) {
 	f := New(Config{}, nil)
-	f.Opened(wire.SpectatorRoom{ID: "r", Hz: 30, W: 100, H: 50, Players: []wire.PlayerInfo{{ID: 1, Name: "ana"}}})
+	f.Opened(roomInfo(wire.PlayerInfo{ID: 1, Name: "ana"}))
 	for n := uint64(1); n <= 9; n++ {
 		snap(f, n) // nobody watches yet: kept, not published
 	}
@@ -124,7 +124,7 @@ func TestMirrorHasTheHostsEventsAndIDs(t *testing.T) {
 // next viewer makes it sync, with the history in pages, and nothing is lost.
 func TestIdleMirrorSyncsWhenAViewerComes(t *testing.T) {
 	f := New(Config{}, nil)
-	f.Opened(wire.SpectatorRoom{ID: "r", Hz: 30, W: 100, H: 50})
+	f.Opened(roomInfo())
 	_, viewer := twoNodes(t, f, ClusterConfig{Lease: 150 * time.Millisecond, Idle: 10 * time.Millisecond})
 	m, err := viewer.Feed("r")
 	if err != nil {
@@ -153,7 +153,7 @@ func TestIdleMirrorSyncsWhenAViewerComes(t *testing.T) {
 // no mirror; a host that vanishes ends the mirror's feed with node-lost.
 func TestMirrorErrorsAndLostHost(t *testing.T) {
 	f := New(Config{}, nil)
-	f.Opened(wire.SpectatorRoom{ID: "r", Hz: 30, W: 100, H: 50})
+	f.Opened(roomInfo())
 	listed := true
 	host, viewer := twoNodes(t, f, ClusterConfig{Lease: 150 * time.Millisecond, Host: func(room string) (string, bool) {
 		return "h", room == "r" && listed

@@ -92,12 +92,11 @@ type Feed struct {
 	snap     *Event     // newest snapshot, nil before the first
 	snapOrig uint64     // the id snap was first published with (it may be re-stamped since)
 	recent   []*Event   // the last recentSnaps snapshots, oldest first
-	hasLast  bool       // lastN, lastST, lastP and lastO hold a snapshot
+	hasLast  bool       // lastN, lastST and last hold a snapshot
 	lastN    uint64     // tick of the newest snapshot taken
 	lastST   int64
-	lastP    []wire.PlayerState
-	lastO    []wire.Orb
-	pending  bool // the newest snapshot is not encoded yet (no viewer wanted it)
+	last     []wire.Table // the tables of the newest snapshot taken
+	pending  bool         // the newest snapshot is not encoded yet (no viewer wanted it)
 	info     wire.SpectatorRoom
 	infoID   uint64 // id of the newest reliable event, 0 before any
 	closed   bool
@@ -236,18 +235,23 @@ func (f *Feed) Chat(m *wire.ChatLine) { f.publish(wire.EventChat, m) }
 // (a room where nothing moves sends its viewers nothing). While the room
 // has no viewer the snapshot is only kept, and encoded when one comes.
 // Other ticks cost a comparison.
-func (f *Feed) Snap(n uint64, st int64, p []wire.PlayerState, o []wire.Orb) {
+func (f *Feed) Snap(n uint64, st int64, tables []wire.Table) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.closed || f.hasLast && n < f.lastN+f.stride {
-		return
+	if f.closed || f.info.Schema == nil || f.hasLast && n < f.lastN+f.stride {
+		return // a room opened without a schema has no snapshots to show
 	}
-	if f.hasLast && slices.Equal(p, f.lastP) && slices.Equal(o, f.lastO) {
+	if f.hasLast && sameTables(tables, f.last) {
 		return
 	}
 	f.hasLast, f.lastN, f.lastST = true, n, st
-	f.lastP = append(f.lastP[:0], p...)
-	f.lastO = append(f.lastO[:0], o...)
+	if len(f.last) != len(tables) {
+		f.last = make([]wire.Table, len(tables))
+	}
+	for i := range tables {
+		f.last[i].Cols = tables[i].Cols
+		f.last[i].Data = append(f.last[i].Data[:0], tables[i].Data...)
+	}
 	f.pending = true
 	if f.viewers.Load() > 0 || f.watchedRemotely() {
 		f.publishSnapLocked()
@@ -257,7 +261,20 @@ func (f *Feed) Snap(n uint64, st int64, p []wire.PlayerState, o []wire.Orb) {
 // publishSnapLocked encodes and publishes the kept snapshot.
 func (f *Feed) publishSnapLocked() {
 	f.pending = false
-	f.publishLocked(wire.EventSnap, wire.AppendSnapJSON(nil, f.lastN, f.lastST, f.lastP, f.lastO))
+	f.publishLocked(wire.EventSnap, wire.AppendSnapJSON(nil, f.lastN, f.lastST, f.info.Schema, f.last))
+}
+
+// sameTables reports whether two snapshots' tables hold the same rows.
+func sameTables(a, b []wire.Table) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !slices.Equal(a[i].Data, b[i].Data) {
+			return false
+		}
+	}
+	return true
 }
 
 // Closed publishes the final `closed` event; viewers end after it.

@@ -5,18 +5,45 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/tickwire/tickwire/game/arena"
 	"github.com/tickwire/tickwire/wire"
 )
 
+// arenaSchema is the schema of the arena's tables (p and o), which the
+// feeds of these tests' rooms carry.
+var arenaSchema = func() *wire.Schema {
+	spec := arena.Spec()
+	if err := spec.Validate(); err != nil {
+		panic(err)
+	}
+	return spec.Schema()
+}()
+
+// roomInfo is the starting info of an arena room "r" at 30 Hz with the
+// given players.
+func roomInfo(players ...wire.PlayerInfo) wire.SpectatorRoom {
+	return wire.SpectatorRoom{ID: "r", Hz: 30, W: 100, H: 50, Players: players, Mode: arena.Name, Schema: arenaSchema}
+}
+
 // opened opens the room of f, with one viewer watching it.
 func opened(f *Feed) {
-	f.Opened(wire.SpectatorRoom{ID: "r", Hz: 30, W: 100, H: 50, Players: []wire.PlayerInfo{{ID: 1, Name: "ana"}}})
+	f.Opened(roomInfo(wire.PlayerInfo{ID: 1, Name: "ana"}))
 	f.addViewer(1)
+}
+
+// players returns the arena tables of one tick with players at (x, y) by
+// id, and no orbs.
+func players(ps ...arena.PlayerRow) []wire.Table {
+	tables := wire.NewTables(arenaSchema)
+	for _, p := range ps {
+		tables[arena.TablePlayers].Add(float64(p.ID), p.X, p.Y, p.VX, p.VY, float64(p.Score), float64(p.RTT))
+	}
+	return tables
 }
 
 // snap offers the feed tick n of a room whose one player moves every tick.
 func snap(f *Feed, n uint64) {
-	f.Snap(n, int64(n), []wire.PlayerState{{ID: 1, X: float64(n)}}, nil)
+	f.Snap(n, int64(n), players(arena.PlayerRow{ID: 1, X: float64(n)}))
 }
 
 func chat(f *Feed, text string) { f.Chat(&wire.ChatLine{ID: 1, Name: "ana", Text: text, ST: 1}) }
@@ -57,6 +84,9 @@ func TestNewViewerGetsRoomThenNewestSnap(t *testing.T) {
 	var snap wire.SpectatorSnap
 	if err := json.Unmarshal(b.Events[1].Data, &snap); err != nil || snap.N != 7 {
 		t.Fatalf("snap %s: want the newest published (tick 7 of 1..9 at stride 3)", b.Events[1].Data)
+	}
+	if p := arena.FindPlayer(&snap, 1); p == nil || p.X != 7 || len(arena.Orbs(&snap)) != 0 {
+		t.Fatalf("snap %s: want player 1 at x 7 and no orbs", b.Events[1].Data)
 	}
 	// The snapshot, stamped anew after the joined event, keeps its bytes.
 	if b.Last != b.Events[1].ID {
@@ -147,16 +177,16 @@ func TestStreamGetsEverySnapCoalesceTheNewest(t *testing.T) {
 func TestStillRoomPublishesNoSnapshots(t *testing.T) {
 	f := New(Config{}, nil)
 	opened(f)
-	still := []wire.PlayerState{{ID: 1, X: 5, Y: 5}}
-	f.Snap(1, 1, still, nil)
+	still := players(arena.PlayerRow{ID: 1, X: 5, Y: 5})
+	f.Snap(1, 1, still)
 	first := f.snap
 	for n := uint64(4); n < 100; n += 3 {
-		f.Snap(n, int64(n), still, nil)
+		f.Snap(n, int64(n), still)
 	}
 	if f.snap != first {
 		t.Fatal("a room where nothing moves published new snapshots")
 	}
-	f.Snap(200, 200, []wire.PlayerState{{ID: 1, X: 6, Y: 5}}, nil)
+	f.Snap(200, 200, players(arena.PlayerRow{ID: 1, X: 6, Y: 5}))
 	if f.snap == first {
 		t.Fatal("a move was not published")
 	}
@@ -164,7 +194,7 @@ func TestStillRoomPublishesNoSnapshots(t *testing.T) {
 
 func TestNoViewerNoEncoding(t *testing.T) {
 	f := New(Config{}, nil)
-	f.Opened(wire.SpectatorRoom{ID: "r", Hz: 30})
+	f.Opened(wire.SpectatorRoom{ID: "r", Hz: 30, Mode: arena.Name, Schema: arenaSchema})
 	for n := uint64(1); n <= 30; n++ {
 		snap(f, n)
 	}
@@ -220,7 +250,10 @@ func BenchmarkFanoutPerViewer(b *testing.B) {
 	f := New(Config{}, nil)
 	opened(f)
 	cursor := f.Read(-1, Coalesce).Last
-	players := make([]wire.PlayerState, 16)
+	tables := players(make([]arena.PlayerRow, 16)...)
+	for i := range 16 { // ids 1..16
+		tables[arena.TablePlayers].Row(i)[0] = float64(i + 1)
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	const viewers = 100
@@ -230,7 +263,7 @@ func BenchmarkFanoutPerViewer(b *testing.B) {
 			_ = f.Read(int64(cursor), Coalesce)
 		}
 		cursor = f.Read(int64(cursor), Coalesce).Last
-		players[0].X = float64(i)
-		f.Snap(uint64(i*3+3), 0, players, nil)
+		tables[arena.TablePlayers].Row(0)[1] = float64(i) // player 1 moves
+		f.Snap(uint64(i*3+3), 0, tables)
 	}
 }

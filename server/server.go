@@ -84,8 +84,10 @@ type Config struct {
 	DirectoryEvery time.Duration
 	DirectoryTTL   time.Duration
 
-	Pprof  bool // serve /debug/pprof/
-	Game   game.Config
+	Pprof bool // serve /debug/pprof/
+	// Modes are the game modes rooms may run, the first being the
+	// default; empty: BuiltinModes.
+	Modes  []game.Spec
 	Logger *slog.Logger
 }
 
@@ -163,11 +165,18 @@ func Open(cfg Config) (*Server, error) {
 	} else {
 		s.bus = bus.NewLocal()
 	}
+	if len(cfg.Modes) == 0 {
+		cfg.Modes = BuiltinModes()
+	}
+	modes, err := game.NewCatalog(cfg.Modes...)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	s.limits = limits.New(cfg.MaxConns, cfg.MaxConnsPerIP, s.metrics.Reject)
 	l, err := lobby.New(lobby.Config{
 		Hz: cfg.Hz, MaxPlayers: cfg.MaxPlayers, Grace: cfg.Grace, RoomIdle: cfg.RoomIdle,
 		JoinWait: cfg.JoinWait, ChatRate: cfg.ChatRate, ChatBurst: cfg.ChatBurst,
-		MessageRate: cfg.MessageRate, MaxRooms: cfg.MaxRooms, Game: cfg.Game, Logger: cfg.Logger,
+		MessageRate: cfg.MessageRate, MaxRooms: cfg.MaxRooms, Modes: modes, Logger: cfg.Logger,
 		Feed:     feed.Config{SpectateHz: cfg.SpectateHz, History: cfg.FeedHistory},
 		OnReject: s.metrics.Reject, OnTick: s.metrics.Tick,
 		Bus: s.bus, URL: cfg.PublicURL, DirectoryEvery: cfg.DirectoryEvery, DirectoryTTL: cfg.DirectoryTTL,
@@ -210,6 +219,7 @@ func Open(cfg Config) (*Server, error) {
 	// request when auth is on, /ws/ may carry it in its first message.
 	// Long-lived connections count against the connection limits.
 	mux.Handle("/api/rooms", s.requireToken(s.lobby.RoomsHandler()))
+	mux.Handle("/api/modes", s.requireToken(s.lobby.ModesHandler()))
 	mux.Handle("GET /api/ice", s.requireToken(s.signal.ICEHandler()))
 	mux.Handle("GET /ws/play", s.optionalToken(s.limits.Wrap(http.HandlerFunc(s.servePlay))))
 	mux.Handle("GET /ws/signal", s.optionalToken(s.limits.Wrap(s.signal)))

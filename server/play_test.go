@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/tickwire/tickwire/clients/player"
+	"github.com/tickwire/tickwire/game/arena"
 	"github.com/tickwire/tickwire/wire"
 )
 
@@ -55,14 +56,12 @@ func TestInputMovesPlayerAndAckFollowsSeq(t *testing.T) {
 	ts := start(t, Config{})
 	c := ts.join(t, "ana", "auto")
 	w := c.Welcome()
-	me := func(s *wire.Snap) wire.PlayerState {
-		for _, p := range s.P {
-			if p.ID == w.ID {
-				return p
-			}
+	me := func(s *wire.Snap) arena.PlayerRow {
+		p := arena.FindPlayer(s, w.ID)
+		if p == nil {
+			t.Fatalf("own player %d missing from snap %d", w.ID, s.N)
 		}
-		t.Fatalf("own player %d missing from snap %d", w.ID, s.N)
-		return wire.PlayerState{}
+		return *p
 	}
 	pos := me(next[*wire.Snap](t, c))
 	dir := 1.0
@@ -125,11 +124,15 @@ func TestPingPongAndRTTColumn(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		s := next[*wire.Snap](t, c)
-		if s.P[0].RTT >= 1 && s.P[0].RTT < 1000 {
+		p := arena.FindPlayer(s, c.ID())
+		if p == nil {
+			t.Fatalf("own player %d missing from snap %d", c.ID(), s.N)
+		}
+		if p.RTT >= 1 && p.RTT < 1000 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("rtt column still %d", s.P[0].RTT)
+			t.Fatalf("rtt column still %d", p.RTT)
 		}
 	}
 }

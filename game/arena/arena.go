@@ -1,18 +1,81 @@
-// Package game holds the arena rules of Tickwire: players move at a fixed
-// speed by their input vector inside walls, and touching an orb scores a
-// point and makes the orb reappear elsewhere.
+// Package arena is Tickwire's first game mode, the orb arena: players move
+// at a fixed speed by their input vector inside walls, and touching an orb
+// scores a point and makes the orb reappear elsewhere.
+//
+// Its state is two tables, exactly as protocol version 1 has them:
+// p [id,x,y,vx,vy,score,rtt] (players, keyed) and o [id,x,y] (orbs, slots in
+// a fixed order, each replaced in place when collected). Its input is dx, dy.
 //
 // The rules are pure and deterministic: a World built from the same Config
 // (seed included), given the same calls, reaches the same state. There is no
 // network, no goroutine and no wall clock here. A World is not safe for
 // concurrent use; one goroutine owns it.
-package game
+package arena
 
 import (
 	"math"
 	"math/rand/v2"
 	"slices"
+
+	"github.com/tickwire/tickwire/game"
 )
+
+// Name is the mode's name on the wire.
+const Name = "arena"
+
+// Indexes of the arena's tables in its spec.
+const (
+	TablePlayers = 0 // p: [id,x,y,vx,vy,score,rtt]
+	TableOrbs    = 1 // o: [id,x,y]
+)
+
+// Spec returns the arena mode with the default Config.
+func Spec() game.Spec { return SpecWith(Config{}) }
+
+// SpecWith returns the arena mode for a Config (its Seed is replaced by
+// each room's).
+func SpecWith(cfg Config) game.Spec {
+	cfg = cfg.withDefaults()
+	return game.Spec{
+		Name:  Name,
+		Title: "Orb arena",
+		Tables: []game.Table{
+			{Name: "p", Columns: []game.Column{
+				{Name: "id"}, {Name: "x", Vel: "vx"}, {Name: "y", Vel: "vy"}, {Name: "vx"}, {Name: "vy"},
+				{Name: "score", Step: 1}, {Name: "rtt", Step: 1},
+			}},
+			{Name: "o", Slots: true, Columns: []game.Column{{Name: "id"}, {Name: "x"}, {Name: "y"}}},
+		},
+		Input: []string{"dx", "dy"},
+		Field: game.Field{W: cfg.W, H: cfg.H, Speed: cfg.Speed, R: cfg.Radius},
+		New: func(seed uint64) game.Mode {
+			c := cfg
+			c.Seed = seed
+			return &mode{w: New(c)}
+		},
+	}
+}
+
+// mode is a World behind the mode API.
+type mode struct{ w *World }
+
+func (m *mode) Join(id uint32)  { m.w.AddPlayer(id) }
+func (m *mode) Leave(id uint32) { m.w.RemovePlayer(id) }
+func (m *mode) Step(dt float64) { m.w.Step(dt) }
+
+func (m *mode) Input(id uint32, in []float64) {
+	m.w.SetInput(id, Input{DX: in[0], DY: in[1]})
+}
+
+func (m *mode) Write(f *game.Frame) {
+	for i := range m.w.players {
+		p := &m.w.players[i]
+		f.Add(TablePlayers, float64(p.ID), p.X, p.Y, p.VX, p.VY, float64(p.Score), float64(f.RTT(p.ID)))
+	}
+	for _, o := range m.w.orbs {
+		f.Add(TableOrbs, float64(o.ID), o.X, o.Y)
+	}
+}
 
 // Config sets the arena. Zero fields take the defaults below.
 type Config struct {

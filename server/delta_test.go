@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/tickwire/tickwire/clients/player"
+	"github.com/tickwire/tickwire/game/arena"
 	"github.com/tickwire/tickwire/wire"
 )
 
@@ -161,37 +162,43 @@ func (l *snapLog) follow(c *player.Client) {
 }
 
 // compareSnaps checks a snapshot rebuilt from deltas against the full one
-// of the same tick: the same players and orbs in the same order, ids,
-// scores, rtt and server time exact, coordinates within the delta precision
-// of the server's values (the full snapshot carries them as 32-bit floats,
-// within 1.3e-4 of the server's in a 1280 x 720 arena). It returns the
-// largest coordinate difference.
-func compareSnaps(got, want *wire.Snap) (float64, error) {
+// of the same tick, table by table of the schema (arena: players p and orbs
+// o): the same rows in the same order, ids, integer columns (score, rtt)
+// and server time exact, other columns (coordinates, velocities) within
+// half their column's step of the server's values (the full snapshot
+// carries them as 32-bit floats, within 1.3e-4 of the server's in a
+// 1280 x 720 arena). It returns the largest difference.
+func compareSnaps(schema *wire.Schema, got, want *wire.Snap) (float64, error) {
 	const f32 = 1.3e-4
 	if got.N != want.N || got.ST != want.ST {
 		return 0, fmt.Errorf("tick %d st %d, want %d st %d", got.N, got.ST, want.N, want.ST)
 	}
-	if len(got.P) != len(want.P) || len(got.O) != len(want.O) {
-		return 0, fmt.Errorf("tick %d: %d players and %d orbs, want %d and %d", got.N, len(got.P), len(got.O), len(want.P), len(want.O))
+	if len(got.Tables) != len(schema.Tables) || len(want.Tables) != len(schema.Tables) {
+		return 0, fmt.Errorf("tick %d: %d tables, want %d as the full snapshot's %d", got.N, len(got.Tables), len(schema.Tables), len(want.Tables))
 	}
 	worst := 0.0
-	near := func(a, b float64) bool {
-		d := math.Abs(a - b)
-		worst = max(worst, d)
-		// The rebuilt value is a whole number of quanta.
-		return d <= wire.DeltaPrecision+f32 && a*wire.DeltaScale == math.Round(a*wire.DeltaScale)
-	}
-	for i, g := range got.P {
-		w := want.P[i]
-		if g.ID != w.ID || g.Score != w.Score || g.RTT != w.RTT ||
-			!near(g.X, w.X) || !near(g.Y, w.Y) || !near(g.VX, w.VX) || !near(g.VY, w.VY) {
-			return worst, fmt.Errorf("tick %d: player %+v, want %+v", got.N, g, w)
+	for _, td := range schema.Tables {
+		g, w := got.Table(td.Name), want.Table(td.Name)
+		if len(g) != len(w) {
+			return 0, fmt.Errorf("tick %d: %d rows in table %s, want %d", got.N, len(g), td.Name, len(w))
 		}
-	}
-	for i, g := range got.O {
-		w := want.O[i]
-		if g.ID != w.ID || !near(g.X, w.X) || !near(g.Y, w.Y) {
-			return worst, fmt.Errorf("tick %d: orb %+v, want %+v", got.N, g, w)
+		for i := range g {
+			if len(g[i]) != len(td.Columns) || len(w[i]) != len(td.Columns) {
+				return worst, fmt.Errorf("tick %d: table %s row %v, want %v (%d columns)", got.N, td.Name, g[i], w[i], len(td.Columns))
+			}
+			for c, col := range td.Columns {
+				a, b := g[i][c], w[i][c]
+				ok := a == b
+				if !col.IsInt() {
+					d := math.Abs(a - b)
+					worst = max(worst, d)
+					// The rebuilt value is a whole number of steps.
+					ok = d <= col.Step/2+f32 && a/col.Step == math.Round(a/col.Step)
+				}
+				if !ok {
+					return worst, fmt.Errorf("tick %d: table %s row %v, want %v (column %s)", got.N, td.Name, g[i], w[i], col.Name)
+				}
+			}
 		}
 	}
 	return worst, nil
@@ -375,13 +382,13 @@ func TestDeltaClientsRebuildTheFullSnapshots(t *testing.T) {
 			if !ok {
 				continue // the full client skipped this tick (latest wins)
 			}
-			d, err := compareSnaps(got, want)
+			d, err := compareSnaps(full.Schema(), got, want)
 			if err != nil {
 				t.Fatalf("%s: %v", p.name, err)
 			}
 			worst = max(worst, d)
 			same++
-			for _, pl := range got.P {
+			for _, pl := range arena.Players(got) {
 				ids[pl.ID] = true
 			}
 		}
@@ -543,7 +550,7 @@ func TestDeltaAckInsideInput(t *testing.T) {
 	if !ok {
 		t.Fatal("no welcome")
 	}
-	rx := wire.NewDeltaReceiver(welcome.Hz)
+	rx := wire.NewDeltaReceiver(welcome.Schema, welcome.Hz)
 	var seq, keys, deltas uint64
 	for deltas < 40 {
 		d, ok := read().(*wire.Delta)

@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -144,20 +143,30 @@ func (s *Snap) DecodeMsgpack(d *msgpack.Decoder) error {
 //
 // A SnapEncoder is not safe for concurrent use; a room owns one.
 type SnapEncoder struct {
-	buf bytes.Buffer
-	enc *msgpack.Encoder
-	ack bytes.Buffer
-	ae  *msgpack.Encoder
+	buf []byte
+	ack []byte
+
+	schema *Schema  // the schema ints was made for
+	ints   [][]bool // per table, per column: written as an integer
 }
 
-// NewSnapEncoder returns an encoder with compact integers.
-func NewSnapEncoder() *SnapEncoder {
-	e := &SnapEncoder{}
-	e.enc = msgpack.NewEncoder(&e.buf)
-	e.enc.UseCompactInts(true)
-	e.ae = msgpack.NewEncoder(&e.ack)
-	e.ae.UseCompactInts(true)
-	return e
+// NewSnapEncoder returns an encoder. Integers take their smallest msgpack
+// form, as the msgpack encoder writes them with compact integers.
+func NewSnapEncoder() *SnapEncoder { return &SnapEncoder{} }
+
+// intColumns returns, per table of s, which columns are integers,
+// computed once per schema.
+func (e *SnapEncoder) intColumns(s *Schema) [][]bool {
+	if e.schema != s {
+		e.schema, e.ints = s, make([][]bool, len(s.Tables))
+		for i, t := range s.Tables {
+			e.ints[i] = make([]bool, len(t.Columns))
+			for c, col := range t.Columns {
+				e.ints[i][c] = col.IsInt()
+			}
+		}
+	}
+	return e.ints
 }
 
 // Shared encodes a snap without its ack value, for any number of
@@ -165,53 +174,52 @@ func NewSnapEncoder() *SnapEncoder {
 // call (receivers copy what they keep). Ids are unsigned integers, integer
 // columns integers, and the other columns 32-bit floats.
 func (e *SnapEncoder) Shared(n uint64, st int64, s *Schema, tables []Table) []byte {
-	e.buf.Reset()
-	enc := e.enc
-	// Errors cannot happen when writing to a bytes.Buffer.
-	_ = enc.EncodeMapLen(4 + len(tables))
-	_ = enc.EncodeString("t")
-	_ = enc.EncodeString(TypeSnap)
-	_ = enc.EncodeString("n")
-	_ = enc.EncodeUint(n)
-	_ = enc.EncodeString("st")
-	_ = enc.EncodeInt(st)
+	b := mpMapLen(e.buf[:0], 4+len(tables))
+	b = append(b, 0xa1, 't', 0xa4, 's', 'n', 'a', 'p', 0xa1, 'n')
+	b = mpUint(b, n)
+	b = append(b, 0xa2, 's', 't')
+	b = mpInt(b, st)
+	ints := e.intColumns(s)
 	for ti := range tables {
-		t, cols := &tables[ti], s.Tables[ti].Columns
-		_ = enc.EncodeString(s.Tables[ti].Name)
+		t, isInt := &tables[ti], ints[ti]
+		b = mpStr(b, s.Tables[ti].Name)
 		rows := t.Len()
-		_ = enc.EncodeArrayLen(rows)
+		b = mpArrayLen(b, rows)
 		for i := range rows {
 			row := t.Row(i)
-			_ = enc.EncodeArrayLen(len(row))
-			_ = enc.EncodeUint(uint64(row[0]))
+			b = mpArrayLen(b, len(row))
+			b = mpUint(b, uint64(row[0]))
 			for c := 1; c < len(row); c++ {
-				if cols[c].IsInt() {
-					_ = enc.EncodeInt(roundInt(row[c]))
+				if isInt[c] {
+					b = mpInt(b, roundInt(row[c]))
 				} else {
-					_ = enc.EncodeFloat32(float32(row[c]))
+					b = mpFloat32(b, float32(row[c]))
 				}
 			}
 		}
 	}
-	_ = enc.EncodeString("ack")
-	return e.buf.Bytes()
+	e.buf = append(b, 0xa3, 'a', 'c', 'k')
+	return e.buf
 }
 
 // roundInt rounds v to an integer; NaN and infinities become 0, and the
 // result stays within what JavaScript reads exactly.
 func roundInt(v float64) int64 {
+	const limit = 1<<53 - 1
+	if i := int64(v); float64(i) == v && i >= -limit && i <= limit {
+		return i // already whole: the common case
+	}
 	r := math.Round(v)
 	if math.IsNaN(r) || math.IsInf(r, 0) {
 		return 0
 	}
-	return int64(max(-(1<<53 - 1), min(1<<53-1, r)))
+	return int64(max(-limit, min(limit, r)))
 }
 
 // Ack encodes an ack value. The result is valid until the next call.
 func (e *SnapEncoder) Ack(ack uint64) []byte {
-	e.ack.Reset()
-	_ = e.ae.EncodeUint(ack)
-	return e.ack.Bytes()
+	e.ack = mpUint(e.ack[:0], ack)
+	return e.ack
 }
 
 // AppendSnapJSON appends the JSON data of a spectator `snap` event:

@@ -174,6 +174,7 @@ type Room struct {
 	enc     *wire.SnapEncoder
 	emptyAt time.Time // when the room became empty; zero while occupied
 	zeros   []float64 // the input of a player without a connection
+	rttNext int       // where rttOf looks first
 	input   []float64 // a seat's input on its way to the mode
 
 	// Delta snapshots: the quantized state of recent ticks, by tick modulo
@@ -636,10 +637,18 @@ func (r *Room) tick(n uint64, now time.Time) {
 }
 
 // rttOf returns the round trip of a connected player in ms, 0 when
-// unknown (for game.Frame.RTT).
+// unknown (for game.Frame.RTT). Modes write their players in id order, as
+// the seats are: the seat after the one found last is tried first.
 func (r *Room) rttOf(id uint32) int {
-	i, ok := slices.BinarySearchFunc(r.seats, id, func(s *Seat, id uint32) int { return cmpID(s.ID, id) })
-	if !ok || r.seats[i].client == nil {
+	i := r.rttNext
+	if i >= len(r.seats) || r.seats[i].ID != id {
+		var ok bool
+		if i, ok = slices.BinarySearchFunc(r.seats, id, func(s *Seat, id uint32) int { return cmpID(s.ID, id) }); !ok {
+			return 0
+		}
+	}
+	r.rttNext = i + 1
+	if r.seats[i].client == nil {
 		return 0
 	}
 	if d, _ := r.seats[i].client.RTT(); d > 0 {
@@ -656,6 +665,7 @@ func cmpID(a, b uint32) int { return int(int64(a) - int64(b)) }
 // keyed table panics (its room ends as for any bug in a tick).
 func (r *Room) writeTables() []wire.Table {
 	r.frame.Reset()
+	r.rttNext = 0
 	r.mode.Write(r.frame)
 	tables := r.frame.Tables()
 	for i := range tables {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -56,36 +55,78 @@ func runRoom(t *testing.T, cfg Config) *Room {
 	return r
 }
 
+// waitStates waits until c has been handed at least n state frames.
+func waitStates(t *testing.T, c *recorder, n int) []time.Time {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if st := c.stateTimes(); len(st) >= n {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d state frames in 10 s, want %d", len(c.stateTimes()), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestTicksFollowDeadlinesAndSkipAfterStall stalls a room's goroutine and
+// checks that the ticks it missed are skipped, as many as the stall
+// covered, rather than run in a burst after it. The count is judged
+// against the stall as it really happened (a loaded machine stretches it).
 func TestTicksFollowDeadlinesAndSkipAfterStall(t *testing.T) {
-	r := runRoom(t, Config{ID: "r", Hz: 50})
+	const hz = 50
+	dt := time.Second / hz
+	r := runRoom(t, Config{ID: "r", Hz: hz})
 	c := &recorder{}
 	if _, err := r.Join(context.Background(), c, "ana"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	waitStates(t, c, 10)
 	// Stall the room goroutine for 300 ms (15 ticks at 50 Hz).
-	stallEnd := time.Now().Add(300 * time.Millisecond)
-	_ = r.do(context.Background(), func() { time.Sleep(time.Until(stallEnd)) })
-	time.Sleep(400 * time.Millisecond)
+	var stallStart, stallEnd time.Time
+	var before uint64 // ticks skipped before the stall
+	_ = r.do(context.Background(), func() {
+		before = r.skipped.Load()
+		stallStart = time.Now()
+		time.Sleep(300 * time.Millisecond)
+		stallEnd = time.Now()
+	})
+	n := len(c.stateTimes())
+	states := waitStates(t, c, n+10)
 
-	st := r.Stats()
-	if st.Skipped < 10 || st.Skipped > 20 {
-		t.Errorf("skipped %d ticks over a 300 ms stall at 50 Hz, want about 15", st.Skipped)
+	// The frames around the stall: the last before it, the first after.
+	var last, first time.Time
+	for _, at := range states {
+		if at.Before(stallStart) {
+			last = at
+		} else if at.After(stallEnd) && first.IsZero() {
+			first = at
+		}
+	}
+	gap := first.Sub(last)
+	missed := int(gap/dt) - 1 // ticks that should have run in the gap
+	if got := int(r.Stats().Skipped - before); got < missed-2 || got > missed+2 {
+		t.Errorf("skipped %d ticks over a %v gap at %d Hz (the stall: %v), want about %d",
+			got, gap, hz, stallEnd.Sub(stallStart), missed)
 	}
 	var burst int
-	for _, at := range c.stateTimes() {
-		if at.After(stallEnd) && at.Before(stallEnd.Add(50*time.Millisecond)) {
+	for _, at := range states {
+		if !at.Before(first) && at.Before(first.Add(dt)) {
 			burst++
 		}
 	}
-	if burst > 4 {
-		t.Errorf("%d ticks ran in the 50 ms after the stall: a burst, not a skip", burst)
+	if burst > 2 {
+		t.Errorf("%d ticks ran within one period after the stall: a burst, not a skip", burst)
 	}
-	if st.LastTick <= 0 || st.MaxTick < st.LastTick {
+	if st := r.Stats(); st.LastTick <= 0 || st.MaxTick < st.LastTick {
 		t.Errorf("tick durations not measured: %+v", st)
 	}
 }
 
+// TestScheduleDoesNotDrift: tick numbers follow the clock (start + n*dt),
+// whatever each tick's own delay: between two snapshots far apart, the
+// tick count equals the server time elapsed in periods.
 func TestScheduleDoesNotDrift(t *testing.T) {
 	r := runRoom(t, Config{ID: "r", Hz: 100})
 	c := &recorder{}
@@ -101,31 +142,26 @@ func TestScheduleDoesNotDrift(t *testing.T) {
 		}
 		return m.(*wire.Snap)
 	}
-	time.Sleep(100 * time.Millisecond)
-	first, t0 := decode(), time.Now()
-	time.Sleep(2 * time.Second)
-	last, t1 := decode(), time.Now()
-	// Tick numbers follow the wall clock: start + n*dt.
-	want := t1.Sub(t0).Seconds() * 100
-	if got := float64(last.N - first.N); got < want-10 || got > want+10 {
-		t.Errorf("%.0f ticks in %v at 100 Hz, want %.0f", got, t1.Sub(t0), want)
+	waitStates(t, c, 5)
+	first := decode()
+	waitStates(t, c, 205)
+	last := decode()
+	// st is the moment each tick ran, in ms; a tick runs at or a little
+	// after its due time, so n and st/10 ms advance alike.
+	ticks := float64(last.N - first.N)
+	elapsed := float64(last.ST-first.ST) / 10
+	if ticks < 150 || ticks < elapsed-5 || ticks > elapsed+5 {
+		t.Errorf("%.0f ticks over %.0f periods of server time at 100 Hz", ticks, elapsed)
 	}
 }
 
 // Rooms given phases tick at those fractions of the period, whenever they
 // were made: two rooms made together with phases 0.2 and 0.7 tick half a
-// period apart.
+// period apart. Ticks may run late on a busy machine, never early: the
+// least late of twenty is judged.
 func TestPhasesPlaceTheTicks(t *testing.T) {
 	const hz = 20
 	dt := time.Second / hz
-	offsets := func(c *recorder) time.Duration {
-		var o []time.Duration
-		for _, at := range c.stateTimes() {
-			o = append(o, time.Duration(at.UnixNano())%dt)
-		}
-		slices.Sort(o)
-		return o[len(o)/2]
-	}
 	var cs []*recorder
 	for _, phase := range []float64{0.2, 0.7} {
 		r := runRoom(t, Config{ID: "r", Hz: hz, Phase: phase})
@@ -135,11 +171,15 @@ func TestPhasesPlaceTheTicks(t *testing.T) {
 		}
 		cs = append(cs, c)
 	}
-	time.Sleep(time.Second)
 	for i, want := range []time.Duration{dt / 5, dt * 7 / 10} {
-		// The tick sends its snapshot a little after its moment.
-		if got := offsets(cs[i]); got < want || got > want+10*time.Millisecond {
-			t.Errorf("room %d ticks %v into the period, want about %v", i, got, want)
+		late := dt
+		for _, at := range waitStates(t, cs[i], 20) {
+			// How far after its phase this tick handed out its snapshot.
+			d := ((time.Duration(at.UnixNano())-want)%dt + dt) % dt
+			late = min(late, d)
+		}
+		if late > 10*time.Millisecond {
+			t.Errorf("room %d: the most punctual of 20 ticks came %v after %v into the period", i, late, want)
 		}
 	}
 }

@@ -340,8 +340,7 @@ func TestDeltaClientsRebuildTheFullSnapshots(t *testing.T) {
 	runUntil(3*time.Second, 600)
 	jp := players[0]
 	first := jp.clients[0]
-	first.Close()
-	time.Sleep(100 * time.Millisecond)
+	first.Close() // the resume below takes the seat whether or not the server noticed yet
 	again := must(dial(jp.proxy.url(), jp.name, room, first.Welcome().Resume, true))
 	if again.ID() != first.ID() {
 		t.Fatalf("resumed as %d, was %d", again.ID(), first.ID())
@@ -463,10 +462,9 @@ func TestDeltaAckOfUnknownTickGetsKeyframes(t *testing.T) {
 		t.Fatalf("got %+v for ack -1", e)
 	}
 	before := c.Stats()
-	time.Sleep(300 * time.Millisecond)
-	after := c.Stats()
-	if after.Snaps-before.Snaps < 20 || after.Deltas-before.Deltas != after.Snaps-before.Snaps {
-		t.Fatalf("%d snapshots (%d deltas) in 300 ms at 100 Hz after the bad acks", after.Snaps-before.Snaps, after.Deltas-before.Deltas)
+	after := waitStats(t, c, func(s player.Stats) bool { return s.Snaps-before.Snaps >= 20 })
+	if after.Deltas-before.Deltas != after.Snaps-before.Snaps {
+		t.Fatalf("%d snapshots, %d of them deltas, after the bad acks", after.Snaps-before.Snaps, after.Deltas-before.Deltas)
 	}
 	if c.Err() != nil {
 		t.Fatalf("connection ended: %v", c.Err())
@@ -597,8 +595,7 @@ func TestGoClientAcksDeltasWithItsInputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	time.Sleep(100 * time.Millisecond)
-	before := c.Stats()
+	before := waitStats(t, c, func(s player.Stats) bool { return s.Snaps >= 5 })
 	tick := time.NewTicker(time.Second / hz)
 	defer tick.Stop()
 	inputs := 0
@@ -616,5 +613,21 @@ func TestGoClientAcksDeltasWithItsInputs(t *testing.T) {
 	}
 	if keys > deltas/10 {
 		t.Fatalf("%d keyframes in %d deltas", keys, deltas)
+	}
+}
+
+// waitStats waits until the client's counters satisfy ok and returns them;
+// it fails after 10 s.
+func waitStats(t *testing.T, c *player.Client, ok func(player.Stats) bool) player.Stats {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if s := c.Stats(); ok(s) {
+			return s
+		}
+		if c.Err() != nil || time.Now().After(deadline) {
+			t.Fatalf("counters %+v never got there (connection: %v)", c.Stats(), c.Err())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -13,11 +13,31 @@
 // the write deadline, and ends when nothing is left. An idle connection
 // costs its reader goroutine, its buffers and a timer.
 //
+// # One writer per socket
+//
+// Every byte of a connection after the handshake, data or control frame,
+// is written by this package, under the connection's write lock (wmu), by
+// one party at a time: a sender writing at once, or the drain. A frame
+// the socket took only in part is finished before anything else is
+// written, so frames never interleave.
+//
+// gorilla/websocket only reads. Its own writes are kept off the socket:
+// gorilla is handed the socket wrapped in a net.Conn (gorillaConn) whose
+// Write, once the handshake response has gone, never reaches the socket,
+// and whose write deadlines are ignored. The close frame gorilla's reader
+// writes after a bad frame (1009 over the read limit, 1002 on a protocol
+// error) is caught there, and the drain writes it after the frame it may
+// be in the middle of; any other write by gorilla fails. The handlers of
+// the peer's pings and close frames write nothing themselves: the drain
+// answers them. No gorilla write method (WriteMessage, WriteControl,
+// NextWriter) is ever called.
+//
 // Read must be called from one goroutine only; every other method of Conn is
 // safe for concurrent use and never blocks on the network.
 package transport
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -27,6 +47,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 )
@@ -106,7 +127,8 @@ type Conn struct {
 	pongData  string // a peer's ping to answer
 	pongDue   bool
 	closeEcho []byte // the close frame to echo to the peer
-	readEnded bool   // Read failed: the connection ends after the echo
+	refusal   []byte // the close frame gorilla's reader asked for after a bad frame
+	readEnded bool   // Read failed: the connection ends after the echo or the refusal
 	closing   bool   // no more messages are taken
 	killed    bool   // abort: closeMsg goes before anything queued
 	closeMsg  outgoing
@@ -115,9 +137,10 @@ type Conn struct {
 
 	readBuf []byte // the last message Read returned; reader goroutine only
 
-	// Data frames are written by hand (one write each), control frames
-	// through gorilla. wmu is held by whoever writes to the socket: a
-	// drain, or a sender writing at once (writeNow).
+	// Every frame, data or control, is written by hand to raw, the socket
+	// itself (gorilla has a gorillaConn that does not write). wmu is held
+	// by whoever writes to the socket: a drain, or a sender writing at
+	// once (writeNow).
 	wmu      sync.Mutex
 	raw      net.Conn
 	direct   directWriter // non-blocking writes to the socket; nil when not possible (TLS)
@@ -154,7 +177,8 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg Config) (*Conn, error) 
 		WriteBufferPool: writeBuffers,
 		CheckOrigin:     cfg.CheckOrigin,
 	}
-	ws, err := up.Upgrade(w, r, nil)
+	hw := &hijacker{ResponseWriter: w}
+	ws, err := up.Upgrade(hw, r, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +201,8 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg Config) (*Conn, error) 
 	ws.SetPongHandler(c.onPong)
 	ws.SetPingHandler(c.onPing)
 	ws.SetCloseHandler(c.onClose)
-	c.raw = ws.UnderlyingConn()
+	c.raw = hw.conn.Conn
+	hw.conn.owner.Store(c) // from here on gorilla writes nothing to the socket
 	c.direct = newDirectWriter(c.raw)
 	c.pinger = time.AfterFunc(time.Hour, c.pingTime)
 	c.pinger.Reset(0) // the first ping now, once pinger is set
@@ -189,7 +214,9 @@ func (c *Conn) RemoteAddr() string { return c.remoteAddr }
 
 // Read returns the next data message. The slice is valid until the next
 // call. It fails when the peer closes, when pongs stop (IsTimeout), on a
-// frame over the read limit (the peer gets 1009), or after Close.
+// frame over the read limit (the peer gets 1009) or a malformed frame (1002),
+// or after Close. Those close frames are written by the drain, after any
+// frame it is in the middle of.
 func (c *Conn) Read() ([]byte, error) {
 	if cap(c.readBuf) > 4096 {
 		c.readBuf = nil // a large message was the exception: keep no big buffer
@@ -469,7 +496,8 @@ func (c *Conn) onPong(payload string) error {
 	return nil
 }
 
-// onPing runs on the reader goroutine: a drain answers the peer's ping.
+// onPing runs on the reader goroutine: a drain answers the peer's ping
+// (gorilla's default handler would write the pong itself).
 func (c *Conn) onPing(payload string) error {
 	c.mu.Lock()
 	c.pongData, c.pongDue = payload, true
@@ -478,8 +506,9 @@ func (c *Conn) onPing(payload string) error {
 	return nil
 }
 
-// onClose runs on the reader goroutine when the peer closes: the close
-// code is echoed before the connection ends.
+// onClose runs on the reader goroutine when the peer closes: a drain echoes
+// the close code before the connection ends (gorilla's default handler
+// would write the echo itself).
 func (c *Conn) onClose(code int, _ string) error {
 	msg := []byte{}
 	if code != websocket.CloseNoStatusReceived {
@@ -541,9 +570,12 @@ func (c *Conn) drain() {
 
 // writeWaiting writes, holding wmu: the rest of a partly written frame, a
 // pong, a ping, the queued messages in order, then the pending state (a
-// new player's `joined` goes before the snapshot that shows it). It
-// reports whether it wrote anything (else the drain has ended) and false
-// in ok when the connection must end.
+// new player's `joined` goes before the snapshot that shows it). Once Read
+// has failed it writes the rest of a partly written frame and then only the
+// close frame: the refusal of a bad frame (1009, 1002, as gorilla's reader
+// asked) or the echo of the peer's close. It reports whether it wrote
+// anything (else the drain has ended) and false in ok when the connection
+// must end.
 func (c *Conn) writeWaiting() (more, ok bool) {
 	c.mu.Lock()
 	if c.killed {
@@ -562,6 +594,10 @@ func (c *Conn) writeWaiting() (more, ok bool) {
 		c.mu.Unlock()
 		return false, true
 	}
+	refusal := c.refusal
+	if ended {
+		c.closing = true // nothing goes after the close frame
+	}
 	c.partial, c.queue = nil, c.spare[:0]
 	c.pongDue, c.pingDue = false, false
 	c.mu.Unlock()
@@ -578,9 +614,14 @@ func (c *Conn) writeWaiting() (more, ok bool) {
 		}
 	}
 	if ended {
-		if echo != nil {
-			_ = c.ws.WriteControl(websocket.CloseMessage, echo, time.Now().Add(time.Second))
-		} else {
+		switch {
+		case refusal != nil: // a bad frame: 1009, 1002
+			if c.writeCloseFrame(refusal, time.Second) {
+				c.linger()
+			}
+		case echo != nil:
+			c.writeCloseFrame(echo, time.Second)
+		default:
 			c.linger()
 		}
 		return false, false
@@ -625,12 +666,12 @@ func (c *Conn) writeWaiting() (more, ok bool) {
 	return true, true
 }
 
-// linger lets the peer read what was written last (the close frame the
-// WebSocket layer sent after a bad frame, such as 1009) before the socket
-// closes: closing a socket with unread input makes the kernel reset the
-// connection, and a reset can destroy the peer's unread data. So the
-// writing side is shut first, then what the peer still sends is read and
-// dropped, for at most a second.
+// linger lets the peer read what was written last (the close frame written
+// after a bad frame, such as 1009) before the socket closes: closing a
+// socket with unread input makes the kernel reset the connection, and a
+// reset can destroy the peer's unread data. So the writing side is shut
+// first, then what the peer still sends is read and dropped, for at most a
+// second.
 func (c *Conn) linger() {
 	if cw, ok := c.raw.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
@@ -648,7 +689,8 @@ func (c *Conn) writePartial() bool {
 	if p == nil {
 		return true
 	}
-	_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second))
+	c.deadline = time.Now().Add(time.Second)
+	_ = c.raw.SetWriteDeadline(c.deadline)
 	_, err := c.raw.Write(p)
 	return err == nil
 }
@@ -712,15 +754,34 @@ func (c *Conn) writeFrame(head, tail []byte) bool {
 // (gorilla's WriteControl starts a timer for every frame); wmu is held.
 // Payloads of control frames are at most 125 bytes: longer ones are cut.
 func (c *Conn) writeControl(opcode int, payload string) bool {
+	c.armDeadline()
+	return c.writeControlFrame(opcode, payload)
+}
+
+// writeControlFrame writes a control frame under the deadline in force;
+// wmu is held.
+func (c *Conn) writeControlFrame(opcode int, payload string) bool {
 	payload = payload[:min(len(payload), 125)]
 	bp := frames.Get().(*[]byte)
 	defer frames.Put(bp)
 	b := append((*bp)[:0], 0x80|byte(opcode), byte(len(payload)))
 	b = append(b, payload...)
 	*bp = b
-	c.armDeadline()
 	_, err := c.raw.Write(b)
 	return err == nil
+}
+
+// writeCloseFrame writes a close frame with payload (a code and a reason,
+// or nothing) within wait and records its code; wmu is held.
+func (c *Conn) writeCloseFrame(payload []byte, wait time.Duration) bool {
+	code := 0
+	if len(payload) >= 2 {
+		code = int(binary.BigEndian.Uint16(payload))
+	}
+	c.closeCode.Store(int64(code))
+	c.deadline = time.Now().Add(wait)
+	_ = c.raw.SetWriteDeadline(c.deadline)
+	return c.writeControlFrame(websocket.CloseMessage, string(payload))
 }
 
 // appendFrame appends the header of an unmasked data frame of head
@@ -763,15 +824,82 @@ func (c *Conn) wrote(n int) {
 }
 
 // writeClose sends a close frame and waits a little for the peer's answer,
-// which the reader sees, so the peer reads the code before the socket goes.
+// which the reader sees, so the peer reads the code before the socket goes;
+// wmu is held. A reason is cut to fit a control frame, on a rune boundary.
 func (c *Conn) writeClose(m outgoing, wait time.Duration) {
-	c.closeCode.Store(int64(m.code))
-	msg := websocket.FormatCloseMessage(m.code, m.reason)
-	if c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wait)) != nil {
+	reason := m.reason
+	if len(reason) > 123 {
+		i := 123
+		for i > 0 && !utf8.RuneStart(reason[i]) {
+			i--
+		}
+		reason = reason[:i]
+	}
+	if !c.writeCloseFrame(websocket.FormatCloseMessage(m.code, reason), wait) {
 		return
 	}
 	select {
 	case <-c.readDone:
 	case <-time.After(time.Second):
 	}
+}
+
+// hijacker hands gorilla's upgrader the hijacked socket wrapped in a
+// gorillaConn, kept in conn.
+type hijacker struct {
+	http.ResponseWriter
+	conn *gorillaConn
+}
+
+func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.conn = &gorillaConn{Conn: nc}
+	return h.conn, brw, nil
+}
+
+// gorillaConn is the socket as gorilla sees it: reads go to the socket,
+// writes do not, once owner is set (after the handshake response). Of
+// gorilla's writes only the close frame its reader sends after a bad frame
+// is expected; it is handed to the owner, whose drain writes it. Write
+// deadlines are ignored: the socket's are the owner's.
+type gorillaConn struct {
+	net.Conn
+	owner atomic.Pointer[Conn]
+}
+
+// errNotTheWriter is what gorilla gets for any write but a close frame.
+var errNotTheWriter = errors.New("transport: gorilla does not write to the socket")
+
+func (g *gorillaConn) Write(b []byte) (int, error) {
+	c := g.owner.Load()
+	if c == nil {
+		return g.Conn.Write(b) // the handshake response
+	}
+	// One unmasked server control frame, whole, as WriteControl makes it.
+	if len(b) < 2 || b[0] != 0x80|websocket.CloseMessage || int(b[1]) != len(b)-2 {
+		return 0, errNotTheWriter
+	}
+	c.mu.Lock()
+	if c.refusal == nil {
+		c.refusal = bytes.Clone(b[2:]) // not nil, even when empty
+	}
+	c.mu.Unlock()
+	return len(b), nil // Read fails next and kicks the drain
+}
+
+func (g *gorillaConn) SetWriteDeadline(t time.Time) error {
+	if g.owner.Load() == nil {
+		return g.Conn.SetWriteDeadline(t)
+	}
+	return nil
+}
+
+func (g *gorillaConn) SetDeadline(t time.Time) error {
+	if g.owner.Load() == nil {
+		return g.Conn.SetDeadline(t)
+	}
+	return g.Conn.SetReadDeadline(t)
 }

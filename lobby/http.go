@@ -8,6 +8,7 @@ import (
 
 	"github.com/tickwire/tickwire/game"
 	"github.com/tickwire/tickwire/internal/httpapi"
+	"github.com/tickwire/tickwire/internal/limits"
 	"github.com/tickwire/tickwire/wire"
 )
 
@@ -40,8 +41,14 @@ func (l *Lobby) createRoom(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	opts.Client = limits.ClientIP(r)
 	rm, err := l.CreateRoom(opts)
+	var limited *RateLimitedError
 	switch {
+	case errors.As(err, &limited):
+		httpapi.WriteRetryError(w, http.StatusTooManyRequests, httpapi.CodeRateLimited,
+			"too many rooms created from your address; try again later", limited.Retry)
+		return
 	case errors.Is(err, ErrDraining):
 		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "the server is draining")
 		return

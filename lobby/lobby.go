@@ -22,10 +22,13 @@ import (
 	"github.com/tickwire/tickwire/game"
 	"github.com/tickwire/tickwire/game/room"
 	"github.com/tickwire/tickwire/internal/bus"
+	"github.com/tickwire/tickwire/internal/limits"
 	"github.com/tickwire/tickwire/lobby/feed"
 )
 
-// Config sets up a lobby. Zero fields take the defaults.
+// Config sets up a lobby. Zero fields take the defaults; for the limits
+// (MaxPlayers, ChatRate, ChatBurst, MessageRate, MaxRooms, RoomRate,
+// RoomBurst) a negative value lifts the limit.
 type Config struct {
 	Hz         int           // ticks per second of every room (30)
 	MaxPlayers int           // seats of an auto-created room (16)
@@ -50,7 +53,12 @@ type Config struct {
 	OnTick func(d time.Duration, overrun bool)
 	// MaxRooms caps the rooms open at once (1000).
 	MaxRooms int
-	Logger   *slog.Logger
+	// RoomRate and RoomBurst limit the rooms each client creates (1/s,
+	// bursts of 5), by the client address of RoomOptions.Client and
+	// PlayerOptions.Client; loopback clients are exempt.
+	RoomRate  float64
+	RoomBurst int
+	Logger    *slog.Logger
 	// Bus, when set, joins this lobby to the room directory of the nodes
 	// on it (see DirectorySubject): listings and matchmaking then include
 	// the other nodes' rooms, and a join for one of them is answered with
@@ -74,8 +82,11 @@ func (c Config) withDefaults() Config {
 	if c.Hz <= 0 {
 		c.Hz = 30
 	}
-	if c.MaxPlayers <= 0 {
+	switch {
+	case c.MaxPlayers == 0:
 		c.MaxPlayers = 16
+	case c.MaxPlayers < 0:
+		c.MaxPlayers = MaxRoomSeats
 	}
 	if c.Grace <= 0 {
 		c.Grace = 15 * time.Second
@@ -86,17 +97,23 @@ func (c Config) withDefaults() Config {
 	if c.JoinWait <= 0 {
 		c.JoinWait = 5 * time.Second
 	}
-	if c.ChatRate <= 0 {
+	if c.ChatRate == 0 {
 		c.ChatRate = 5
 	}
-	if c.ChatBurst <= 0 {
+	if c.ChatBurst == 0 {
 		c.ChatBurst = 20
 	}
-	if c.MessageRate <= 0 {
+	if c.MessageRate == 0 {
 		c.MessageRate = float64(2 * c.Hz)
 	}
-	if c.MaxRooms <= 0 {
+	if c.MaxRooms == 0 {
 		c.MaxRooms = 1000
+	}
+	if c.RoomRate == 0 {
+		c.RoomRate = 1
+	}
+	if c.RoomBurst == 0 {
+		c.RoomBurst = 5
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -127,14 +144,34 @@ var (
 	ErrBadRoom  = errors.New("lobby: bad room options")
 	ErrNoMode   = errors.New("lobby: unknown game mode")
 	ErrTooMany  = errors.New("lobby: too many rooms")
+	// ErrRateLimited: the client created rooms faster than RoomRate
+	// allows; the error is a *RateLimitedError.
+	ErrRateLimited = errors.New("lobby: too many rooms created by this client")
 )
+
+// RateLimitedError refuses a room to a client over its room rate.
+type RateLimitedError struct {
+	Retry time.Duration // when the client may create a room again
+}
+
+func (e *RateLimitedError) Error() string {
+	return fmt.Sprintf("%v; try again in %v", ErrRateLimited, e.Retry.Round(time.Millisecond))
+}
+
+// Unwrap returns ErrRateLimited.
+func (e *RateLimitedError) Unwrap() error { return ErrRateLimited }
 
 // MaxRoomSeats is the largest maxPlayers a created room may have.
 const MaxRoomSeats = 64
 
+// RejectRoomRate is the reason given to Config.OnReject for a room refused
+// to a client over its room rate.
+const RejectRoomRate = "room-rate"
+
 // Lobby is the rooms registry.
 type Lobby struct {
 	cfg       Config
+	roomRate  *limits.Rates   // rooms created per client; nil: no limit
 	ctx       context.Context // parent of every room's Run
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup // room goroutines and the directory loop
@@ -164,6 +201,7 @@ func New(cfg Config) (*Lobby, error) {
 		ended:   make(map[string]time.Time),
 	}
 	l.url.Store(&l.cfg.URL)
+	l.roomRate = limits.NewRates(l.cfg.RoomRate, l.cfg.RoomBurst) // nil when either is negative
 	if l.cfg.Bus != nil {
 		if err := l.startDirectory(); err != nil {
 			cancel()
@@ -178,9 +216,15 @@ type RoomOptions struct {
 	Mode       string `json:"mode,omitempty"` // a mode of Config.Modes; empty: the default
 	MaxPlayers int    `json:"maxPlayers,omitempty"`
 	Private    bool   `json:"private,omitempty"`
+	// Client is the address of the client asking (limits.ClientIP), for
+	// the per-client room rate; empty: not limited. Never read from a
+	// request body.
+	Client string `json:"-"`
 }
 
-// CreateRoom starts a new room with a fresh id.
+// CreateRoom starts a new room with a fresh id. It returns ErrTooMany
+// when MaxRooms are open, and a *RateLimitedError when opts.Client has
+// created rooms faster than RoomRate allows.
 func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
 	if l.draining.Load() {
 		return nil, ErrDraining
@@ -197,8 +241,14 @@ func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.rooms) >= l.cfg.MaxRooms {
+	if l.cfg.MaxRooms > 0 && len(l.rooms) >= l.cfg.MaxRooms {
 		return nil, ErrTooMany
+	}
+	// Only a room that would be made counts against the client's rate.
+	if wait := l.roomRate.Take(opts.Client, time.Now()); wait > 0 {
+		l.reject(RejectRoomRate)
+		l.cfg.Logger.Debug("room refused: over the room rate", "client", opts.Client, "retry", wait)
+		return nil, &RateLimitedError{Retry: wait}
 	}
 	id := newRoomID()
 	for l.rooms[id] != nil || !l.ended[id].IsZero() {
@@ -221,7 +271,7 @@ func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
 		r.Run(l.ctx)
 		l.roomEnded(id)
 	}()
-	l.cfg.Logger.Info("room created", "room", id, "mode", spec.Name, "private", opts.Private, "maxPlayers", opts.MaxPlayers)
+	l.cfg.Logger.Info("room created", "room", id, "mode", spec.Name, "private", opts.Private, "maxPlayers", opts.MaxPlayers, "client", opts.Client)
 	l.pokeDirectory()
 	return r, nil
 }
@@ -367,10 +417,12 @@ func (l *Lobby) fullestOpen(mode string, tried []*room.Room) *room.Room {
 
 // Matchmake seats c in the fullest public room of the mode (empty: the
 // default) with a free seat, or in a new room of that mode when there is
-// none. Rooms of other nodes count: when one of them has more players than
-// the best of this node, Matchmake returns a *MovedError naming it. An
-// unknown mode gives ErrNoMode.
-func (l *Lobby) Matchmake(ctx context.Context, c room.Client, name, mode string) (*room.Room, *room.Seat, error) {
+// none, which counts against the room rate of client (the player's
+// address; empty: not limited). Rooms of other nodes count: when one of
+// them has more players than the best of this node, Matchmake returns a
+// *MovedError naming it. An unknown mode gives ErrNoMode; a room the client
+// may not create yet, a *RateLimitedError.
+func (l *Lobby) Matchmake(ctx context.Context, c room.Client, name, mode, client string) (*room.Room, *room.Seat, error) {
 	spec, err := l.mode(mode)
 	if err != nil {
 		return nil, nil, err
@@ -389,7 +441,7 @@ func (l *Lobby) Matchmake(ctx context.Context, c room.Client, name, mode string)
 		}
 		if r == nil {
 			var err error
-			if r, err = l.CreateRoom(RoomOptions{Mode: spec.Name}); err != nil {
+			if r, err = l.CreateRoom(RoomOptions{Mode: spec.Name, Client: client}); err != nil {
 				return nil, nil, err
 			}
 		}

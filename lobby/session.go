@@ -3,6 +3,8 @@ package lobby
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"time"
 	"unicode/utf8"
 
@@ -51,6 +53,9 @@ type PlayerOptions struct {
 	// returns the name the token gives (empty: the join's name is used) and
 	// when the session must end (zero: never).
 	Authorize func(token string) (name string, expires time.Time, err error)
+	// Client is the player's client address (limits.ClientIP of its
+	// request), for the per-client limits and log lines.
+	Client string
 }
 
 // ServePlayer runs a player connection until it ends: it waits for `join`,
@@ -62,10 +67,10 @@ func (l *Lobby) ServePlayer(conn PlayerConn, opts PlayerOptions) {
 		l:    l,
 		conn: conn,
 		opts: opts,
-		chat: rate.NewLimiter(rate.Limit(l.cfg.ChatRate), l.cfg.ChatBurst),
+		chat: newLimiter(l.cfg.ChatRate, l.cfg.ChatBurst),
 		// Beyond the allowed rate a player may send 9x more for 2 s, i.e.
 		// 10x the allowed rate for 2 s, before the flood guard closes.
-		flood: rate.NewLimiter(rate.Limit(l.cfg.MessageRate), int(18*l.cfg.MessageRate)),
+		flood: newLimiter(l.cfg.MessageRate, int(18*l.cfg.MessageRate)),
 		// A delta client acks every snapshot, up to the tick rate: acks
 		// have a guard of their own, at twice the tick rate with the same
 		// 10x-for-2-s allowance, and leave the message rate to the rest.
@@ -92,6 +97,15 @@ func (l *Lobby) ServePlayer(conn PlayerConn, opts PlayerOptions) {
 	// Hold the seat unless it was given up already (leave, kick): a
 	// connection can also end while the session waits to answer it.
 	_ = s.room.Disconnect(context.Background(), s.seat, s.conn, reason)
+}
+
+// newLimiter returns a limiter of perSecond with bursts of burst, or one
+// that allows everything when either is negative (no limit).
+func newLimiter(perSecond float64, burst int) *rate.Limiter {
+	if perSecond < 0 || burst < 0 {
+		return rate.NewLimiter(rate.Inf, 0)
+	}
+	return rate.NewLimiter(rate.Limit(perSecond), burst)
 }
 
 // fail sends an error and closes with code.
@@ -170,9 +184,14 @@ func (s *session) join() bool {
 		}
 	}
 	if j.Room == wire.RoomAuto {
-		r, seat, err := s.l.Matchmake(ctx, s.conn, j.Name, j.Mode)
+		r, seat, err := s.l.Matchmake(ctx, s.conn, j.Name, j.Mode, s.opts.Client)
 		var moved *MovedError
+		var limited *RateLimitedError
 		switch {
+		case errors.As(err, &limited):
+			s.fail(wire.CodeRateLimited, fmt.Sprintf("too many rooms created from your address; try again in %ds",
+				int(math.Ceil(limited.Retry.Seconds()))), wire.CloseRateLimited)
+			return false
 		case errors.As(err, &moved):
 			s.moved(*moved)
 			return false
@@ -257,6 +276,9 @@ func (s *session) handle(frame []byte) bool {
 		}
 		return s.room.Chat(ctx, s.seat, s.conn, m.Text) == nil
 	case *wire.Typing:
+		if !s.seat.TypingDue(time.Now()) {
+			return true // at most one a second is forwarded; the rest go silently
+		}
 		return s.room.Typing(ctx, s.seat, s.conn) == nil
 	case *wire.Leave:
 		_ = s.room.Leave(ctx, s.seat, s.conn, wire.LeftLeave)

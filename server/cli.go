@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -17,6 +18,8 @@ import (
 	"github.com/tickwire/tickwire/game/arena"
 	"github.com/tickwire/tickwire/game/shooter"
 	"github.com/tickwire/tickwire/internal/flagenv"
+	"github.com/tickwire/tickwire/internal/limits"
+	"github.com/tickwire/tickwire/lobby"
 )
 
 // BuiltinModes returns the modes Tickwire ships: arena (the default) and
@@ -86,15 +89,62 @@ func Serve(ctx context.Context, args []string, modes ...game.Spec) error {
 	if len(modes) == 0 {
 		modes = BuiltinModes()
 	}
+	o, err := parseServe(args, modes, nil)
+	if err != nil {
+		return err
+	}
+	if os.Getenv("GOGC") == "" {
+		// Go's default of 100 lets the heap double between collections.
+		// A game server allocates little per tick, so collecting more
+		// often costs no measurable CPU and saves about a quarter of the
+		// memory per player (BENCHMARKS.md).
+		debug.SetGCPercent(o.gcPercent)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.level}))
+	slog.SetDefault(logger)
+	o.cfg.Logger = logger
+	srv, err := Open(o.cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := srv.Listen()
+	if err != nil {
+		_ = srv.Shutdown(context.Background())
+		return err
+	}
+	fmt.Printf("listening on %s://%s\n", srv.Scheme(), ln.Addr())
+	logger.Info("serving", "addr", ln.Addr().String(), "hz", o.cfg.Hz, "modes", o.modeList)
+	if err := srv.Serve(ctx, ln); err != nil {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// serveOptions are serve's settings: the server's Config and the
+// process's own.
+type serveOptions struct {
+	cfg       Config
+	gcPercent int
+	level     slog.Level
+	modeList  string
+}
+
+// parseServe parses serve's flags from args and the environment; usage
+// and errors go to out (nil: stderr).
+func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, error) {
 	var names []string
 	for _, m := range modes {
 		names = append(names, m.Name)
 	}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	if out != nil {
+		fs.SetOutput(out)
+	}
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address (:0 picks a free port)")
 	hz := fs.Int("hz", 30, "room tick rate")
-	spectateHz := fs.Int("spectate-hz", 10, "snapshot rate of spectator feeds")
-	maxPlayers := fs.Int("max-players", 16, "seats of a matchmade room")
+	spectateHz := fs.Int("spectate-hz", 10, "snapshots per second of spectator feeds, at most (0: every tick)")
+	maxPlayers := fs.Int("max-players", 16, "seats of a matchmade room, 1-64 (0: no limit, the most a room may have: 64)")
 	authSecret := fs.String("auth-secret", "", "HS256 secret for JWTs (empty: guests allowed)")
 	origins := fs.String("origins", "", "comma-separated allowed browser origins (default: same host only)")
 	natsURL := fs.String("nats", "", "NATS URL (empty: single node)")
@@ -107,66 +157,87 @@ func Serve(ctx context.Context, args []string, modes ...game.Spec) error {
 	drain := fs.Duration("drain", 2*time.Second, "refuse new joins this long before closing on SIGTERM")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (with -tls-key: https and wss)")
 	tlsKey := fs.String("tls-key", "", "TLS private key file")
-	readLimit := fs.Int64("read-limit", 4096, "largest player frame in bytes (over it: close 1009)")
-	maxConns := fs.Int("max-conns", 10000, "open WebSockets, SSE streams and polls in total (0: no cap)")
-	maxConnsPerIP := fs.Int("max-conns-per-ip", 256, "open connections per client IP, loopback exempt (0: no cap)")
-	maxRooms := fs.Int("max-rooms", 1000, "rooms open at once")
-	maxSpectators := fs.Int("max-spectators", 5000, "SSE streams and parked polls per room")
-	chatRate := fs.Float64("chat-rate", 5, "chat lines per second per player")
-	chatBurst := fs.Int("chat-burst", 20, "chat lines a player may send at once")
-	msgRate := fs.Float64("msg-rate", 0, "messages per second a player stays under (default 2 x hz); 10x that for 2s closes with 4029")
-	signalRate := fs.Float64("signal-rate", 50, "relayed signaling messages per second per peer")
-	signalBurst := fs.Int("signal-burst", 200, "relayed signaling messages a peer may send at once")
+	// Limits: 0 lifts a limit (NoLimit in Config), as each help says.
+	readLimit := fs.Int64("read-limit", 4096, "largest player frame in bytes, over it close 1009 (0: no limit)")
+	maxConns := fs.Int("max-conns", 10000, "open WebSockets, SSE streams and polls in total, over it 503 (0: no limit)")
+	maxConnsPerIP := fs.Int("max-conns-per-ip", 256, "open connections per client address, over it 429; loopback clients exempt (0: no limit)")
+	maxRooms := fs.Int("max-rooms", 1000, "rooms open at once (0: no limit)")
+	maxSpectators := fs.Int("max-spectators", 5000, "SSE streams and parked polls per room (0: no limit)")
+	chatRate := fs.Float64("chat-rate", 5, "chat lines per second per player (0: no limit)")
+	chatBurst := fs.Int("chat-burst", 20, "chat lines a player may send at once (0: no limit)")
+	msgRate := fs.Float64("msg-rate", 0, "messages per second a player stays under, default 2 x hz; 10x that for 2s closes with 4029 (0: no limit)")
+	signalRate := fs.Float64("signal-rate", 50, "relayed signaling messages per second per peer (0: no limit)")
+	signalBurst := fs.Int("signal-burst", 200, "relayed signaling messages a peer may send at once (0: no limit)")
+	roomRate := fs.Float64("room-rate", 1, "rooms a client may create per second, by POST /api/rooms or an auto join making one; over it 429 (0: no limit)")
+	roomBurst := fs.Int("room-burst", 5, "rooms a client may create at once (0: no limit)")
+	trustedProxies := fs.String("trusted-proxies", "", "comma-separated CIDRs or addresses of reverse proxies: their requests are attributed to the client named in X-Forwarded-For or Forwarded (default: none, every request is its TCP peer's)")
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/")
 	gcPercent := fs.Int("gc-percent", 25, "heap growth between garbage collections, in % of the live heap (Go's GOGC; the GOGC variable, when set, wins)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	modeList := fs.String("modes", strings.Join(names, ","), "comma-separated game modes rooms may run, the default first")
 	if err := flagenv.ParseWithEnv(fs, args); err != nil {
-		return err
+		return serveOptions{}, err
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
-		return fmt.Errorf("-tls-cert and -tls-key go together")
+		return serveOptions{}, fmt.Errorf("-tls-cert and -tls-key go together")
 	}
 	offered, err := pickModes(modes, flagenv.SplitList(*modeList))
 	if err != nil {
-		return fmt.Errorf("-modes: %w", err)
+		return serveOptions{}, fmt.Errorf("-modes: %w", err)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
+		return serveOptions{}, fmt.Errorf("-log-level: %w", err)
 	}
-	if os.Getenv("GOGC") == "" {
-		// Go's default of 100 lets the heap double between collections.
-		// A game server allocates little per tick, so collecting more
-		// often costs no measurable CPU and saves about a quarter of the
-		// memory per player (BENCHMARKS.md).
-		debug.SetGCPercent(*gcPercent)
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var bad []error
+	if *hz < 1 {
+		bad = append(bad, fmt.Errorf("-hz %d: at least 1", *hz))
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	slog.SetDefault(logger)
-	srv, err := Open(Config{Modes: offered,
-		Addr: *addr, Hz: *hz, SpectateHz: *spectateHz, MaxPlayers: *maxPlayers,
+	if *maxPlayers > lobby.MaxRoomSeats {
+		bad = append(bad, fmt.Errorf("-max-players %d: at most %d", *maxPlayers, lobby.MaxRoomSeats))
+	}
+	if given["msg-rate"] {
+		*msgRate = zeroIsNone(&bad, "msg-rate", *msgRate)
+	} // else 0: Config's default, 2 x hz
+	cfg := Config{Modes: offered,
+		Addr: *addr, Hz: *hz, SpectateHz: zeroIsNone(&bad, "spectate-hz", *spectateHz),
+		MaxPlayers: zeroIsNone(&bad, "max-players", *maxPlayers),
 		AuthSecret: *authSecret, Origins: flagenv.SplitList(*origins), NATS: *natsURL, PublicURL: *publicURL,
 		STUN: flagenv.SplitList(*stun), TURN: flagenv.SplitList(*turn), TURNSecret: *turnSecret,
-		TLSCert: *tlsCert, TLSKey: *tlsKey, ReadLimit: *readLimit,
-		MaxConns: *maxConns, MaxConnsPerIP: *maxConnsPerIP, MaxRooms: *maxRooms, MaxSpectators: *maxSpectators,
-		ChatRate: *chatRate, ChatBurst: *chatBurst, MessageRate: *msgRate,
-		SignalRate: *signalRate, SignalBurst: *signalBurst, Pprof: *pprofOn,
-		RoomIdle: *roomIdle, Grace: *grace, Drain: *drain, Logger: logger,
-	})
-	if err != nil {
-		return err
+		TLSCert: *tlsCert, TLSKey: *tlsKey, ReadLimit: zeroIsNone(&bad, "read-limit", *readLimit),
+		MaxConns:      zeroIsNone(&bad, "max-conns", *maxConns),
+		MaxConnsPerIP: zeroIsNone(&bad, "max-conns-per-ip", *maxConnsPerIP),
+		MaxRooms:      zeroIsNone(&bad, "max-rooms", *maxRooms),
+		MaxSpectators: zeroIsNone(&bad, "max-spectators", *maxSpectators),
+		ChatRate:      zeroIsNone(&bad, "chat-rate", *chatRate),
+		ChatBurst:     zeroIsNone(&bad, "chat-burst", *chatBurst),
+		MessageRate:   *msgRate,
+		SignalRate:    zeroIsNone(&bad, "signal-rate", *signalRate),
+		SignalBurst:   zeroIsNone(&bad, "signal-burst", *signalBurst),
+		RoomRate:      zeroIsNone(&bad, "room-rate", *roomRate),
+		RoomBurst:     zeroIsNone(&bad, "room-burst", *roomBurst),
+		Pprof:         *pprofOn, TrustedProxies: flagenv.SplitList(*trustedProxies),
+		RoomIdle: *roomIdle, Grace: *grace, Drain: *drain,
 	}
-	ln, err := srv.Listen()
-	if err != nil {
-		_ = srv.Shutdown(context.Background())
-		return err
+	if err := errors.Join(bad...); err != nil {
+		return serveOptions{}, err
 	}
-	fmt.Printf("listening on %s://%s\n", srv.Scheme(), ln.Addr())
-	logger.Info("serving", "addr", ln.Addr().String(), "hz", *hz, "modes", *modeList)
-	if err := srv.Serve(ctx, ln); err != nil {
-		return err
+	if _, err := limits.ParseProxies(cfg.TrustedProxies); err != nil {
+		return serveOptions{}, fmt.Errorf("-trusted-proxies: %w", err)
 	}
-	logger.Info("stopped")
-	return nil
+	return serveOptions{cfg: cfg, gcPercent: *gcPercent, level: level, modeList: *modeList}, nil
+}
+
+// zeroIsNone turns a limit flag's value into Config's: 0 (no limit)
+// becomes NoLimit; a negative value is an error, added to bad.
+func zeroIsNone[T int | int64 | float64](bad *[]error, name string, v T) T {
+	switch {
+	case v < 0:
+		*bad = append(*bad, fmt.Errorf("-%s %v: below 0 (0 lifts the limit)", name, v))
+	case v == 0:
+		return NoLimit
+	}
+	return v
 }

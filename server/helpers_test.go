@@ -33,7 +33,9 @@ func start(t *testing.T, cfg Config) *testServer {
 		cfg.Logger = quietLogger()
 	}
 	s := New(cfg)
-	hs := httptest.NewServer(s.Handler())
+	hs := httptest.NewUnstartedServer(s.Handler())
+	s.configureHTTP(hs.Config) // the timeouts of Serve
+	hs.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

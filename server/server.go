@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -35,6 +36,9 @@ import (
 	"github.com/tickwire/tickwire/wire"
 )
 
+// NoLimit in a limit of Config lifts that limit (the flags' 0).
+const NoLimit = -1
+
 // Config is everything `tickwire serve` can be told. Zero fields take the
 // defaults of the command line.
 type Config struct {
@@ -57,10 +61,18 @@ type Config struct {
 	JoinWait   time.Duration // time a player has to send join (5s)
 	ReadLimit  int64         // player frame limit (4096)
 	// Limits: connections (WebSockets, SSE streams, polls) in total (10000)
-	// and per client IP (256), rooms (1000), spectators per room (5000),
+	// and per client (256), rooms (1000), spectators per room (5000),
 	// chat lines per player (5/s, bursts of 20), messages per player
 	// (2 * Hz; 10x that for 2 s closes with 4029), relayed signaling
-	// messages per peer (50/s, bursts of 200).
+	// messages per peer (50/s, bursts of 200), rooms created per client
+	// (1/s, bursts of 5; POST /api/rooms and `auto` making a room).
+	//
+	// Zero takes the default in parentheses; NoLimit (any negative value)
+	// lifts the limit. The same goes for ReadLimit, for MaxPlayers (no
+	// limit: the most a room may have, lobby.MaxRoomSeats) and for
+	// SpectateHz (no limit: spectators get every tick). The flags of
+	// `tickwire serve` say 0 for no limit and turn it into NoLimit, so
+	// that a Config written in Go keeps its zero value meaning "defaults".
 	MaxConns      int
 	MaxConnsPerIP int
 	MaxRooms      int
@@ -70,6 +82,25 @@ type Config struct {
 	MessageRate   float64
 	SignalRate    float64
 	SignalBurst   int
+	RoomRate      float64
+	RoomBurst     int
+	// TrustedProxies are the reverse proxies (CIDRs or addresses) whose
+	// requests are attributed to the client named in X-Forwarded-For (the
+	// last address not in the list, walking from the right) or Forwarded
+	// (for=), for every per-client limit and log line; requests from other
+	// addresses are their TCP peer's, whatever their headers say. Loopback
+	// clients are exempt from the per-client limits.
+	TrustedProxies []string
+	// HTTP timeouts of Serve (each 0: the default): HeaderTimeout for a
+	// request's headers (10s, as the contract says), BodyTimeout for its
+	// body (10s), WriteTimeout for the answer of a short request (30s;
+	// long-lived streams, polls and WebSockets set their own deadlines),
+	// IdleTimeout for a keep-alive connection waiting for its next request
+	// (2m).
+	HeaderTimeout time.Duration
+	BodyTimeout   time.Duration
+	WriteTimeout  time.Duration
+	IdleTimeout   time.Duration
 	// Spectator feed settings: events kept for resumes (1024), SSE
 	// heartbeat (15s), default long-poll wait (25s).
 	FeedHistory   int
@@ -98,17 +129,56 @@ func (c Config) withDefaults() Config {
 	if c.Drain < 0 {
 		c.Drain = 0
 	}
-	if c.MaxConns == 0 {
-		c.MaxConns = 10000
-	}
-	if c.MaxConnsPerIP == 0 {
-		c.MaxConnsPerIP = 256
-	}
+	c.HeaderTimeout = orDefault(c.HeaderTimeout, 10*time.Second)
+	c.BodyTimeout = orDefault(c.BodyTimeout, 10*time.Second)
+	c.WriteTimeout = orDefault(c.WriteTimeout, 30*time.Second)
+	c.IdleTimeout = orDefault(c.IdleTimeout, 2*time.Minute)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	return c
+}
+
+// orDefault resolves a timeout of Config: 0 takes def, a negative one
+// means none (0 for net/http).
+func orDefault(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
+// capOf resolves a connection cap of Config for limits.New: 0 takes def,
+// NoLimit (negative) gives 0, no cap.
+func capOf(n, def int) int {
+	switch {
+	case n == 0:
+		return def
+	case n < 0:
+		return 0
+	}
+	return n
+}
+
+// everyTick is a spectator rate above any tick rate: spectators get every
+// tick (SpectateHz NoLimit).
+const everyTick = 1 << 20
+
+// maxRequestBody bounds the body of any request (the largest the API
+// takes, POST /api/rooms, is a few dozen bytes).
+const maxRequestBody = 64 << 10
+
+// feedConfig is every spectator feed's configuration.
+func (c Config) feedConfig() feed.Config {
+	hz := c.SpectateHz
+	if hz < 0 {
+		hz = everyTick
+	}
+	return feed.Config{SpectateHz: hz, History: c.FeedHistory}
 }
 
 // Server is a Tickwire node.
@@ -120,6 +190,7 @@ type Server struct {
 	auth     *auth.Verifier
 	metrics  *metrics.Metrics
 	limits   *limits.Limiter
+	proxies  *limits.Proxies    // trusted reverse proxies; nil: none
 	play     transport.Counters // totals of the player WebSockets
 	signals  transport.Counters // totals of the signaling WebSockets
 	handler  http.Handler
@@ -150,7 +221,12 @@ func New(cfg Config) *Server {
 // Shutdown.
 func Open(cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
+	proxies, err := limits.ParseProxies(cfg.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	s := &Server{
+		proxies: proxies,
 		cfg:     cfg,
 		conns:   make(map[*transport.Conn]struct{}),
 		auth:    auth.NewVerifier(cfg.AuthSecret),
@@ -172,12 +248,15 @@ func Open(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	s.limits = limits.New(cfg.MaxConns, cfg.MaxConnsPerIP, s.metrics.Reject)
+	s.limits = limits.New(capOf(cfg.MaxConns, 10000), capOf(cfg.MaxConnsPerIP, 256), s.metrics.Reject)
+	// The lobby reads its limits as Config does: 0 the default, negative
+	// none.
 	l, err := lobby.New(lobby.Config{
 		Hz: cfg.Hz, MaxPlayers: cfg.MaxPlayers, Grace: cfg.Grace, RoomIdle: cfg.RoomIdle,
 		JoinWait: cfg.JoinWait, ChatRate: cfg.ChatRate, ChatBurst: cfg.ChatBurst,
-		MessageRate: cfg.MessageRate, MaxRooms: cfg.MaxRooms, Modes: modes, Logger: cfg.Logger,
-		Feed:     feed.Config{SpectateHz: cfg.SpectateHz, History: cfg.FeedHistory},
+		MessageRate: cfg.MessageRate, MaxRooms: cfg.MaxRooms, RoomRate: cfg.RoomRate, RoomBurst: cfg.RoomBurst,
+		Modes: modes, Logger: cfg.Logger,
+		Feed:     cfg.feedConfig(),
 		OnReject: s.metrics.Reject, OnTick: s.metrics.Tick,
 		Bus: s.bus, URL: cfg.PublicURL, DirectoryEvery: cfg.DirectoryEvery, DirectoryTTL: cfg.DirectoryTTL,
 	})
@@ -192,7 +271,7 @@ func Open(cfg Config) (*Server, error) {
 		}
 	}
 	s.cluster, err = feed.NewCluster(feed.ClusterConfig{
-		Bus: s.bus, Node: s.lobby.Node(), Feed: feed.Config{SpectateHz: cfg.SpectateHz, History: cfg.FeedHistory},
+		Bus: s.bus, Node: s.lobby.Node(), Feed: cfg.feedConfig(),
 		Local: s.lobby.Feed, Host: s.lobby.RemoteHost, Logger: cfg.Logger,
 	})
 	if err != nil {
@@ -200,13 +279,21 @@ func Open(cfg Config) (*Server, error) {
 		_ = s.bus.Close()
 		return nil, err
 	}
+	maxViewers := cfg.MaxSpectators
+	if maxViewers < 0 {
+		maxViewers = math.MaxInt
+	}
 	s.feeds = feed.NewHandlers(feed.HandlerConfig{
 		Lookup: s.cluster.Feed, Heartbeat: cfg.FeedHeartbeat, PollTimeout: cfg.PollTimeout,
-		MaxViewers: cfg.MaxSpectators,
+		MaxViewers: maxViewers,
 	})
+	relayRate, relayBurst := rate.Limit(cfg.SignalRate), cfg.SignalBurst
+	if cfg.SignalRate < 0 || cfg.SignalBurst < 0 {
+		relayRate, relayBurst = rate.Inf, 1
+	}
 	s.signal = signaling.New(signaling.Config{
 		STUN: cfg.STUN, TURN: cfg.TURN, TURNSecret: cfg.TURNSecret,
-		RelayRate: rate.Limit(cfg.SignalRate), RelayBurst: cfg.SignalBurst,
+		RelayRate: relayRate, RelayBurst: relayBurst,
 		Transport:    transport.Config{PingInterval: cfg.PingEvery, CheckOrigin: s.checkOrigin, Counters: &s.signals},
 		Authenticate: s.authenticate,
 		Bus:          s.bus, Node: s.lobby.Node(),
@@ -218,15 +305,17 @@ func Open(cfg Config) (*Server, error) {
 	// passes the origin check; /api/ and /rooms/ need a token in the
 	// request when auth is on, /ws/ may carry it in its first message.
 	// Long-lived connections count against the connection limits.
-	mux.Handle("/api/rooms", s.requireToken(s.lobby.RoomsHandler()))
-	mux.Handle("/api/modes", s.requireToken(s.lobby.ModesHandler()))
-	mux.Handle("GET /api/ice", s.requireToken(s.signal.ICEHandler()))
+	// Short requests must have their answer written within WriteTimeout
+	// (brief); long-lived ones set their own write deadlines.
+	mux.Handle("/api/rooms", s.brief(s.requireToken(s.lobby.RoomsHandler())))
+	mux.Handle("/api/modes", s.brief(s.requireToken(s.lobby.ModesHandler())))
+	mux.Handle("GET /api/ice", s.brief(s.requireToken(s.signal.ICEHandler())))
 	mux.Handle("GET /ws/play", s.optionalToken(s.limits.Wrap(http.HandlerFunc(s.servePlay))))
 	mux.Handle("GET /ws/signal", s.optionalToken(s.limits.Wrap(s.signal)))
 	mux.Handle("GET /rooms/{room}/events", s.requireToken(s.limits.Wrap(http.HandlerFunc(s.feeds.SSE))))
 	mux.Handle("GET /rooms/{room}/poll", s.requireToken(s.limits.Wrap(http.HandlerFunc(s.feeds.Poll))))
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.Handle("GET /metrics", s.metrics.Handler())
+	mux.Handle("GET /healthz", s.brief(http.HandlerFunc(s.healthz)))
+	mux.Handle("GET /metrics", s.brief(s.metrics.Handler()))
 	if cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -234,8 +323,10 @@ func Open(cfg Config) (*Server, error) {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	mux.Handle("/", web.Handler()) // the browser client
-	s.handler = s.originGuard(mux)
+	mux.Handle("/", s.brief(web.Handler())) // the browser client
+	// Every request is attributed to its client first (trusted proxies),
+	// and its body bounded.
+	s.handler = s.proxies.Attribute(s.bound(s.originGuard(mux)))
 	return s, nil
 }
 
@@ -354,6 +445,50 @@ func (s *Server) originGuard(next http.Handler) http.Handler {
 	})
 }
 
+// bound bounds the body of every request, in time (BodyTimeout) and size,
+// and clears a write deadline that an earlier request on the same
+// keep-alive connection left (see brief), so that a stream or WebSocket
+// that follows a short request on it is not cut.
+func (s *Server) bound(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		_ = rc.SetWriteDeadline(time.Time{})
+		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+			if s.cfg.BodyTimeout > 0 {
+				_ = rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// brief gives a short request's answer WriteTimeout to be written, so that
+// a client that does not read cannot hold the handler and connection.
+// net/http's own WriteTimeout would cut every stream, WebSocket and parked
+// poll as well, which set deadlines of their own instead.
+func (s *Server) brief(next http.Handler) http.Handler {
+	if s.cfg.WriteTimeout <= 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		next.ServeHTTP(w, r)
+	})
+}
+
+// configureHTTP sets the timeouts of the http.Server that serves this
+// server's handler: HeaderTimeout for a request's headers (a TLS handshake
+// included) and IdleTimeout for a keep-alive connection between requests.
+// Bodies and short answers are bounded by the handler itself (bound,
+// brief); WebSockets, SSE streams and parked polls, which outlive every
+// one of these, keep their own deadlines.
+func (s *Server) configureHTTP(hs *http.Server) {
+	hs.ReadHeaderTimeout = s.cfg.HeaderTimeout
+	hs.IdleTimeout = s.cfg.IdleTimeout
+	hs.ReadTimeout, hs.WriteTimeout = 0, 0
+}
+
 // Handler returns the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.handler }
 
@@ -397,8 +532,12 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 }
 
 func (s *Server) servePlay(w http.ResponseWriter, r *http.Request) {
+	readLimit := s.cfg.ReadLimit
+	if readLimit < 0 {
+		readLimit = math.MaxInt64
+	}
 	conn, err := transport.Upgrade(w, r, transport.Config{
-		ReadLimit: s.cfg.ReadLimit, PingInterval: s.cfg.PingEvery, CheckOrigin: s.checkOrigin,
+		ReadLimit: readLimit, PingInterval: s.cfg.PingEvery, CheckOrigin: s.checkOrigin,
 		Counters: &s.play, OnRTT: s.metrics.RTT,
 	})
 	if err != nil {
@@ -408,7 +547,7 @@ func (s *Server) servePlay(w http.ResponseWriter, r *http.Request) {
 		conn.Close(wire.CloseGoingAway, "server is shutting down")
 		return
 	}
-	opts := lobby.PlayerOptions{IsTimeout: transport.IsTimeout}
+	opts := lobby.PlayerOptions{IsTimeout: transport.IsTimeout, Client: limits.ClientIP(r)}
 	if s.auth.Required() {
 		ctx := r.Context()
 		opts.Authorize = func(token string) (string, time.Time, error) {
@@ -475,10 +614,10 @@ func (s *Server) Listen() (net.Listener, error) {
 // then WebSockets get close 1001, the listener closes and Serve returns.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
+		Handler:  s.handler,
+		ErrorLog: slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
 	}
+	s.configureHTTP(hs)
 	errc := make(chan error, 1)
 	go func() {
 		if s.cfg.TLSCert != "" {

@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -13,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,16 +23,27 @@ import (
 
 	"github.com/tickwire/tickwire/clients/player"
 	"github.com/tickwire/tickwire/clients/spectator"
+	"github.com/tickwire/tickwire/internal/transport"
 	"github.com/tickwire/tickwire/wire"
 )
 
 // TestSoak mixes healthy players and viewers with clients that misbehave
-// (garbage frames, floods, never reading, vanishing mid-frame, abandoned
-// polls, bad signaling) for about 40 s (TICKWIRE_SOAK sets another
-// duration), and checks that the server answers throughout, that healthy
-// players keep their snapshot rate, that no chat line is lost for a healthy
-// player or viewer, and that goroutines and memory come back to their
+// (garbage frames, floods, never reading, vanishing mid-frame, an oversized
+// frame sent while the socket is full, abandoned polls, bad signaling) for
+// about 40 s (TICKWIRE_SOAK sets another duration), and checks that the
+// server answers throughout, that healthy players keep their snapshot rate,
+// that no chat line is lost for a healthy player or viewer, that a player
+// whose socket is full when it sends an oversized frame reads whole frames
+// and then close 1009, and that goroutines and memory come back to their
 // baseline once everyone has gone.
+//
+// Admission attackers as well: clients that send their headers slowly (cut
+// at HeaderTimeout), room-creation floods from single clients behind the
+// trusted proxy (never more rooms than the room rate allows, 429 with
+// Retry-After, `auto` refused with 4029), and typing floods (healthy
+// players see at most one `typing` per second of each). Every count the
+// server keeps stays at or above zero throughout, and every connection
+// slot is released at the end.
 func TestSoak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("soak")
@@ -42,7 +56,8 @@ func TestSoak(t *testing.T) {
 	baseMem := inUse()
 	const hz = 20
 	ts := start(t, Config{Hz: hz, Grace: time.Second, RoomIdle: time.Second, JoinWait: time.Second,
-		PingEvery: 500 * time.Millisecond})
+		PingEvery:     500 * time.Millisecond,
+		HeaderTimeout: time.Second, TrustedProxies: []string{"127.0.0.0/8", "::1"}})
 	ctx, stop := context.WithTimeout(context.Background(), duration)
 	defer stop()
 
@@ -52,6 +67,8 @@ func TestSoak(t *testing.T) {
 		room  string
 		snaps int
 		chat  []string
+		// typing seen, by sender id
+		typing map[uint32]int
 	}
 	var players []*healthy
 	for i := 0; i < 8; i++ {
@@ -63,7 +80,7 @@ func TestSoak(t *testing.T) {
 			room = players[i-i%4].room
 		}
 		c := ts.join(t, fmt.Sprintf("p%d", i), room)
-		players = append(players, &healthy{c: c, room: c.Welcome().Room})
+		players = append(players, &healthy{c: c, room: c.Welcome().Room, typing: map[uint32]int{}})
 	}
 	rooms := []string{players[0].room, players[4].room}
 	if rooms[0] == rooms[1] {
@@ -84,6 +101,8 @@ func TestSoak(t *testing.T) {
 					}
 				case *wire.ChatLine:
 					h.chat = append(h.chat, m.Text)
+				case *wire.TypingFrom:
+					h.typing[m.ID]++
 				}
 			}
 		}()
@@ -148,6 +167,41 @@ func TestSoak(t *testing.T) {
 
 	// Misbehaving clients, one after another, several at a time.
 	var bad sync.WaitGroup
+	var full struct { // the players that send an oversized frame once their socket is full
+		busy           atomic.Bool  // one at a time: each holds a seat
+		closed, gaveUp atomic.Int32 // closed with 1009; never filled their socket
+		mu             sync.Mutex
+		wrong          []string // anything else the player saw
+	}
+	// The admission attackers' findings, and a watch on the server's
+	// counts.
+	var adm struct {
+		slowCut, roomsMade, roomsRefused, autoRefused atomic.Int32
+		mu                                            sync.Mutex
+		typists                                       map[string]time.Duration // room/id: how long it sent typing
+		wrong                                         []string
+	}
+	adm.typists = map[string]time.Duration{}
+	admWrong := func(format string, args ...any) {
+		adm.mu.Lock()
+		adm.wrong = append(adm.wrong, fmt.Sprintf(format, args...))
+		adm.mu.Unlock()
+	}
+	wg.Add(1)
+	go func() { // counts never go below zero
+		defer wg.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for ctx.Err() == nil {
+			st, fs := ts.Lobby().Stats(), ts.feeds.Stats()
+			if st.Rooms < 0 || st.Players < 0 || st.Spectators < 0 || fs.Streams < 0 || fs.ParkedPolls < 0 || ts.limits.Open() < 0 {
+				admWrong("a negative count: %+v %+v, %d connections", st, fs, ts.limits.Open())
+				return
+			}
+			<-tick.C
+		}
+	}()
+	addr := strings.TrimPrefix(ts.http.URL, "http://")
 	misbehave := []func(){
 		func() { // garbage frames
 			c, err := ts.dial("garbage", rooms[0], "")
@@ -171,6 +225,179 @@ func TestSoak(t *testing.T) {
 				time.Sleep(3 * time.Second)
 				ws.Close()
 			}
+		},
+		func() { // stops reading until its socket is full, then sends a frame over the read limit
+			if !full.busy.CompareAndSwap(false, true) {
+				return
+			}
+			defer full.busy.Store(false)
+			d := websocket.Dialer{NetDialContext: (&net.Dialer{Control: smallSocket}).DialContext}
+			ws, _, err := d.Dial(ts.ws, nil)
+			if err != nil {
+				return
+			}
+			defer ws.Close()
+			_ = ws.WriteMessage(websocket.BinaryMessage, wire.MustEncode(&wire.Join{Name: "full", Room: rooms[1]}))
+			if _, _, err := ws.ReadMessage(); err != nil { // welcome (an error if refused: it gives up below)
+				return
+			}
+			// From here on it reads nothing. Unsolicited pongs keep it from
+			// timing out; requests whose answers pile up fill the socket
+			// sooner than snapshots alone.
+			alive := make(chan struct{})
+			var pongs sync.WaitGroup
+			stop := sync.OnceFunc(func() { close(alive); pongs.Wait() })
+			defer stop()
+			pongs.Add(1)
+			go func() {
+				defer pongs.Done()
+				tick := time.NewTicker(200 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-alive:
+						return
+					case <-tick.C:
+						_ = ws.WriteControl(websocket.PongMessage, nil, time.Now().Add(time.Second))
+					}
+				}
+			}()
+			bad, _ := msgpackMarshal(map[string]any{"t": "input", "dx": "x"}) // answered with an error
+			for range 300 {
+				_ = ws.WriteMessage(websocket.BinaryMessage, bad)
+			}
+			wrong := func(what string) {
+				full.mu.Lock()
+				full.wrong = append(full.wrong, what)
+				full.mu.Unlock()
+			}
+			// The socket is full once a snapshot had to wait (and was
+			// replaced): the server is in the middle of a frame.
+			addr := ws.LocalAddr().String()
+			ts.waitPlayConn(addr, 15*time.Second, func(c *transport.Conn) bool { return c == nil || c.Stats().StatesReplaced >= 3 })
+			if c := ts.playConn(addr); c == nil || c.Stats().StatesReplaced < 3 {
+				full.gaveUp.Add(1)
+				return
+			}
+			_ = ws.WriteMessage(websocket.BinaryMessage, make([]byte, 5000)) // the read limit is 4096
+			stop()
+			// Still not reading: the server reads the frame and ends the
+			// session before the player reads what it wrote.
+			if !ts.waitPlayConn(addr, 10*time.Second, func(c *transport.Conn) bool { return c == nil }) {
+				wrong("the session goes on after a frame over the read limit")
+				return
+			}
+			_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for { // whole frames, then the close 1009 (gorilla's reader checks the framing)
+				if _, _, err := ws.ReadMessage(); err != nil {
+					if player.CloseCode(err) == wire.CloseTooBig {
+						full.closed.Add(1)
+					} else {
+						wrong(err.Error())
+					}
+					return
+				}
+			}
+		},
+		func() { // slow headers: a header line now and then, never the blank line
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			began := time.Now()
+			fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: %s\r\n", addr)
+			done := make(chan struct{})
+			defer close(done)
+			go func() {
+				tick := time.NewTicker(200 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-done:
+						return
+					case <-tick.C:
+						if _, err := c.Write([]byte("X-Slow: 1\r\n")); err != nil {
+							return
+						}
+					}
+				}
+			}()
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = io.Copy(io.Discard, c)
+			var ne net.Error
+			switch took := time.Since(began); {
+			case errors.As(err, &ne) && ne.Timeout():
+				admWrong("slow headers still connected after %v", took)
+			case took < 900*time.Millisecond:
+				admWrong("slow headers cut after %v, before the header timeout", took)
+			default:
+				adm.slowCut.Add(1)
+			}
+		},
+		func() { // a room-creation flood from one client behind the trusted proxy
+			client := fmt.Sprintf("198.51.100.%d", 1+rand.IntN(250))
+			made, began := 0, time.Now()
+			for range 15 {
+				req, _ := http.NewRequestWithContext(ctx, "POST", ts.http.URL+"/api/rooms", strings.NewReader(`{"private":true}`))
+				req.Header.Set("X-Forwarded-For", "203.0.113.1, "+client) // the left part is the client's own say
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return
+				}
+				resp.Body.Close()
+				switch {
+				case resp.StatusCode == http.StatusCreated:
+					made++
+					adm.roomsMade.Add(1)
+				case resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") != "":
+					adm.roomsRefused.Add(1)
+				default:
+					admWrong("room flood: %d", resp.StatusCode)
+				}
+			}
+			// At most the burst (5) and 1 a second since.
+			if allowed := 5 + int(time.Since(began).Seconds()) + 1; made > allowed {
+				admWrong("room flood of %s: %d rooms, at most %d allowed", client, made, allowed)
+			}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			c, err := player.Dial(cctx, player.Options{URL: ts.ws, Name: "flood", Room: "auto", Mode: "shooter",
+				Header: http.Header{"X-Forwarded-For": {client}}})
+			var je *player.JoinError
+			switch {
+			case err == nil:
+				c.Close() // the bucket refilled meanwhile: the room was due
+			case errors.As(err, &je) && je.Code == wire.CodeRateLimited && je.CloseCode == wire.CloseRateLimited:
+				adm.autoRefused.Add(1)
+			case ctx.Err() == nil:
+				admWrong("room flood, auto: %v", err)
+			}
+		},
+		func() { // a typing flood: 300 a second for 1.5 s, under the flood guard
+			room := rooms[rand.IntN(len(rooms))]
+			c, err := ts.dial("typist", room, "")
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			began := time.Now()
+			var last time.Time
+			for time.Since(began) < 1500*time.Millisecond {
+				<-tick.C
+				for range 3 {
+					if c.Typing() != nil {
+						return
+					}
+					last = time.Now()
+				}
+			}
+			adm.mu.Lock()
+			adm.typists[fmt.Sprintf("%s/%d", room, c.ID())] = last.Sub(began)
+			adm.mu.Unlock()
+			_ = c.Leave()
 		},
 		func() { // vanishes in the middle of a frame
 			ws, _, err := websocket.DefaultDialer.Dial(ts.ws, nil)
@@ -243,6 +470,32 @@ func TestSoak(t *testing.T) {
 	if n := healthFails.Load(); n > 0 {
 		t.Errorf("/healthz failed %d times", n)
 	}
+	for _, w := range adm.wrong {
+		t.Errorf("admission: %s", w)
+	}
+	if adm.slowCut.Load() == 0 || adm.roomsRefused.Load() == 0 || len(adm.typists) == 0 {
+		t.Errorf("admission attackers did not run: %d slow-header clients cut, %d rooms refused, %d typists",
+			adm.slowCut.Load(), adm.roomsRefused.Load(), len(adm.typists))
+	}
+	for i, h := range players {
+		for id, n := range h.typing {
+			d, ok := adm.typists[fmt.Sprintf("%s/%d", h.room, id)]
+			// One a second, give or take one for the server's view of
+			// when they came.
+			if allowed := int(d/time.Second) + 2; !ok || n > allowed {
+				t.Errorf("healthy player %d saw %d typing from %d (typed for %v)", i, n, id, d)
+			}
+		}
+	}
+	t.Logf("admission: %d slow-header clients cut, rooms %d made and %d refused, %d auto refused, %d typists",
+		adm.slowCut.Load(), adm.roomsMade.Load(), adm.roomsRefused.Load(), adm.autoRefused.Load(), len(adm.typists))
+	if len(full.wrong) > 0 {
+		t.Errorf("players that sent an oversized frame with a full socket saw, instead of close 1009: %q", full.wrong)
+	}
+	if full.closed.Load() == 0 && runtime.GOOS == "linux" {
+		t.Errorf("no player filled its socket and was closed with 1009 (%d gave up)", full.gaveUp.Load())
+	}
+	t.Logf("oversized frames with a full socket: %d closed with 1009, %d never filled their socket", full.closed.Load(), full.gaveUp.Load())
 	for i, h := range players {
 		if rate := float64(h.snaps) / elapsed.Seconds(); rate < 0.85*hz {
 			t.Errorf("healthy player %d got %.1f snapshots/s, want about %d", i, rate, hz)
@@ -267,11 +520,62 @@ func TestSoak(t *testing.T) {
 			t.Fatalf("rooms still open: %+v", ts.Lobby().Stats())
 		}
 	}
+	for deadline := time.Now().Add(15 * time.Second); ts.limits.Open() != 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connection slots still held", ts.limits.Open())
+		}
+	}
 	http.DefaultClient.CloseIdleConnections()
 	checkGoroutines(t, baseGoroutines+10) // the test server's own
 	if grown := int64(inUse()) - int64(baseMem); grown > 32<<20 {
 		t.Errorf("memory grew by %d MiB", grown>>20)
 	}
+}
+
+// playConn is the server's player connection from the client address
+// addr while its session lasts, else nil.
+func (ts *testServer) playConn(addr string) *transport.Conn {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	for c := range ts.conns {
+		if c.RemoteAddr() == addr {
+			return c
+		}
+	}
+	return nil
+}
+
+// waitPlayConn waits until ok holds for playConn(addr), checking every
+// 10 ms, and reports false if wait passes first.
+func (ts *testServer) waitPlayConn(addr string, wait time.Duration, ok func(*transport.Conn) bool) bool {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for deadline := time.Now().Add(wait); !ok(ts.playConn(addr)); <-tick.C {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
+// smallSocket gives a client socket the smallest receive buffer and, on
+// Linux, the smallest segments (the server's send buffer is sized by
+// them), so that the server's socket to it fills after a few kilobytes
+// rather than the megabytes of loopback's 64 KiB segments.
+func smallSocket(_, _ string, rc syscall.RawConn) error {
+	return rc.Control(func(fd uintptr) {
+		_ = setsockopt(syscall.SetsockoptInt, fd, syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1)
+		if runtime.GOOS == "linux" {
+			const tcpMaxSeg = 2 // TCP_MAXSEG
+			_ = setsockopt(syscall.SetsockoptInt, fd, syscall.IPPROTO_TCP, tcpMaxSeg, 88)
+		}
+	})
+}
+
+// setsockopt calls syscall.SetsockoptInt, whose socket is an int on Unix
+// and a Handle on Windows.
+func setsockopt[FD ~int | ~uintptr](set func(FD, int, int, int) error, fd uintptr, level, opt, v int) error {
+	return set(FD(fd), level, opt, v)
 }
 
 func cosSin(a float64) (float64, float64) {

@@ -15,20 +15,25 @@ const (
 	// same cluster (an addition): the `error` carries that node's URL and
 	// the room id, and is followed by close CloseMoved.
 	CodeMoved = "moved"
+	// CodeOverloaded refuses a join while the node is past its capacity
+	// (contract 1.1): the `error` carries `retry`, the seconds to wait,
+	// and is followed by close CloseTryAgainLater.
+	CodeOverloaded = "overloaded"
 )
 
 // WebSocket close codes of the player protocol.
 const (
-	CloseNormal       = 1000 // after `leave`
-	CloseGoingAway    = 1001 // the server is shutting down
-	ClosePolicy       = 1008 // slow consumer
-	CloseTooBig       = 1009 // a frame over the read limit
-	CloseBadMessage   = 4000
-	CloseUnauthorized = 4001
-	CloseNotFound     = 4004
-	CloseRoomFull     = 4009
-	CloseRateLimited  = 4029
-	CloseMoved        = 4307 // addition: the room is on another node
+	CloseNormal        = 1000 // after `leave`
+	CloseGoingAway     = 1001 // the server is shutting down
+	ClosePolicy        = 1008 // slow consumer
+	CloseTooBig        = 1009 // a frame over the read limit
+	CloseTryAgainLater = 1013 // the node is overloaded (contract 1.1)
+	CloseBadMessage    = 4000
+	CloseUnauthorized  = 4001
+	CloseNotFound      = 4004
+	CloseRoomFull      = 4009
+	CloseRateLimited   = 4029
+	CloseMoved         = 4307 // addition: the room is on another node
 )
 
 // Reasons of the `left` message.

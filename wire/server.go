@@ -86,6 +86,9 @@ type Error struct {
 	Msg  string `msgpack:"msg"`
 	URL  string `msgpack:"url,omitempty"`
 	Room string `msgpack:"room,omitempty"`
+	// Retry, with CodeOverloaded (and CodeRateLimited where set), is how
+	// many seconds to wait before trying again.
+	Retry int `msgpack:"retry,omitempty"`
 }
 
 // Type returns TypeWelcome.

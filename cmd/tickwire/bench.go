@@ -27,7 +27,7 @@ import (
 	"github.com/tickwire/tickwire/server"
 )
 
-const benchUsage = `usage: tickwire bench <game|feeds|transports|signaling|all> [flags]
+const benchUsage = `usage: tickwire bench <game|feeds|transports|signaling|overload|all> [flags]
 
 Loads a Tickwire server on 127.0.0.1 and prints a table of the results
 (medians of -runs runs; -json for JSON). By default each run starts its own
@@ -57,6 +57,8 @@ type benchFlags struct {
 	browser        bool
 
 	pairs int
+
+	offered, joinRate int
 }
 
 func runBench(ctx context.Context, args []string) error {
@@ -100,6 +102,8 @@ func runBench(ctx context.Context, args []string) error {
 	fs.IntVar(&f.idle, "idle", 1000, "transports: idle connections of each kind for the memory figure")
 	fs.BoolVar(&f.browser, "browser-headers", false, "transports: send the request headers a browser sends (User-Agent, Accept-*, Sec-Fetch-*, ...)")
 	fs.IntVar(&f.pairs, "pairs", 50, "signaling: peer pairs connecting at once")
+	fs.IntVar(&f.offered, "offered", 2000, "overload: players that try to join (offer more than the server carries at -hz)")
+	fs.IntVar(&f.joinRate, "join-rate", 100, "overload: joins tried per second")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -226,6 +230,33 @@ var benchmarks = map[string]func(*benchRunner, context.Context) (*bench.Table, a
 	"feeds":      (*benchRunner).feeds,
 	"transports": (*benchRunner).transports,
 	"signaling":  (*benchRunner).signaling,
+	"overload":   (*benchRunner).overload,
+}
+
+// overload offers more players than the server carries and shows how it
+// refuses the surplus (`all` leaves it out: it saturates the server).
+func (r *benchRunner) overload(ctx context.Context) (*bench.Table, any, error) {
+	var runs []*bench.OverloadResult
+	for i := range r.f.runs {
+		t, stop, err := r.target(ctx, "-room-rate", "0", "-max-conns-per-ip", "0")
+		if err != nil {
+			return nil, nil, err
+		}
+		res, err := bench.RunOverload(ctx, t, bench.OverloadConfig{
+			Offered: r.f.offered, JoinRate: r.f.joinRate, Duration: r.f.duration,
+			Progress: r.progress.prefix(fmt.Sprintf("run %d/%d ", i+1, r.f.runs)),
+		})
+		stop()
+		if err != nil {
+			return nil, nil, err
+		}
+		runs = append(runs, res)
+	}
+	t := bench.OverloadTable(runs)
+	if r.f.pin {
+		t.Notes = append(t.Notes, "server pinned to CPU 0, players to CPU 1")
+	}
+	return t, runs, nil
 }
 
 // benchRunner runs benchmarks with the parsed flags.

@@ -100,6 +100,10 @@ type Config struct {
 	// OnTick, when set, is told each tick's duration and whether it
 	// overran its period, on the room goroutine (for metrics).
 	OnTick func(d time.Duration, overrun bool)
+	// OnLate, when set, is told at each tick how late it starts after its
+	// moment in the schedule, the period, and how many ticks were skipped
+	// before it (for overload detection), on the room goroutine.
+	OnLate func(late, period time.Duration, skipped int)
 	Logger *slog.Logger
 }
 
@@ -200,6 +204,8 @@ type Seat struct {
 	fresh bool   // input not yet applied
 	seen  bool   // an input was accepted on this connection
 	last  uint64 // newest seq accepted
+
+	typingAt atomic.Int64 // Unix ns of the last `typing` forwarded (TypingDue)
 
 	client    Client
 	token     string
@@ -390,6 +396,26 @@ func (r *Room) Chat(ctx context.Context, s *Seat, c Client, text string) error {
 	})
 }
 
+// TypingEvery is how often a player's `typing` is forwarded at most
+// (contract 1.1); the others are dropped.
+const TypingEvery = time.Second
+
+// TypingDue reports whether a `typing` of the seat's player at now is to be
+// forwarded: none was within TypingEvery before it. It counts the ones it
+// lets through, for the seat, whichever connection holds it.
+func (s *Seat) TypingDue(now time.Time) bool {
+	t := now.UnixNano()
+	for {
+		last := s.typingAt.Load()
+		if last != 0 && t-last < int64(TypingEvery) {
+			return false
+		}
+		if s.typingAt.CompareAndSwap(last, t) {
+			return true
+		}
+	}
+}
+
 // Typing tells everyone but the seat's player that it is typing.
 func (r *Room) Typing(ctx context.Context, s *Seat, c Client) error {
 	return r.post(ctx, func() {
@@ -553,8 +579,14 @@ func (r *Room) Run(ctx context.Context) {
 			// The schedule is start + n*dt: ticks missed during a stall
 			// are skipped, not run in a burst.
 			due := uint64(now.Sub(start) / r.dt)
+			skipped := uint64(0)
 			if due > n+1 {
-				r.skipped.Add(due - n - 1)
+				skipped = due - n - 1
+				r.skipped.Add(skipped)
+			}
+			if r.cfg.OnLate != nil {
+				// How late the next tick of the schedule starts.
+				r.cfg.OnLate(now.Sub(start.Add(time.Duration(n+1)*r.dt)), r.dt, int(skipped))
 			}
 			n = max(due, n+1)
 			r.tick(n, now)

@@ -36,8 +36,11 @@ func WriteError(w http.ResponseWriter, status int, code, message string) {
 	WriteJSON(w, status, map[string]body{"error": {Code: code, Message: message}})
 }
 
-// WriteRetryError is WriteError with a Retry-After header.
+// WriteRetryError is WriteError with a Retry-After header: after in whole
+// seconds, rounded up (a retry any earlier would be refused again), at
+// least 1.
 func WriteRetryError(w http.ResponseWriter, status int, code, message string, after time.Duration) {
-	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(after.Round(time.Second)/time.Second))))
+	secs := (after + time.Second - 1) / time.Second
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(secs))))
 	WriteError(w, status, code, message)
 }

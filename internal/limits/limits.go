@@ -1,5 +1,7 @@
-// Package limits caps long-lived connections, in total and per client IP.
-// A request holds its slot while its handler runs; a handler that keeps the
+// Package limits caps long-lived connections, in total and per client
+// address, limits how often each client may do something (Rates), and
+// tells a request's client behind trusted reverse proxies (Proxies). A
+// request holds its slot while its handler runs; a handler that keeps the
 // connection after returning (a taken-over SSE stream) takes the slot with
 // Detach and releases it when the connection closes.
 //
@@ -8,9 +10,7 @@ package limits
 
 import (
 	"context"
-	"net"
 	"net/http"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -39,6 +39,9 @@ func New(maxTotal, maxPerIP int, onReject func(reason string)) *Limiter {
 	return &Limiter{maxTotal: maxTotal, maxPerIP: maxPerIP, onReject: onReject, perIP: make(map[string]int)}
 }
 
+// Caps returns the caps in force, 0 meaning none.
+func (l *Limiter) Caps() (total, perIP int) { return max(l.maxTotal, 0), max(l.maxPerIP, 0) }
+
 // Open returns the number of connections held now.
 func (l *Limiter) Open() int {
 	l.mu.Lock()
@@ -46,14 +49,11 @@ func (l *Limiter) Open() int {
 	return l.total
 }
 
-// acquire takes a slot for ip. Loopback clients (local tools, or a reverse
-// proxy on the same machine, whose clients all look alike) count in the
-// total only.
+// acquire takes a slot for the client address ip. Loopback clients (local
+// tools, or a reverse proxy on the same machine that is not trusted, whose
+// clients all look alike) count in the total only.
 func (l *Limiter) acquire(ip string) string {
-	loopback := false
-	if a, err := netip.ParseAddr(ip); err == nil {
-		loopback = a.IsLoopback()
-	}
+	loopback := IsLoopback(ip)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
@@ -86,13 +86,11 @@ type slot struct {
 type slotKey struct{}
 
 // Wrap limits the requests next serves: over the total cap it answers 503,
-// over the per-IP cap 429, both with Retry-After.
+// over the per-client cap 429, both with Retry-After. The client is the
+// one ClientIP names (behind a trusted proxy, the proxy's client).
 func (l *Limiter) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ip, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			ip = r.RemoteAddr
-		}
+		ip := ClientIP(r)
 		if reason := l.acquire(ip); reason != "" {
 			if l.onReject != nil {
 				l.onReject(reason)

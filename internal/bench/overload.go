@@ -1,0 +1,250 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tickwire/tickwire/wire"
+)
+
+// OverloadConfig sets up `bench overload`: players join a server faster
+// and in greater number than it can carry, and the run shows whether the
+// server refuses the surplus cleanly while the players in play keep their
+// snapshots, and how fast it takes joins again once load falls.
+type OverloadConfig struct {
+	Offered  int           // players that try to join (2000)
+	JoinRate int           // joins tried per second (100)
+	Duration time.Duration // measured window once every offer is answered (10s)
+	// Progress receives a status line now and then; nil is quiet.
+	Progress func(string)
+}
+
+func (c OverloadConfig) withDefaults() OverloadConfig {
+	if c.Offered <= 0 {
+		c.Offered = 2000
+	}
+	if c.JoinRate <= 0 {
+		c.JoinRate = 100
+	}
+	if c.Duration <= 0 {
+		c.Duration = 10 * time.Second
+	}
+	if c.Progress == nil {
+		c.Progress = func(string) {}
+	}
+	return c
+}
+
+// OverloadResult is one run of `bench overload`.
+type OverloadResult struct {
+	Hz       int `json:"hz"`
+	Offered  int `json:"offered"`
+	Joined   int `json:"joined"`
+	Refused  int `json:"refused"`  // refused with `overloaded`, close 1013
+	Failed   int `json:"failed"`   // refused otherwise, or timed out
+	Dropped  int `json:"dropped"`  // joined, then lost during the window
+	FirstRef int `json:"firstRef"` // players in when the first refusal came (0: none)
+
+	DeliveredPct      float64 `json:"deliveredPct"`      // snapshots / room ticks, mean over players in play
+	WorstDeliveredPct float64 `json:"worstDeliveredPct"` // the same, the worst player
+	Gap               Dist    `json:"gap"`
+	Latency           Dist    `json:"latency"`
+	// RecoverSec is how long after half the players left a join was taken
+	// again (-1: not within 30 s).
+	RecoverSec   float64  `json:"recoverSec"`
+	ServerCPUPct *float64 `json:"serverCpuPct,omitempty"`
+}
+
+// RunOverload runs one round of `bench overload` against t (a server with
+// no room-creation limit, so that `auto` can make rooms as fast as players
+// come).
+func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadResult, error) {
+	cfg = cfg.withDefaults()
+	res := &OverloadResult{Offered: cfg.Offered}
+	var counter Counter
+	var win window
+	var (
+		mu      sync.Mutex // guards bots and the counts in res
+		bots    []*gameBot
+		wg      sync.WaitGroup
+		joined  atomic.Int64
+		pending sync.WaitGroup
+	)
+	tk := time.NewTicker(time.Second / time.Duration(cfg.JoinRate))
+	defer tk.Stop()
+	progressDone := ticker(ctx, time.Second, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		cfg.Progress(fmt.Sprintf("overload: %d in, %d refused, %d failed of %d offered", joined.Load(), res.Refused, res.Failed, cfg.Offered))
+	})
+	for i := range cfg.Offered {
+		select {
+		case <-ctx.Done():
+			progressDone()
+			return nil, ctx.Err()
+		case <-tk.C:
+		}
+		pending.Add(1)
+		go func() {
+			defer pending.Done()
+			dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			defer cancel()
+			b, err := dialBot(dctx, t.WSURL(wire.PathPlay), fmt.Sprintf("o-%d", i+1), wire.RoomAuto, &counter, false)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil && strings.Contains(err.Error(), wire.CodeOverloaded):
+				if res.Refused == 0 && res.Failed == 0 {
+					res.FirstRef = int(joined.Load())
+				}
+				res.Refused++
+			case err != nil:
+				res.Failed++
+			default:
+				joined.Add(1)
+				gb := &gameBot{b: b, done: make(chan error, 1)}
+				bots = append(bots, gb)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					gb.done <- b.read(func(at, rx time.Time, f []byte) { gb.frame(&win, at, rx, f) })
+				}()
+			}
+		}()
+	}
+	pending.Wait()
+	progressDone()
+	defer func() {
+		for _, gb := range bots {
+			gb.b.close()
+		}
+		wg.Wait()
+	}()
+	if len(bots) == 0 {
+		return nil, errors.New("overload: no player got in")
+	}
+	res.Joined = len(bots)
+	res.Hz = bots[0].b.welcome.Hz
+
+	// Inputs from every player in play, as in `bench game`.
+	sendCtx, stopSend := context.WithCancel(ctx)
+	var sent atomic.Int64
+	var swg sync.WaitGroup
+	plays := make([]*gameBot, len(bots))
+	copy(plays, bots)
+	senders := min(len(plays), 64)
+	for g := range senders {
+		swg.Add(1)
+		go func() { defer swg.Done(); sendInputs(sendCtx, plays, g, senders, res.Hz, &win, &sent) }()
+	}
+	defer func() { stopSend(); swg.Wait() }()
+
+	// The window: everyone who got in plays.
+	u0, haveUsage := t.Usage()
+	start := time.Now()
+	win.start.Store(start.UnixNano())
+	if !sleepCtx(ctx, cfg.Duration) {
+		return nil, ctx.Err()
+	}
+	stop := time.Now()
+	win.end.Store(stop.UnixNano())
+	u1, _ := t.Usage()
+	if haveUsage {
+		c := CPUPercent(u0, u1)
+		res.ServerCPUPct = &c
+	}
+
+	// Snapshots per player against the ticks its room ran in the window.
+	roomTicks := map[string]map[uint64]struct{}{}
+	for _, gb := range plays {
+		set := roomTicks[gb.b.welcome.Room]
+		if set == nil {
+			set = map[uint64]struct{}{}
+			roomTicks[gb.b.welcome.Room] = set
+		}
+		for _, n := range gb.ticks {
+			set[n] = struct{}{}
+		}
+	}
+	var pcts []float64
+	var lat, gap []samples
+	for _, gb := range plays {
+		if gb.dropped(stop) {
+			res.Dropped++
+		}
+		if n := len(roomTicks[gb.b.welcome.Room]); n > 0 {
+			pcts = append(pcts, 100*float64(gb.snaps)/float64(n))
+		} else {
+			pcts = append(pcts, 0)
+		}
+		lat = append(lat, gb.lat)
+		gap = append(gap, gb.gap)
+	}
+	var sum float64
+	for _, p := range pcts {
+		sum += p
+	}
+	res.DeliveredPct = round3(sum / float64(len(pcts)))
+	res.WorstDeliveredPct = round3(slices.Min(pcts))
+	res.Latency = merge(lat...).dist()
+	res.Gap = merge(gap...).dist()
+
+	// Recovery: half the players leave; how long until a join is taken.
+	stopSend()
+	swg.Wait()
+	for _, gb := range bots[:len(bots)/2] {
+		gb.b.close()
+	}
+	left := time.Now()
+	res.RecoverSec = -1
+	for time.Since(left) < 30*time.Second {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		b, err := dialBot(dctx, t.WSURL(wire.PathPlay), "probe", wire.RoomAuto, &counter, false)
+		cancel()
+		if err == nil {
+			b.close()
+			res.RecoverSec = round3(time.Since(left).Seconds())
+			break
+		}
+		if !sleepCtx(ctx, 250*time.Millisecond) {
+			return nil, ctx.Err()
+		}
+	}
+	return res, nil
+}
+
+// OverloadTable shows runs of `bench overload`, medians first.
+func OverloadTable(runs []*OverloadResult) *Table {
+	r0 := runs[0]
+	t := &Table{Title: fmt.Sprintf("bench overload: %d players offered at %d Hz, %d run(s)", r0.Offered, r0.Hz, len(runs))}
+	add := func(name, unit string, f func(*OverloadResult) float64) {
+		vals := make([]float64, len(runs))
+		for i, r := range runs {
+			vals[i] = f(r)
+		}
+		t.Rows = append(t.Rows, row(name, unit, vals, nil))
+	}
+	add("players in", "", func(r *OverloadResult) float64 { return float64(r.Joined) })
+	add("refused: overloaded (1013)", "", func(r *OverloadResult) float64 { return float64(r.Refused) })
+	add("refused otherwise or timed out", "", func(r *OverloadResult) float64 { return float64(r.Failed) })
+	add("players in at the first refusal", "", func(r *OverloadResult) float64 { return float64(r.FirstRef) })
+	add("snapshots delivered, mean player", "%", func(r *OverloadResult) float64 { return r.DeliveredPct })
+	add("snapshots delivered, worst player", "%", func(r *OverloadResult) float64 { return r.WorstDeliveredPct })
+	add("update gap p99", "ms", func(r *OverloadResult) float64 { return r.Gap.P99 })
+	add("delivery latency p99", "ms", func(r *OverloadResult) float64 { return r.Latency.P99 })
+	add("players dropped in the window", "", func(r *OverloadResult) float64 { return float64(r.Dropped) })
+	add("joins taken again after half left", "s", func(r *OverloadResult) float64 { return r.RecoverSec })
+	add("server CPU", "% of a core", func(r *OverloadResult) float64 {
+		if r.ServerCPUPct == nil {
+			return 0
+		}
+		return *r.ServerCPUPct
+	})
+	return t
+}

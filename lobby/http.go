@@ -49,6 +49,9 @@ func (l *Lobby) createRoom(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteRetryError(w, http.StatusTooManyRequests, httpapi.CodeRateLimited,
 			"too many rooms created from your address; try again later", limited.Retry)
 		return
+	case errors.Is(err, ErrOverloaded):
+		httpapi.WriteRetryError(w, http.StatusServiceUnavailable, httpapi.CodeOverloaded, "the server is at capacity; try again later", l.RetryAfter())
+		return
 	case errors.Is(err, ErrDraining):
 		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "the server is draining")
 		return

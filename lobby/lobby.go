@@ -51,6 +51,12 @@ type Config struct {
 	OnReject func(code string)
 	// OnTick is given to every room (see room.Config.OnTick).
 	OnTick func(d time.Duration, overrun bool)
+	// OnLate is given to every room (see room.Config.OnLate).
+	OnLate func(late, period time.Duration, skipped int)
+	// Load, when set, tells whether the node is past its capacity: new
+	// seats and rooms are then refused (ErrOverloaded); players resuming
+	// their seats are not.
+	Load Load
 	// MaxRooms caps the rooms open at once (1000).
 	MaxRooms int
 	// RoomRate and RoomBurst limit the rooms each client creates (1/s,
@@ -143,7 +149,10 @@ var (
 	ErrDraining = errors.New("lobby: server is draining")
 	ErrBadRoom  = errors.New("lobby: bad room options")
 	ErrNoMode   = errors.New("lobby: unknown game mode")
-	ErrTooMany  = errors.New("lobby: too many rooms")
+	// ErrOverloaded refuses new rooms and seats while the node is past its
+	// capacity (see Config.Load).
+	ErrOverloaded = errors.New("lobby: the server is overloaded")
+	ErrTooMany    = errors.New("lobby: too many rooms")
 	// ErrRateLimited: the client created rooms faster than RoomRate
 	// allows; the error is a *RateLimitedError.
 	ErrRateLimited = errors.New("lobby: too many rooms created by this client")
@@ -229,6 +238,9 @@ func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
 	if l.draining.Load() {
 		return nil, ErrDraining
 	}
+	if l.Overloaded() {
+		return nil, ErrOverloaded
+	}
 	spec, err := l.mode(opts.Mode)
 	if err != nil {
 		return nil, err
@@ -257,7 +269,7 @@ func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
 	cfg := room.Config{
 		ID: id, Mode: spec, Private: opts.Private, Hz: l.cfg.Hz, Phase: l.nextPhase(),
 		MaxPlayers: opts.MaxPlayers, Grace: l.cfg.Grace, Idle: l.cfg.RoomIdle,
-		OnTick: l.cfg.OnTick, Logger: l.cfg.Logger,
+		OnTick: l.cfg.OnTick, OnLate: l.cfg.OnLate, Logger: l.cfg.Logger,
 	}
 	var r *room.Room
 	f := feed.New(l.cfg.Feed, func(delta int) { r.AddSpectators(delta) })
@@ -488,4 +500,22 @@ func newRoomID() string {
 		b[i] = alphabet[int(b[i])%len(alphabet)]
 	}
 	return string(b)
+}
+
+// Load tells whether the node is past its capacity, and how long a
+// client refused for it should wait before trying again.
+type Load interface {
+	Overloaded() bool
+	RetryAfter() time.Duration
+}
+
+// Overloaded reports whether new seats and rooms are refused for load.
+func (l *Lobby) Overloaded() bool { return l.cfg.Load != nil && l.cfg.Load.Overloaded() }
+
+// RetryAfter is the wait suggested to a client refused for load.
+func (l *Lobby) RetryAfter() time.Duration {
+	if l.cfg.Load == nil {
+		return 0
+	}
+	return l.cfg.Load.RetryAfter()
 }

@@ -183,6 +183,16 @@ func (s *session) join() bool {
 			return false
 		}
 	}
+	// Past here the player takes a new seat: not while the node is past
+	// its capacity (those in play resume above).
+	if s.l.Overloaded() {
+		s.l.reject(wire.CodeOverloaded)
+		retry := s.l.RetryAfter()
+		_ = s.conn.Send(wire.MustEncode(&wire.Error{Code: wire.CodeOverloaded,
+			Msg: "the server is at capacity; try again later", Retry: int((retry + time.Second - 1) / time.Second)}))
+		s.conn.Close(wire.CloseTryAgainLater, wire.CodeOverloaded)
+		return false
+	}
 	if j.Room == wire.RoomAuto {
 		r, seat, err := s.l.Matchmake(ctx, s.conn, j.Name, j.Mode, s.opts.Client)
 		var moved *MovedError

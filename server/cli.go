@@ -172,6 +172,8 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 	roomBurst := fs.Int("room-burst", 5, "rooms a client may create at once (0: no limit)")
 	trustedProxies := fs.String("trusted-proxies", "", "comma-separated CIDRs or addresses of reverse proxies: their requests are attributed to the client named in X-Forwarded-For or Forwarded (default: none, every request is its TCP peer's)")
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/")
+	overloadOn := fs.Bool("overload", true, "refuse new players, rooms and viewers (503, close 1013) while ticks run late, so that the players in play keep their snapshots")
+	overloadHold := fs.Duration("overload-hold", 5*time.Second, "an overload lasts at least this long after ticks are on time again; also the retry hint")
 	gcPercent := fs.Int("gc-percent", 25, "heap growth between garbage collections, in % of the live heap (Go's GOGC; the GOGC variable, when set, wins)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	modeList := fs.String("modes", strings.Join(names, ","), "comma-separated game modes rooms may run, the default first")
@@ -218,7 +220,7 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 		SignalBurst:   zeroIsNone(&bad, "signal-burst", *signalBurst),
 		RoomRate:      zeroIsNone(&bad, "room-rate", *roomRate),
 		RoomBurst:     zeroIsNone(&bad, "room-burst", *roomBurst),
-		Pprof:         *pprofOn, TrustedProxies: flagenv.SplitList(*trustedProxies),
+		Pprof:         *pprofOn, NoOverload: !*overloadOn, OverloadHold: *overloadHold, TrustedProxies: flagenv.SplitList(*trustedProxies),
 		RoomIdle: *roomIdle, Grace: *grace, Drain: *drain,
 	}
 	if err := errors.Join(bad...); err != nil {

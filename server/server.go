@@ -29,6 +29,7 @@ import (
 	"github.com/tickwire/tickwire/internal/httpapi"
 	"github.com/tickwire/tickwire/internal/limits"
 	"github.com/tickwire/tickwire/internal/metrics"
+	"github.com/tickwire/tickwire/internal/overload"
 	"github.com/tickwire/tickwire/internal/transport"
 	"github.com/tickwire/tickwire/lobby"
 	"github.com/tickwire/tickwire/lobby/feed"
@@ -116,6 +117,11 @@ type Config struct {
 	DirectoryTTL   time.Duration
 
 	Pprof bool // serve /debug/pprof/
+	// NoOverload turns off refusing new players, rooms and viewers while
+	// ticks run late (see internal/overload); OverloadHold is how long an
+	// overload lasts at least and the retry hint given (5s).
+	NoOverload   bool
+	OverloadHold time.Duration
 	// Modes are the game modes rooms may run, the first being the
 	// default; empty: BuiltinModes.
 	Modes  []game.Spec
@@ -184,6 +190,7 @@ func (c Config) feedConfig() feed.Config {
 // Server is a Tickwire node.
 type Server struct {
 	cfg      Config
+	load     *overload.Detector // nil with Config.NoOverload
 	lobby    *lobby.Lobby
 	feeds    *feed.Handlers
 	signal   *signaling.Server
@@ -249,6 +256,19 @@ func Open(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.limits = limits.New(capOf(cfg.MaxConns, 10000), capOf(cfg.MaxConnsPerIP, 256), s.metrics.Reject)
+	var onLate func(late, period time.Duration, skipped int)
+	var load lobby.Load
+	if !cfg.NoOverload {
+		s.load = overload.New(overload.Config{Hold: cfg.OverloadHold, OnChange: func(over bool, share float64) {
+			if over {
+				cfg.Logger.Warn("overloaded: ticks run late; refusing new players, rooms and viewers",
+					"lateTicks", fmt.Sprintf("%.1f%%", 100*share))
+			} else {
+				cfg.Logger.Info("load back under capacity: taking new players again")
+			}
+		}})
+		onLate, load = s.load.Tick, s.load
+	}
 	// The lobby reads its limits as Config does: 0 the default, negative
 	// none.
 	l, err := lobby.New(lobby.Config{
@@ -257,7 +277,7 @@ func Open(cfg Config) (*Server, error) {
 		MessageRate: cfg.MessageRate, MaxRooms: cfg.MaxRooms, RoomRate: cfg.RoomRate, RoomBurst: cfg.RoomBurst,
 		Modes: modes, Logger: cfg.Logger,
 		Feed:     cfg.feedConfig(),
-		OnReject: s.metrics.Reject, OnTick: s.metrics.Tick,
+		OnReject: s.metrics.Reject, OnTick: s.metrics.Tick, OnLate: onLate, Load: load,
 		Bus: s.bus, URL: cfg.PublicURL, DirectoryEvery: cfg.DirectoryEvery, DirectoryTTL: cfg.DirectoryTTL,
 	})
 	if err != nil {
@@ -312,8 +332,8 @@ func Open(cfg Config) (*Server, error) {
 	mux.Handle("GET /api/ice", s.brief(s.requireToken(s.signal.ICEHandler())))
 	mux.Handle("GET /ws/play", s.optionalToken(s.limits.Wrap(http.HandlerFunc(s.servePlay))))
 	mux.Handle("GET /ws/signal", s.optionalToken(s.limits.Wrap(s.signal)))
-	mux.Handle("GET /rooms/{room}/events", s.requireToken(s.limits.Wrap(http.HandlerFunc(s.feeds.SSE))))
-	mux.Handle("GET /rooms/{room}/poll", s.requireToken(s.limits.Wrap(http.HandlerFunc(s.feeds.Poll))))
+	mux.Handle("GET /rooms/{room}/events", s.requireToken(s.limits.Wrap(s.admitViewers(http.HandlerFunc(s.feeds.SSE)))))
+	mux.Handle("GET /rooms/{room}/poll", s.requireToken(s.limits.Wrap(s.admitViewers(http.HandlerFunc(s.feeds.Poll)))))
 	mux.Handle("GET /healthz", s.brief(http.HandlerFunc(s.healthz)))
 	mux.Handle("GET /metrics", s.brief(s.metrics.Handler()))
 	if cfg.Pprof {
@@ -336,6 +356,12 @@ func (s *Server) registerMetrics() {
 	m.Gauge("tickwire_rooms", "Rooms open.", func() float64 { return float64(s.lobby.Stats().Rooms) })
 	m.Gauge("tickwire_players", "Seats taken, connected or held.", func() float64 { return float64(s.lobby.Stats().Players) })
 	m.Gauge("tickwire_spectators", "SSE streams and parked long-polls on rooms.", func() float64 { return float64(s.lobby.Stats().Spectators) })
+	m.Gauge("tickwire_overloaded", "1 while ticks run late and new players, rooms and viewers are refused.", func() float64 {
+		if s.load != nil && s.load.Overloaded() {
+			return 1
+		}
+		return 0
+	})
 	m.ByLabel("tickwire_connections", "Open connections by transport.", "transport", prometheus.GaugeValue, func() map[string]float64 {
 		s.mu.Lock()
 		play := len(s.conns)
@@ -663,4 +689,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, ctx.Err())
 	}
 	return err
+}
+
+// admitViewers refuses new spectators while the node is overloaded (503
+// `overloaded` with Retry-After); viewers in play (an SSE stream that
+// resumes, a poll with `after`) go on.
+func (s *Server) admitViewers(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.load != nil && s.load.Overloaded() && newViewer(r) {
+			s.metrics.Reject(wire.CodeOverloaded)
+			httpapi.WriteRetryError(w, http.StatusServiceUnavailable, httpapi.CodeOverloaded,
+				"the server is at capacity; try again later", s.load.RetryAfter())
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// newViewer reports whether a feed request starts watching rather than
+// goes on (a resume or the next poll).
+func newViewer(r *http.Request) bool {
+	q := r.URL.Query()
+	return r.Header.Get("Last-Event-ID") == "" && q.Get("lastEventId") == "" && q.Get("after") == ""
 }

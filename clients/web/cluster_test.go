@@ -46,7 +46,7 @@ func startCluster(t *testing.T, n int) []*node {
 		c := &node{}
 		c.hs = httptest.NewUnstartedServer(nil)
 		c.url = "http://" + c.hs.Listener.Addr().String()
-		srv, err := server.Open(server.Config{
+		srv, err := server.Open(server.Config{NoOverload: true,
 			NATS: natsURL, PublicURL: c.url, DirectoryEvery: 100 * time.Millisecond, Logger: quiet(),
 		})
 		if err != nil {

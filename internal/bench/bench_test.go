@@ -18,7 +18,7 @@ import (
 // that the /proc readers are exercised too.
 func start(t *testing.T, hz int) *InProcess {
 	t.Helper()
-	p, err := StartInProcess(server.Config{Hz: hz})
+	p, err := StartInProcess(server.Config{Hz: hz, NoOverload: true})
 	if err != nil {
 		t.Fatal(err)
 	}

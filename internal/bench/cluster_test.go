@@ -16,7 +16,7 @@ func startCluster(tb testing.TB, n int) []*InProcess {
 	url := natstest.Start(tb)
 	nodes := make([]*InProcess, n)
 	for i := range nodes {
-		p, err := StartInProcess(server.Config{NATS: url, DirectoryEvery: 100 * time.Millisecond})
+		p, err := StartInProcess(server.Config{NATS: url, DirectoryEvery: 100 * time.Millisecond, NoOverload: true})
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -18,6 +18,7 @@ const (
 	CodeGone         = "gone"
 	CodeRateLimited  = "rate-limited"
 	CodeUnavailable  = "unavailable"
+	CodeOverloaded   = "overloaded" // the node is past its capacity (503)
 )
 
 // WriteJSON answers with status and v as JSON.

@@ -20,10 +20,12 @@ type Config struct {
 	// Window is how long ticks are counted before the node is judged (1s).
 	Window time.Duration
 	// Late is how late, as a fraction of its period, a tick must start to
-	// count as late (0.5).
-	Late float64
+	// count as late (0.5), and MinLate how late at least (10ms: at high
+	// tick rates, timer and scheduling jitter alone reach half a period).
+	Late    float64
+	MinLate time.Duration
 	// Enter is the share of late ticks in a window that makes the node
-	// overloaded (0.05); below Leave (0.01) for Hold it is fine again.
+	// overloaded (0.10); below Leave (0.02) for Hold it is fine again.
 	Enter, Leave float64
 	// Hold is how long the node stays overloaded at least, and the retry
 	// hint given to those refused (5s).
@@ -44,11 +46,14 @@ func (c Config) withDefaults() Config {
 	if c.Late <= 0 {
 		c.Late = 0.5
 	}
+	if c.MinLate <= 0 {
+		c.MinLate = 10 * time.Millisecond
+	}
 	if c.Enter <= 0 {
-		c.Enter = 0.05
+		c.Enter = 0.10
 	}
 	if c.Leave <= 0 {
-		c.Leave = 0.01
+		c.Leave = 0.02
 	}
 	if c.Hold <= 0 {
 		c.Hold = 5 * time.Second
@@ -80,7 +85,7 @@ func New(cfg Config) *Detector {
 // Tick records that a tick of the given period started late by late
 // (skipped ticks count as late ones).
 func (d *Detector) Tick(late, period time.Duration, skipped int) {
-	isLate := skipped > 0 || float64(late) > d.cfg.Late*float64(period)
+	isLate := skipped > 0 || late > max(time.Duration(d.cfg.Late*float64(period)), d.cfg.MinLate)
 	d.mu.Lock()
 	d.ticks += 1 + skipped
 	if isLate {

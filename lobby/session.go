@@ -22,6 +22,9 @@ type PlayerConn interface {
 	// Reply queues an answer to the player's own message, waiting for
 	// room in the queue; it is called from the reading goroutine.
 	Reply(msg []byte) error
+	// Fail sends msg as the last message, dropping what still waits, and
+	// closes with code.
+	Fail(msg []byte, code int, reason string)
 }
 
 // session is one player connection bound to a seat.
@@ -110,8 +113,7 @@ func newLimiter(perSecond float64, burst int) *rate.Limiter {
 
 // fail sends an error and closes with code.
 func (s *session) fail(code, msg string, closeCode int) {
-	_ = s.conn.Send(wire.MustEncode(&wire.Error{Code: code, Msg: msg}))
-	s.conn.Close(closeCode, code)
+	s.conn.Fail(wire.MustEncode(&wire.Error{Code: code, Msg: msg}), closeCode, code)
 }
 
 // moved sends the player to the node hosting the room: `error` `moved`
@@ -188,9 +190,9 @@ func (s *session) join() bool {
 	if s.l.Overloaded() {
 		s.l.reject(wire.CodeOverloaded)
 		retry := s.l.RetryAfter()
-		_ = s.conn.Send(wire.MustEncode(&wire.Error{Code: wire.CodeOverloaded,
-			Msg: "the server is at capacity; try again later", Retry: int((retry + time.Second - 1) / time.Second)}))
-		s.conn.Close(wire.CloseTryAgainLater, wire.CodeOverloaded)
+		s.conn.Fail(wire.MustEncode(&wire.Error{Code: wire.CodeOverloaded,
+			Msg: "the server is at capacity; try again later", Retry: int((retry + time.Second - 1) / time.Second)}),
+			wire.CloseTryAgainLater, wire.CodeOverloaded)
 		return false
 	}
 	if j.Room == wire.RoomAuto {

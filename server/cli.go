@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -163,6 +164,8 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 	maxConnsPerIP := fs.Int("max-conns-per-ip", 256, "open connections per client address, over it 429; loopback clients exempt (0: no limit)")
 	maxRooms := fs.Int("max-rooms", 1000, "rooms open at once (0: no limit)")
 	maxSpectators := fs.Int("max-spectators", 5000, "SSE streams and parked polls per room (0: no limit)")
+	feedHistoryBytes := fs.Int64("feed-history-bytes", 1<<20, "bytes of events a room's feed keeps for resumes, oldest dropped first (0: no limit but the count, 1024 events)")
+	feedBudgetBytes := fs.Int64("feed-budget-bytes", 64<<20, "bytes of events every feed of the node keeps in all, oldest dropped first (0: no limit)")
 	chatRate := fs.Float64("chat-rate", 5, "chat lines per second per player (0: no limit)")
 	chatBurst := fs.Int("chat-burst", 20, "chat lines a player may send at once (0: no limit)")
 	msgRate := fs.Float64("msg-rate", 0, "messages per second a player stays under, default 2 x hz; 10x that for 2s closes with 4029 (0: no limit)")
@@ -209,18 +212,20 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 		AuthSecret: *authSecret, Origins: flagenv.SplitList(*origins), NATS: *natsURL, PublicURL: *publicURL,
 		STUN: flagenv.SplitList(*stun), TURN: flagenv.SplitList(*turn), TURNSecret: *turnSecret,
 		TLSCert: *tlsCert, TLSKey: *tlsKey, ReadLimit: zeroIsNone(&bad, "read-limit", *readLimit),
-		MaxConns:      zeroIsNone(&bad, "max-conns", *maxConns),
-		MaxConnsPerIP: zeroIsNone(&bad, "max-conns-per-ip", *maxConnsPerIP),
-		MaxRooms:      zeroIsNone(&bad, "max-rooms", *maxRooms),
-		MaxSpectators: zeroIsNone(&bad, "max-spectators", *maxSpectators),
-		ChatRate:      zeroIsNone(&bad, "chat-rate", *chatRate),
-		ChatBurst:     zeroIsNone(&bad, "chat-burst", *chatBurst),
-		MessageRate:   *msgRate,
-		SignalRate:    zeroIsNone(&bad, "signal-rate", *signalRate),
-		SignalBurst:   zeroIsNone(&bad, "signal-burst", *signalBurst),
-		RoomRate:      zeroIsNone(&bad, "room-rate", *roomRate),
-		RoomBurst:     zeroIsNone(&bad, "room-burst", *roomBurst),
-		Pprof:         *pprofOn, NoOverload: !*overloadOn, OverloadHold: *overloadHold, TrustedProxies: flagenv.SplitList(*trustedProxies),
+		MaxConns:         zeroIsNone(&bad, "max-conns", *maxConns),
+		MaxConnsPerIP:    zeroIsNone(&bad, "max-conns-per-ip", *maxConnsPerIP),
+		MaxRooms:         zeroIsNone(&bad, "max-rooms", *maxRooms),
+		MaxSpectators:    zeroIsNone(&bad, "max-spectators", *maxSpectators),
+		FeedHistoryBytes: noByteCap(zeroIsNone(&bad, "feed-history-bytes", *feedHistoryBytes)),
+		FeedBudgetBytes:  noByteCap(zeroIsNone(&bad, "feed-budget-bytes", *feedBudgetBytes)),
+		ChatRate:         zeroIsNone(&bad, "chat-rate", *chatRate),
+		ChatBurst:        zeroIsNone(&bad, "chat-burst", *chatBurst),
+		MessageRate:      *msgRate,
+		SignalRate:       zeroIsNone(&bad, "signal-rate", *signalRate),
+		SignalBurst:      zeroIsNone(&bad, "signal-burst", *signalBurst),
+		RoomRate:         zeroIsNone(&bad, "room-rate", *roomRate),
+		RoomBurst:        zeroIsNone(&bad, "room-burst", *roomBurst),
+		Pprof:            *pprofOn, NoOverload: !*overloadOn, OverloadHold: *overloadHold, TrustedProxies: flagenv.SplitList(*trustedProxies),
 		RoomIdle: *roomIdle, Grace: *grace, Drain: *drain,
 	}
 	if err := errors.Join(bad...); err != nil {
@@ -240,6 +245,14 @@ func zeroIsNone[T int | int64 | float64](bad *[]error, name string, v T) T {
 		*bad = append(*bad, fmt.Errorf("-%s %v: below 0 (0 lifts the limit)", name, v))
 	case v == 0:
 		return NoLimit
+	}
+	return v
+}
+
+// noByteCap turns NoLimit for a size in bytes into a size no feed reaches.
+func noByteCap(v int64) int64 {
+	if v < 0 {
+		return math.MaxInt64 / 4
 	}
 	return v
 }

@@ -37,7 +37,7 @@ func startFlags(t *testing.T, args ...string) *testServer {
 var limitFlags = []string{
 	"max-conns", "max-conns-per-ip", "max-rooms", "max-spectators", "max-players",
 	"chat-rate", "chat-burst", "msg-rate", "signal-rate", "signal-burst",
-	"room-rate", "room-burst", "read-limit", "spectate-hz",
+	"room-rate", "room-burst", "read-limit", "spectate-hz", "feed-history-bytes", "feed-budget-bytes",
 }
 
 func TestLimitFlagsSayWhatZeroMeans(t *testing.T) {
@@ -97,6 +97,18 @@ func TestLimitFlagsAtZeroLiftTheLimit(t *testing.T) {
 		ts := startFlags(t, "-max-spectators", "0")
 		room := createRoom(t, ts, `{}`)
 		openStreams(t, ts, room, 5001, nil) // over 5000
+	})
+
+	t.Run("feed-bytes", func(t *testing.T) {
+		// Sizes in bytes: what no feed reaches stands for no limit.
+		ts := startFlags(t, "-feed-history-bytes", "0", "-feed-budget-bytes", "0")
+		if ts.cfg.FeedHistoryBytes < 1<<50 || ts.feedBudget.Limit() < 1<<50 {
+			t.Fatalf("feed caps %d per room, %d in all", ts.cfg.FeedHistoryBytes, ts.feedBudget.Limit())
+		}
+		def := startFlags(t)
+		if def.cfg.FeedHistoryBytes != 1<<20 || def.feedBudget.Limit() != 64<<20 {
+			t.Fatalf("default feed caps %d, %d", def.cfg.FeedHistoryBytes, def.feedBudget.Limit())
+		}
 	})
 
 	t.Run("max-rooms", func(t *testing.T) {

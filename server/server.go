@@ -102,11 +102,15 @@ type Config struct {
 	BodyTimeout   time.Duration
 	WriteTimeout  time.Duration
 	IdleTimeout   time.Duration
-	// Spectator feed settings: events kept for resumes (1024), SSE
-	// heartbeat (15s), default long-poll wait (25s).
-	FeedHistory   int
-	FeedHeartbeat time.Duration
-	PollTimeout   time.Duration
+	// Spectator feed settings: events kept for resumes (1024), and at most
+	// FeedHistoryBytes of them per room (1 MiB) and FeedBudgetBytes over
+	// every room of the node (64 MiB), oldest first; SSE heartbeat (15s),
+	// default long-poll wait (25s).
+	FeedHistory      int
+	FeedHistoryBytes int64
+	FeedBudgetBytes  int64
+	FeedHeartbeat    time.Duration
+	PollTimeout      time.Duration
 	// PublicURL is the base URL clients reach this node at, shown with its
 	// rooms to the other nodes' clients (default: http(s)://Addr, or the
 	// address Listen opened).
@@ -179,31 +183,33 @@ const everyTick = 1 << 20
 const maxRequestBody = 64 << 10
 
 // feedConfig is every spectator feed's configuration.
-func (c Config) feedConfig() feed.Config {
+func (c Config) feedConfig(budget *feed.Budget) feed.Config {
 	hz := c.SpectateHz
 	if hz < 0 {
 		hz = everyTick
 	}
-	return feed.Config{SpectateHz: hz, History: c.FeedHistory}
+	return feed.Config{SpectateHz: hz, History: c.FeedHistory, HistoryBytes: c.FeedHistoryBytes, Budget: budget}
 }
 
 // Server is a Tickwire node.
 type Server struct {
-	cfg      Config
-	load     *overload.Detector // nil with Config.NoOverload
-	lobby    *lobby.Lobby
-	feeds    *feed.Handlers
-	signal   *signaling.Server
-	auth     *auth.Verifier
-	metrics  *metrics.Metrics
-	limits   *limits.Limiter
-	proxies  *limits.Proxies    // trusted reverse proxies; nil: none
-	play     transport.Counters // totals of the player WebSockets
-	signals  transport.Counters // totals of the signaling WebSockets
-	handler  http.Handler
-	draining atomic.Bool
-	bus      bus.Bus       // to the other nodes: NATS, or in-process alone
-	cluster  *feed.Cluster // other nodes' feeds mirrored here, ours served to them
+	cfg  Config
+	load *overload.Detector // nil with Config.NoOverload
+	// feedBudget is the history bytes every feed of this node shares.
+	feedBudget *feed.Budget
+	lobby      *lobby.Lobby
+	feeds      *feed.Handlers
+	signal     *signaling.Server
+	auth       *auth.Verifier
+	metrics    *metrics.Metrics
+	limits     *limits.Limiter
+	proxies    *limits.Proxies    // trusted reverse proxies; nil: none
+	play       transport.Counters // totals of the player WebSockets
+	signals    transport.Counters // totals of the signaling WebSockets
+	handler    http.Handler
+	draining   atomic.Bool
+	bus        bus.Bus       // to the other nodes: NATS, or in-process alone
+	cluster    *feed.Cluster // other nodes' feeds mirrored here, ours served to them
 
 	mu      sync.Mutex // guards conns and closing
 	conns   map[*transport.Conn]struct{}
@@ -256,6 +262,7 @@ func Open(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.limits = limits.New(capOf(cfg.MaxConns, 10000), capOf(cfg.MaxConnsPerIP, 256), s.metrics.Reject)
+	s.feedBudget = feed.NewBudget(cfg.FeedBudgetBytes)
 	var onLate func(late, period time.Duration, skipped int)
 	var load lobby.Load
 	if !cfg.NoOverload {
@@ -276,7 +283,7 @@ func Open(cfg Config) (*Server, error) {
 		JoinWait: cfg.JoinWait, ChatRate: cfg.ChatRate, ChatBurst: cfg.ChatBurst,
 		MessageRate: cfg.MessageRate, MaxRooms: cfg.MaxRooms, RoomRate: cfg.RoomRate, RoomBurst: cfg.RoomBurst,
 		Modes: modes, Logger: cfg.Logger,
-		Feed:     cfg.feedConfig(),
+		Feed:     cfg.feedConfig(s.feedBudget),
 		OnReject: s.metrics.Reject, OnTick: s.metrics.Tick, OnLate: onLate, Load: load,
 		Bus: s.bus, URL: cfg.PublicURL, DirectoryEvery: cfg.DirectoryEvery, DirectoryTTL: cfg.DirectoryTTL,
 	})
@@ -291,7 +298,7 @@ func Open(cfg Config) (*Server, error) {
 		}
 	}
 	s.cluster, err = feed.NewCluster(feed.ClusterConfig{
-		Bus: s.bus, Node: s.lobby.Node(), Feed: cfg.feedConfig(),
+		Bus: s.bus, Node: s.lobby.Node(), Feed: cfg.feedConfig(s.feedBudget),
 		Local: s.lobby.Feed, Host: s.lobby.RemoteHost, Logger: cfg.Logger,
 	})
 	if err != nil {

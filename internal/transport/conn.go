@@ -429,6 +429,23 @@ func (c *Conn) Close(code int, reason string) {
 	c.kick()
 }
 
+// Fail sends msg as the last message and closes with code: messages still
+// waiting in the queue are dropped, since the peer is being sent away (a
+// flood of requests fills the queue with answers, and the refusal must not
+// be taken for a slow consumer's overflow). A frame already being written
+// is finished first.
+func (c *Conn) Fail(msg []byte, code int, reason string) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing = true
+	c.queue = append(c.queue[:0], outgoing{data: msg}, outgoing{close: true, code: code, reason: reason})
+	c.mu.Unlock()
+	c.kick()
+}
+
 // abort closes at once, skipping queued messages. Only the first call
 // chooses the close frame.
 func (c *Conn) abort(code int, reason string) {

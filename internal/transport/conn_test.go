@@ -281,3 +281,31 @@ func TestStatesToAFullSocketStayWhole(t *testing.T) {
 		last = i
 	}
 }
+
+// TestFailOverAFullQueue: a refusal sent to a peer whose queue is full of
+// answers it has not read (a flood of requests) goes out as the last
+// message with its own close code, not as a slow consumer's 1008.
+func TestFailOverAFullQueue(t *testing.T) {
+	url := serve(t, Config{QueueSize: 16, WriteWait: 10 * time.Second}, func(c *Conn) {
+		msg := bytes.Repeat([]byte("p"), 64<<10)
+		for range 16 { // the queue fills up behind the socket
+			_ = c.Reply(msg)
+		}
+		c.Fail([]byte("refused"), 4029, "rate-limited")
+		go func() {
+			for {
+				if _, err := c.Read(); err != nil {
+					return
+				}
+			}
+		}()
+	})
+	ws := dial(t, url)
+	frames, err := readAll(ws)
+	if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != 4029 {
+		t.Fatalf("client saw %v after %d frames, want close 4029", err, len(frames))
+	}
+	if len(frames) == 0 || string(frames[len(frames)-1]) != "refused" {
+		t.Fatalf("the refusal was not the last message (%d frames)", len(frames))
+	}
+}

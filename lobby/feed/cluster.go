@@ -581,19 +581,23 @@ func (f *Feed) syncPage(after uint64) syncAnswer {
 // load replaces the feed's state with a host's and wakes its viewers.
 func (f *Feed) load(a *syncAnswer) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.info, f.infoID, f.nextID, f.evicted, f.closed = a.Info, a.InfoID, a.NextID, a.Evicted, a.Closed
-	f.history = f.history[:0]
+	history := make([]*Event, 0, len(a.History))
 	for _, e := range a.History {
-		f.history = append(f.history, fromSync(e))
+		history = append(history, fromSync(e))
 	}
-	if n := len(f.history) - f.cfg.History; n > 0 {
-		f.evicted = f.history[n-1].ID
-		f.history = slices.Delete(f.history, 0, n)
+	f.replaceHistoryLocked(history)
+	f.end, f.tip = nil, 0
+	if n := len(f.history); n > 0 {
+		f.tip = f.history[n-1].ID
+		if f.closed && f.history[n-1].Type == wire.EventClosed {
+			f.end = f.history[n-1]
+		}
 	}
 	f.recent = f.recent[:0]
 	for _, e := range a.Recent {
 		f.recent = append(f.recent, fromSync(e))
+		f.tip = max(f.tip, e.ID)
 	}
 	f.snap, f.snapOrig = nil, 0
 	if a.Snap != nil {
@@ -602,6 +606,8 @@ func (f *Feed) load(a *syncAnswer) {
 	f.lastPub = time.Now()
 	close(f.wake)
 	f.wake = make(chan struct{})
+	f.mu.Unlock()
+	f.acct.b.settle()
 }
 
 // expected returns the id the next relayed event must have.
@@ -615,7 +621,13 @@ func (f *Feed) expected() uint64 {
 // returns false, changing nothing, when the event is not the next one.
 func (f *Feed) apply(e relayed) bool {
 	f.mu.Lock()
-	defer f.mu.Unlock()
+	ok := f.applyLocked(e)
+	f.mu.Unlock()
+	f.acct.b.settle()
+	return ok
+}
+
+func (f *Feed) applyLocked(e relayed) bool {
 	if f.closed || e.id != f.nextID {
 		return f.closed
 	}

@@ -3,19 +3,30 @@
 // chat, closed), the newest snapshot decimated to the spectate rate, and the
 // Server-Sent Events and long-poll handlers that read it.
 //
-// Each event is encoded once, when it is published, in the two forms the
-// handlers write; viewers share those bytes. A Feed is fed by its room's
-// goroutine (it implements room.Observer) and read by any number of viewer
-// goroutines; all its methods are safe for concurrent use.
+// Each event is encoded once, when it is published, as the Server-Sent
+// Events block the streams write, its JSON data a slice of that block;
+// viewers share those bytes, and a long-poll answer is assembled from the
+// data. A Feed is fed by its room's goroutine (it implements room.Observer)
+// and read by any number of viewer goroutines; all its methods are safe for
+// concurrent use.
+//
+// The history is bounded by count (Config.History) and by bytes, per feed
+// (Config.HistoryBytes) and over every feed of the process (a Budget); the
+// oldest events go first, and a viewer resuming from an evicted id starts
+// over with `room` and the newest `snap`. With the defaults a room keeps at
+// least its last 1,000 reliable events of normal size (chat lines of up to
+// 280 ASCII characters) until the process-wide budget runs out.
 package feed
 
 import (
 	"encoding/json"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/tickwire/tickwire/wire"
 )
@@ -23,8 +34,25 @@ import (
 // Config sets a feed. Zero fields take the defaults.
 type Config struct {
 	SpectateHz int // snapshots per second at most (10)
-	History    int // reliable events kept for resumes (1024, at least 1000 by default)
+	// History and HistoryBytes cap the reliable events kept for resumes,
+	// by count (1024) and by bytes (DefaultHistoryBytes, 1 MiB), the
+	// oldest evicted first. The defaults keep at least 1,000 chat lines of
+	// up to 280 ASCII characters; longer lines (many escaped or multi-byte
+	// characters) leave fewer.
+	History      int
+	HistoryBytes int64
+	// Budget caps the history of all the feeds that share it, in bytes;
+	// when it is full the oldest events of all those feeds go first. Nil:
+	// the process-wide default budget (DefaultBudgetBytes, 64 MiB), shared
+	// by every feed created without one.
+	Budget *Budget
 }
+
+// Defaults of Config.HistoryBytes and of the process-wide Budget.
+const (
+	DefaultHistoryBytes = 1 << 20
+	DefaultBudgetBytes  = 64 << 20
+)
 
 func (c Config) withDefaults() Config {
 	if c.SpectateHz <= 0 {
@@ -33,42 +61,68 @@ func (c Config) withDefaults() Config {
 	if c.History <= 0 {
 		c.History = 1024
 	}
+	if c.HistoryBytes <= 0 {
+		c.HistoryBytes = DefaultHistoryBytes
+	}
+	if c.Budget == nil {
+		c.Budget = defaultBudget
+	}
 	return c
 }
 
-// Event is one feed event, pre-encoded for both transports.
+// Event is one feed event, encoded once for both transports.
 type Event struct {
 	ID   uint64
 	Type string
-	Data []byte // the JSON data object
+	Data []byte // the JSON data object, a slice of sse
 	sse  []byte // "id: ..\nevent: ..\ndata: ..\n\n"
-	poll []byte // {"id":..,"type":"..","data":..}
+	seq  uint64 // order of entry into a history, over the feeds of a Budget
 }
 
+// newEvent encodes an event in one buffer: its SSE block, which holds
+// its data.
 func newEvent(id uint64, typ string, data []byte) *Event {
-	e := &Event{ID: id, Type: typ, Data: data}
-	e.sse = append(e.sse, "id: "...)
-	e.sse = strconv.AppendUint(e.sse, id, 10)
-	e.sse = append(e.sse, "\nevent: "...)
-	e.sse = append(e.sse, typ...)
-	e.sse = append(e.sse, "\ndata: "...)
-	e.sse = append(e.sse, data...)
-	e.sse = append(e.sse, "\n\n"...)
-	e.poll = append(e.poll, `{"id":`...)
-	e.poll = strconv.AppendUint(e.poll, id, 10)
-	e.poll = append(e.poll, `,"type":"`...)
-	e.poll = append(e.poll, typ...)
-	e.poll = append(e.poll, `","data":`...)
-	e.poll = append(e.poll, data...)
-	e.poll = append(e.poll, '}')
-	return e
+	b := make([]byte, 0, len("id: \nevent: \ndata: \n\n")+20+len(typ)+len(data))
+	b = append(b, "id: "...)
+	b = strconv.AppendUint(b, id, 10)
+	b = append(b, "\nevent: "...)
+	b = append(b, typ...)
+	b = append(b, "\ndata: "...)
+	start := len(b)
+	b = append(b, data...)
+	end := len(b)
+	b = append(b, "\n\n"...)
+	return &Event{ID: id, Type: typ, Data: b[start:end:end], sse: b}
 }
+
+// eventOverhead is what an event in a history costs besides its bytes:
+// the Event and its slot in the history.
+const eventOverhead = 96
+
+// size is what the event counts for in a history's byte caps.
+func (e *Event) size() int64 { return int64(cap(e.sse)) + eventOverhead }
 
 // SSE returns the event as a Server-Sent Events block.
 func (e *Event) SSE() []byte { return e.sse }
 
-// PollJSON returns the event as an element of a long-poll `events` array.
-func (e *Event) PollJSON() []byte { return e.poll }
+// PollJSON returns the event as an element of a long-poll `events` array:
+// {"id":..,"type":"..","data":..}.
+func (e *Event) PollJSON() []byte { return e.appendPoll(nil) }
+
+func (e *Event) appendPoll(b []byte) []byte {
+	b = append(b, `{"id":`...)
+	b = strconv.AppendUint(b, e.ID, 10)
+	b = append(b, `,"type":"`...)
+	b = append(b, e.Type...)
+	b = append(b, `","data":`...)
+	b = append(b, e.Data...)
+	return append(b, '}')
+}
+
+// pollSize bounds the length of the event's appendPoll.
+func (e *Event) pollSize() int {
+	return len(`{"id":,"type":"","data":}`) + 20 + len(e.Type) + len(e.Data)
+}
 
 // Batch is what a viewer reads at once.
 type Batch struct {
@@ -85,10 +139,14 @@ type Feed struct {
 	viewers atomic.Int64
 	parked  atomic.Int64 // parked long-polls
 
+	acct     *account   // the history's share of cfg.Budget
 	mu       sync.Mutex // guards the fields below
 	nextID   uint64     // id of the next event; ids start at 1
-	history  []*Event   // reliable events, oldest first, at most cfg.History
+	history  []*Event   // reliable events, oldest first, within the caps of cfg
+	histSize int64      // the history's size in bytes (Event.size)
 	evicted  uint64     // id of the newest event dropped from history
+	tip      uint64     // id of the newest event a Stream read may return (not a re-stamped snapshot)
+	end      *Event     // the `closed` event, once published
 	snap     *Event     // newest snapshot, nil before the first
 	snapOrig uint64     // the id snap was first published with (it may be re-stamped since)
 	recent   []*Event   // the last recentSnaps snapshots, oldest first
@@ -117,7 +175,11 @@ type remoteViewers struct {
 // New returns an empty feed. onViewer, when set, is told of every viewer
 // that comes (+1) and goes (-1).
 func New(cfg Config, onViewer func(delta int)) *Feed {
-	return &Feed{cfg: cfg.withDefaults(), nextID: 1, wake: make(chan struct{}), onViewer: onViewer}
+	f := &Feed{cfg: cfg.withDefaults(), nextID: 1, wake: make(chan struct{}), onViewer: onViewer}
+	f.acct = &account{b: f.cfg.Budget, feed: weak.Make(f), index: -1}
+	// A feed nobody references any more gives its bytes back.
+	runtime.AddCleanup(f, func(a *account) { a.b.forget(a) }, f.acct)
+	return f
 }
 
 // Viewers returns the number of SSE streams and parked polls open now.
@@ -142,13 +204,13 @@ func (f *Feed) publishLocked(typ string, data []byte) {
 		}
 		f.recent = append(f.recent, e)
 	} else {
-		if len(f.history) == f.cfg.History {
-			f.evicted = f.history[0].ID
-			f.history = slices.Delete(f.history, 0, 1)
-		}
-		f.history = append(f.history, e)
+		f.keepLocked(e)
 		f.infoID = e.ID
+		if typ == wire.EventClosed {
+			f.end = e
+		}
 	}
+	f.tip = e.ID
 	if f.relay != nil && f.watchedRemotely() {
 		f.relay(e)
 	}
@@ -179,10 +241,20 @@ func (f *Feed) publish(typ string, v any) {
 		panic(err) // only the wire types of this package are published
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if !f.closed {
 		f.publishLocked(typ, data)
 	}
+	f.mu.Unlock()
+	f.acct.b.settle()
+}
+
+// streamTip returns the id of the newest event a Stream read may return
+// (a re-stamped snapshot aside): a streaming viewer whose cursor is below
+// it has something to read.
+func (f *Feed) streamTip() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.tip
 }
 
 // wakeChan returns the channel closed by the next publish.
@@ -281,11 +353,12 @@ func sameTables(a, b []wire.Table) bool {
 func (f *Feed) Closed(reason string) {
 	data, _ := json.Marshal(wire.SpectatorClosed{Reason: reason})
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if !f.closed {
 		f.publishLocked(wire.EventClosed, data)
 		f.closed = true
 	}
+	f.mu.Unlock()
+	f.acct.b.settle()
 }
 
 // Modes of Read.
@@ -305,9 +378,22 @@ const recentSnaps = 8
 // viewer), or a cursor older than the history window or newer than any id,
 // it returns a `room` event and the newest snapshot, so the viewer starts
 // over. Otherwise it returns every reliable event after the cursor, in
-// order, with the snapshots newer than the cursor: the newest only
-// (Coalesce), or each of the recent ones in id order (Stream).
-func (f *Feed) Read(after int64, stream bool) Batch {
+// order, with the snapshots newer than the cursor: each of the recent ones
+// in id order (Stream), or the newest only (Coalesce). The newest snapshot
+// is stamped anew after each reliable event; it counts as newer than the
+// cursor only when its state is (it was first published after the
+// cursor), so a viewer that reads on is not sent a state it has.
+func (f *Feed) Read(after int64, stream bool) Batch { return f.read(after, stream, false) }
+
+// Resume is Read for the first read of a viewer that comes back with the
+// id of the last event it had (an SSE stream opened with Last-Event-ID):
+// the batch ends with the newest snapshot whenever its id is above the
+// cursor, even when the room's state has not changed since the viewer
+// last had it, so that a resume is always the missed reliable events then
+// the newest snapshot.
+func (f *Feed) Resume(after int64, stream bool) Batch { return f.read(after, stream, true) }
+
+func (f *Feed) read(after int64, stream, resume bool) Batch {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.pending && !f.closed {
@@ -315,9 +401,13 @@ func (f *Feed) Read(after int64, stream bool) Batch {
 	}
 	b := Batch{Wake: f.wake, Closed: f.closed}
 	if after < 0 || uint64(after) < f.evicted || uint64(after) >= f.nextID {
-		if f.closed { // nothing to start over from: just the end
-			b.Events = append(b.Events, f.history[len(f.history)-1])
-		} else {
+		switch {
+		case f.closed && f.end == nil: // a mirror of a host that no longer had it
+			b.Last = f.nextID - 1
+			return b
+		case f.closed: // nothing to start over from: just the end
+			b.Events = append(b.Events, f.end)
+		default:
 			data, _ := json.Marshal(f.info)
 			b.Events = append(b.Events, newEvent(f.infoID, wire.EventRoom, data))
 			if s := f.snapAfterLocked(f.infoID); s != nil {
@@ -344,14 +434,12 @@ func (f *Feed) Read(after int64, stream bool) Batch {
 		}
 	default:
 		b.Events = append(b.Events, reliable...)
-		if f.snap != nil && f.snapOrig > cursor { // not a snapshot the viewer has under an older id
-			newest := cursor
-			if n := len(reliable); n > 0 {
-				newest = reliable[n-1].ID
-			}
-			if s := f.snapAfterLocked(newest); s != nil {
-				b.Events = append(b.Events, s)
-			}
+	}
+	if !f.closed && f.snap != nil && (resume || !stream && f.snapOrig > cursor) {
+		// The newest snapshot has the highest id of all (it is re-stamped
+		// after every reliable event), unless the batch already ends with it.
+		if n := len(b.Events); f.snap.ID > cursor && (n == 0 || b.Events[n-1] != f.snap) {
+			b.Events = append(b.Events, f.snap)
 		}
 	}
 	b.Last = cursor

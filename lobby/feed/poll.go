@@ -1,8 +1,10 @@
 package feed
 
 import (
+	"errors"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -18,7 +20,9 @@ import (
 // connections: the room's pump answers it when an event comes or its time
 // is up, and closes the connection after the answer (the client's next poll
 // opens a new one). Polls answered sooner, as in a room where things move,
-// keep their connection alive.
+// keep their connection alive. A taken-over answer is written as SSE
+// batches are (see sse.go): by the pump what the socket takes at once, the
+// rest, or all of it on a TLS connection, by a goroutine of its own.
 const (
 	hijackAfter = 250 * time.Millisecond
 	quietAfter  = time.Second
@@ -27,6 +31,7 @@ const (
 // parkedPoll is a taken-over long-poll.
 type parkedPoll struct {
 	conn     net.Conn
+	inline   bool // the pump may write to conn with a short deadline (see shortWritesSafe)
 	after    int64
 	deadline time.Time
 	head     []byte // the response head, without Content-Length
@@ -123,24 +128,52 @@ func (h *Handlers) takeOverPoll(w http.ResponseWriter, r *http.Request, f *Feed,
 	if err != nil {
 		return false
 	}
-	p := &parkedPoll{conn: conn, after: after, deadline: deadline, head: head, release: limits.Detach(r.Context())}
-	if !h.parkIdle(f, func(s *idleStreams) { s.polls[p] = struct{}{} }) {
-		h.answerTaken(f, p, f.Read(after, Coalesce)) // shutting down
+	p := &parkedPoll{conn: conn, inline: shortWritesSafe(conn), after: after, deadline: deadline, head: head,
+		release: limits.Detach(r.Context())}
+	if !h.parkIdle(f, func(s *idleStreams) { s.polls[p] = struct{}{} }, nil) {
+		h.answerTaken(f, p, f.Read(after, Coalesce), false) // shutting down
 	}
 	return true
 }
 
 // answerTaken writes a taken-over poll's answer and closes its connection.
-func (h *Handlers) answerTaken(f *Feed, p *parkedPoll, b Batch) {
+// On the pump (onPump) it writes what the socket takes at once and leaves
+// the rest, or the whole answer where a short write is not safe (TLS), to
+// a goroutine of its own, as for SSE viewers.
+func (h *Handlers) answerTaken(f *Feed, p *parkedPoll, b Batch, onPump bool) {
 	body := pollBody(b)
 	resp := slices.Concat(p.head, []byte("Content-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"), body)
-	_ = p.conn.SetWriteDeadline(time.Now().Add(idleWrite))
-	if _, err := p.conn.Write(resp); err == nil {
-		h.bytesPoll.Add(int64(len(body)))
+	end := func(err error) {
+		if err == nil {
+			h.bytesPoll.Add(int64(len(body)))
+		}
+		closeConn(p.conn)
+		p.release()
+		h.unparkPoll(f)
 	}
-	_ = p.conn.Close()
-	p.release()
-	h.unparkPoll(f)
+	if onPump && p.inline {
+		_ = p.conn.SetWriteDeadline(time.Now().Add(idleWrite))
+		n, err := p.conn.Write(resp)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			end(err)
+			return
+		}
+		resp = resp[n:]
+	}
+	write := func() {
+		_ = p.conn.SetWriteDeadline(time.Now().Add(h.cfg.WriteWait))
+		_, err := p.conn.Write(resp)
+		end(err)
+	}
+	if !onPump {
+		write()
+		return
+	}
+	h.wg.Add(1) // the pump's own count is held: no Wait can be under way at zero
+	go func() {
+		defer h.wg.Done()
+		write()
+	}()
 }
 
 // answerPolls answers the parked polls that have events, whose room has
@@ -155,7 +188,7 @@ func (s *idleStreams) answerPolls(polls []*parkedPoll, all bool) time.Time {
 			s.mu.Lock()
 			delete(s.polls, p)
 			s.mu.Unlock()
-			s.h.answerTaken(s.f, p, b)
+			s.h.answerTaken(s.f, p, b, true)
 			continue
 		}
 		if next.IsZero() || p.deadline.Before(next) {
@@ -167,13 +200,17 @@ func (s *idleStreams) answerPolls(polls []*parkedPoll, all bool) time.Time {
 
 // pollBody renders a long-poll answer.
 func pollBody(b Batch) []byte {
-	body := make([]byte, 0, 256)
+	size := len(`{"events":[],"last":}`) + 21
+	for _, e := range b.Events {
+		size += e.pollSize() + 1
+	}
+	body := make([]byte, 0, size)
 	body = append(body, `{"events":[`...)
 	for i, e := range b.Events {
 		if i > 0 {
 			body = append(body, ',')
 		}
-		body = append(body, e.PollJSON()...)
+		body = e.appendPoll(body)
 	}
 	body = append(body, `],"last":`...)
 	body = strconv.AppendUint(body, b.Last, 10)

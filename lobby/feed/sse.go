@@ -2,6 +2,7 @@ package feed
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -23,6 +24,23 @@ import (
 // of its own until it has caught up again. HTTP/2 streams, which cannot be
 // taken over, are served by their handler goroutine. Long-polls parked for
 // a while are taken over the same way (see poll.go).
+//
+// Exactly one goroutine owns a taken-over connection at a time, and only
+// its owner writes to it, moves its cursor or drops it: the handler until
+// the viewer first parks, the pump while the viewer is in the idle set,
+// and a catch-up goroutine once the pump has taken it out of the set to
+// hand it over. Only the pump takes viewers out of the set, and after a
+// hand-over it forgets them (it never reuses a list of viewers taken
+// before it handed some over), so a viewer is dropped exactly once and no
+// two writes to one connection overlap.
+//
+// The pump writes to a viewer with a short deadline only where a write cut
+// by a deadline leaves the connection usable (plain TCP: the rest is
+// written later by the catch-up goroutine). A timed-out write on a TLS
+// connection breaks it for good, half a record sent, so a taken-over TLS
+// connection (HTTP/1.1 with -tls-cert) is never written by the pump: it is
+// handed to a goroutine of its own, with the ordinary write deadline, for
+// each batch, and parks again once it has caught up.
 
 // rawHead renders the head of a taken-over response: status 200, the
 // handler's headers (CORS ones included) and Connection: close, without
@@ -44,6 +62,8 @@ var ping = []byte(": ping\n\n")
 // sseConn is a taken-over SSE connection.
 type sseConn struct {
 	conn    net.Conn
+	inline  bool      // the pump may write to conn with a short deadline (see shortWritesSafe)
+	wrote   bool      // the pump's current round wrote to it
 	cursor  uint64    // id of the last event written
 	expires time.Time // the stream ends then (its token expires); zero: never
 	release func()    // frees the connection's slot in the server's limits
@@ -85,23 +105,56 @@ func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
 	f.addViewer(1)
 	h.sseOpen.Add(1)
 	retry := []byte("retry: " + strconv.FormatInt(h.cfg.Retry.Milliseconds(), 10) + "\n\n")
-	b := f.Read(after, Stream)
+	// The stream's first bytes, written at once in one write: retry, then
+	// `room` and the newest `snap` (a new viewer), or the missed events
+	// then the newest `snap` (a resume), whether or not the room moves.
+	var b Batch
+	if after < 0 {
+		b = f.Read(after, Stream)
+	} else {
+		b = f.Resume(after, Stream)
+	}
 	if r.ProtoMajor == 1 {
 		setSSEHeaders(w.Header())
 		head := rawHead(w.Header())
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
-			v := &sseConn{conn: conn, expires: auth.Expiry(r.Context()), release: limits.Detach(r.Context())}
-			if h.writeConn(v, h.cfg.WriteWait, slices.Concat(head, []byte("\r\n"), retry)) == nil {
-				h.catchUp(f, v, b)
-			} else {
+			v := &sseConn{conn: conn, inline: shortWritesSafe(conn), cursor: b.Last,
+				expires: auth.Expiry(r.Context()), release: limits.Detach(r.Context())}
+			if h.writeConn(v, h.cfg.WriteWait, slices.Concat(head, []byte("\r\n"), retry, sseBytes(b))) != nil || b.Closed {
 				h.drop(f, v)
+				return
 			}
+			h.catchUp(f, v, f.Read(int64(v.cursor), Stream))
 			return
 		}
 	}
 	defer f.addViewer(-1)
 	defer h.sseOpen.Add(-1)
 	h.serveStream(w, r, f, retry, b)
+}
+
+// closeConn closes a taken-over connection at once. A *tls.Conn's Close
+// first sends close_notify with a write deadline of 5 s, which would hold
+// its caller (a pump) on a socket its reader has stopped reading: the
+// socket under it is closed instead; what was written is still delivered,
+// then the end of the stream.
+func closeConn(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	_ = c.Close()
+}
+
+// shortWritesSafe reports whether a write to c cut by its deadline leaves
+// c usable, having written a prefix of what it was given: so on TCP (and
+// Unix) sockets. A *tls.Conn is broken for good by a timed-out write, and
+// other wrappers are not known to be safe.
+func shortWritesSafe(c net.Conn) bool {
+	switch c.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		return true
+	}
+	return false
 }
 
 // writeConn writes p to v within wait.
@@ -114,7 +167,7 @@ func (h *Handlers) writeConn(v *sseConn, wait time.Duration, p []byte) error {
 
 // drop closes a taken-over viewer.
 func (h *Handlers) drop(f *Feed, v *sseConn) {
-	_ = v.conn.Close()
+	closeConn(v.conn)
 	v.release()
 	f.addViewer(-1)
 	h.sseOpen.Add(-1)
@@ -152,14 +205,20 @@ func (h *Handlers) catchUp(f *Feed, v *sseConn, b Batch) {
 }
 
 // parkStream adds v to its feed's idle streams, starting their pump if
-// needed. It reports false once the handlers are shutting down.
+// needed. It reports false once the handlers are shutting down. The pump
+// is poked only when v is behind: one that parks with nothing to read
+// is found by the pump's next round (every new event starts one; see pump).
 func (h *Handlers) parkStream(f *Feed, v *sseConn) bool {
-	return h.parkIdle(f, func(s *idleStreams) { s.viewers[v] = struct{}{} })
+	cursor := v.cursor // once parked, v is the pump's
+	return h.parkIdle(f, func(s *idleStreams) { s.viewers[v] = struct{}{} },
+		func() bool { return cursor < f.streamTip() })
 }
 
 // parkIdle adds a connection to its feed's idle set with add, starting the
-// pump if needed. It reports false once the handlers are shutting down.
-func (h *Handlers) parkIdle(f *Feed, add func(*idleStreams)) bool {
+// pump if needed. It pokes a running pump unless behind (nil: always),
+// asked once the connection is in the set, reports false. It reports
+// false once the handlers are shutting down.
+func (h *Handlers) parkIdle(f *Feed, add func(*idleStreams), behind func() bool) bool {
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
@@ -183,9 +242,14 @@ func (h *Handlers) parkIdle(f *Feed, add func(*idleStreams)) bool {
 	if start {
 		go s.pump()
 	}
-	select {
-	case s.poke <- struct{}{}:
-	default:
+	// A pump that listed its viewers before this one was added learns of
+	// it here, or from the event that puts it behind: the pump takes the
+	// feed's wake channel before it lists.
+	if start || behind == nil || behind() {
+		select {
+		case s.poke <- struct{}{}:
+		default:
+		}
 	}
 	return true
 }
@@ -198,13 +262,24 @@ func (s *idleStreams) pump() {
 	defer heartbeat.Stop()
 	pollDue := time.NewTimer(time.Hour)
 	defer pollDue.Stop()
+	pingDue := false
 	for {
 		wake := s.f.wakeChan()
 		viewers, polls := s.list()
 		if len(viewers) == 0 && len(polls) == 0 {
 			return
 		}
-		if s.deliver(viewers) {
+		// From here on only the viewers deliver returns are the pump's.
+		viewers, wrote := s.deliver(viewers)
+		if pingDue {
+			for _, v := range viewers {
+				if !v.wrote {
+					s.write(v, ping, v.cursor)
+				}
+			}
+			pingDue, wrote = false, true
+		}
+		if wrote {
 			heartbeat.Reset(s.h.cfg.Heartbeat)
 		}
 		if next := s.answerPolls(polls, false); !next.IsZero() {
@@ -215,19 +290,10 @@ func (s *idleStreams) pump() {
 		case <-s.poke:
 		case <-pollDue.C:
 		case <-heartbeat.C:
-			now := time.Now()
-			for _, v := range viewers {
-				if v.expired(now) {
-					s.remove(v)
-					s.h.drop(s.f, v)
-				} else {
-					s.write(v, ping, v.cursor)
-				}
-			}
-			heartbeat.Reset(s.h.cfg.Heartbeat)
+			pingDue = true
 		case <-s.h.done:
 			viewers, polls := s.list()
-			s.deliver(viewers) // the rooms' `closed` events
+			viewers, _ = s.deliver(viewers) // the rooms' `closed` events
 			for _, v := range viewers {
 				s.remove(v)
 				s.h.drop(s.f, v)
@@ -268,8 +334,11 @@ func (s *idleStreams) remove(v *sseConn) {
 }
 
 // deliver writes to each viewer the events after its cursor, reading and
-// joining them once per distinct cursor. It reports whether it wrote.
-func (s *idleStreams) deliver(viewers []*sseConn) bool {
+// joining them once per distinct cursor, and sets each one's wrote. It
+// returns the viewers still idle, the only ones the pump may touch
+// afterwards (the others were handed over or dropped), and whether it
+// wrote.
+func (s *idleStreams) deliver(viewers []*sseConn) ([]*sseConn, bool) {
 	type pending struct {
 		p      []byte
 		last   uint64
@@ -278,7 +347,9 @@ func (s *idleStreams) deliver(viewers []*sseConn) bool {
 	byCursor := make(map[uint64]pending)
 	wrote := false
 	now := time.Now()
+	kept := viewers[:0]
 	for _, v := range viewers {
+		v.wrote = false
 		if v.expired(now) {
 			s.remove(v)
 			s.h.drop(s.f, v)
@@ -291,7 +362,7 @@ func (s *idleStreams) deliver(viewers []*sseConn) bool {
 			byCursor[v.cursor] = pd
 		}
 		if len(pd.p) > 0 {
-			wrote = true
+			wrote, v.wrote = true, true
 			if !s.write(v, pd.p, pd.last) {
 				continue
 			}
@@ -299,34 +370,33 @@ func (s *idleStreams) deliver(viewers []*sseConn) bool {
 		if pd.closed {
 			s.remove(v)
 			s.h.drop(s.f, v)
+			continue
 		}
+		kept = append(kept, v)
 	}
-	return wrote
+	clear(viewers[len(kept):])
+	return kept, wrote
 }
 
-// write gives p to v without waiting on a full socket: a viewer that cannot
-// take it at once leaves the idle streams and catches up on a goroutine of
-// its own; one whose connection failed is dropped. It reports whether v is
-// still idle with p written.
+// write gives p to v, the pump's, without waiting on a full socket: a
+// viewer that cannot take it at once (or on whose connection a short write
+// is not safe) leaves the idle streams for a goroutine of its own; one
+// whose connection failed is dropped. It reports whether v is still the
+// pump's, with p written.
 func (s *idleStreams) write(v *sseConn, p []byte, last uint64) bool {
-	err := s.h.writeConnN(v, p, func(rest []byte) {
-		s.remove(v)
-		s.h.wg.Add(1)
-		go func() {
-			defer s.h.wg.Done()
-			if s.h.writeConn(v, s.h.cfg.WriteWait, rest) != nil {
-				s.h.drop(s.f, v)
-				return
-			}
-			v.cursor = last
-			s.h.catchUp(s.f, v, s.f.Read(int64(last), Stream))
-		}()
-	})
+	if !v.inline {
+		s.handOver(v, p, last)
+		return false
+	}
+	_ = v.conn.SetWriteDeadline(time.Now().Add(idleWrite))
+	n, err := v.conn.Write(p)
+	s.h.bytesSSE.Add(int64(n))
 	switch {
 	case err == nil:
 		v.cursor = last
 		return true
-	case errors.Is(err, errBusy):
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.handOver(v, p[n:], last)
 		return false
 	}
 	s.remove(v)
@@ -334,19 +404,21 @@ func (s *idleStreams) write(v *sseConn, p []byte, last uint64) bool {
 	return false
 }
 
-var errBusy = errors.New("feed: viewer busy")
-
-// writeConnN writes p within idleWrite; when the socket is full it calls
-// busy with the unwritten rest and returns errBusy.
-func (h *Handlers) writeConnN(v *sseConn, p []byte, busy func(rest []byte)) error {
-	_ = v.conn.SetWriteDeadline(time.Now().Add(idleWrite))
-	n, err := v.conn.Write(p)
-	h.bytesSSE.Add(int64(n))
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		busy(p[n:])
-		return errBusy
-	}
-	return err
+// handOver takes v out of the idle streams and gives it to a goroutine of
+// its own, which writes rest (the unwritten end of what brings v to last),
+// catches v up and parks it again. The pump must not touch v afterwards.
+func (s *idleStreams) handOver(v *sseConn, rest []byte, last uint64) {
+	s.remove(v)
+	s.h.wg.Add(1) // the pump's own count is held: no Wait can be under way at zero
+	go func() {
+		defer s.h.wg.Done()
+		if s.h.writeConn(v, s.h.cfg.WriteWait, rest) != nil {
+			s.h.drop(s.f, v)
+			return
+		}
+		v.cursor = last
+		s.h.catchUp(s.f, v, s.f.Read(int64(last), Stream))
+	}()
 }
 
 func setSSEHeaders(hdr http.Header) {
@@ -370,9 +442,11 @@ func (h *Handlers) serveStream(w http.ResponseWriter, r *http.Request, f *Feed, 
 		}
 		return rc.Flush() == nil
 	}
-	if !write(retry) {
+	// The stream's first bytes in one write (see SSE).
+	if !write(slices.Concat(retry, sseBytes(b))) || b.Closed {
 		return
 	}
+	b = f.Read(int64(b.Last), Stream)
 	heartbeat := time.NewTimer(h.cfg.Heartbeat)
 	defer heartbeat.Stop()
 	var expired <-chan time.Time

@@ -191,7 +191,8 @@ func TestSSEReconnectsAfterDropAndLosesNothing(t *testing.T) {
 }
 
 func TestTooOldIDResyncsWithRoom(t *testing.T) {
-	ts := start(t, Config{FeedHistory: 8})
+	// A burst that covers every line, so no wait for the limiter to refill.
+	ts := start(t, Config{FeedHistory: 8, ChatBurst: 100})
 	p := ts.join(t, "ana", "auto")
 	keepMoving(t, p)
 	room := p.Welcome().Room
@@ -211,7 +212,6 @@ func TestTooOldIDResyncsWithRoom(t *testing.T) {
 		if e := <-v2.Events(); e.Type != wire.EventSnap {
 			t.Fatalf("%s: resync continued with %s, want snap", transport, e.Type)
 		}
-		time.Sleep(time.Second) // let the chat limiter refill
 	}
 }
 
@@ -270,7 +270,7 @@ func TestParkedPollWakesOnChatAndTimesOutEmpty(t *testing.T) {
 			cursor = a.Last
 		}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	waitSpectators(t, ts, p.Welcome().Room, 1) // the poll is parked
 	sent := time.Now()
 	_ = p.Chat("wake up")
 	select {
@@ -287,8 +287,7 @@ func TestParkedPollWakesOnChatAndTimesOutEmpty(t *testing.T) {
 	// An idle room's poll answers empty at its timeout, with last = after.
 	idle := createRoom(t, ts, `{}`)
 	ib := ts.http.URL + "/rooms/" + idle + "/poll"
-	time.Sleep(200 * time.Millisecond) // its first (and only) snapshot
-	a, _ := poll(t, ib)
+	a := pollStart(t, ib)
 	began := time.Now()
 	empty, _ := poll(t, fmt.Sprintf("%s?after=%d&timeout=1", ib, a.Last))
 	if d := time.Since(began); d < 900*time.Millisecond || d > 5*time.Second || len(empty.Events) != 0 || empty.Last != a.Last {
@@ -452,8 +451,7 @@ func TestLongParkedPoll(t *testing.T) {
 	ts := start(t, Config{Origins: []string{"https://game.example"}, PingEvery: time.Hour})
 	room := createRoom(t, ts, `{}`)
 	base := ts.http.URL + "/rooms/" + room + "/poll"
-	time.Sleep(200 * time.Millisecond) // the still room's only snapshot
-	first, _ := poll(t, base)
+	first := pollStart(t, base)
 	get := func(query string) (pollAnswer, *http.Response, time.Duration) {
 		req, _ := http.NewRequest("GET", base+query, nil)
 		req.Header.Set("Origin", "https://game.example")
@@ -512,5 +510,41 @@ func TestLongParkedPoll(t *testing.T) {
 	sse.Body.Close()
 	if sse.Header.Get("Access-Control-Allow-Origin") != "https://game.example" || sse.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("SSE headers %v", sse.Header)
+	}
+}
+
+// pollStart polls a feed from the start until the answer holds the room's
+// first snapshot (a room just made has none before its first tick).
+func pollStart(t *testing.T, base string) pollAnswer {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a, _ := poll(t, base)
+		for _, e := range a.Events {
+			if e.Type == wire.EventSnap {
+				return a
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no snapshot in the feed after 10 s: %+v", a)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitSpectators waits until the room counts at least n viewers (SSE
+// streams and parked polls).
+func waitSpectators(t *testing.T, ts *testServer, room string, n int) {
+	t.Helper()
+	r, err := ts.Lobby().Room(room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Info().Spectators < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d viewers after 10 s, want %d", r.Info().Spectators, n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

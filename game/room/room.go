@@ -12,6 +12,7 @@
 package room
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -389,10 +390,12 @@ func (r *Room) Chat(ctx context.Context, s *Seat, c Client, text string) error {
 			return
 		}
 		m := &wire.ChatLine{ID: s.ID, Name: s.Name, Text: text, ST: time.Now().UnixMilli()}
-		r.broadcast(wire.MustEncode(m), nil)
+		// The feed first, as for snapshots: a player who reads the line
+		// and then asks the feed finds it there.
 		if o := r.cfg.Observer; o != nil {
 			o.Chat(m)
 		}
+		r.broadcast(wire.MustEncode(m), nil)
 	})
 }
 
@@ -464,10 +467,10 @@ func (r *Room) join(c Client, name string) (*Seat, error) {
 	r.seatsTaken.Store(int32(len(r.seats)))
 	r.emptyAt = time.Time{}
 	m := &wire.Joined{ID: s.ID, Name: name}
-	r.broadcast(wire.MustEncode(m), s)
 	if o := r.cfg.Observer; o != nil {
 		o.Joined(m)
 	}
+	r.broadcast(wire.MustEncode(m), s)
 	r.welcome(s)
 	return s, nil
 }
@@ -529,10 +532,10 @@ func (r *Room) remove(s *Seat, reason string) {
 		r.emptyAt = time.Now()
 	}
 	m := &wire.Left{ID: s.ID, Reason: reason}
-	r.broadcast(wire.MustEncode(m), nil)
 	if o := r.cfg.Observer; o != nil {
 		o.Left(m)
 	}
+	r.broadcast(wire.MustEncode(m), nil)
 }
 
 // broadcast sends a reliable message to every connected seat but except.
@@ -638,7 +641,9 @@ func (r *Room) tick(n uint64, now time.Time) {
 	for _, s := range r.seats {
 		s.mu.Lock()
 		seq, fresh := s.seq, s.fresh
-		copy(r.input, s.input[:])
+		if fresh {
+			copy(r.input, s.input[:])
+		}
 		s.fresh = false
 		s.mu.Unlock()
 		if fresh && s.client != nil {
@@ -675,7 +680,7 @@ func (r *Room) rttOf(id uint32) int {
 	i := r.rttNext
 	if i >= len(r.seats) || r.seats[i].ID != id {
 		var ok bool
-		if i, ok = slices.BinarySearchFunc(r.seats, id, func(s *Seat, id uint32) int { return cmpID(s.ID, id) }); !ok {
+		if i, ok = slices.BinarySearchFunc(r.seats, id, func(s *Seat, id uint32) int { return cmp.Compare(s.ID, id) }); !ok {
 			return 0
 		}
 	}
@@ -689,8 +694,6 @@ func (r *Room) rttOf(id uint32) int {
 	}
 	return 0
 }
-
-func cmpID(a, b uint32) int { return int(int64(a) - int64(b)) }
 
 // writeTables has the mode write this tick's tables and puts the rows of
 // its keyed tables in id order. A mode that writes an id twice in one
@@ -711,21 +714,17 @@ func (r *Room) writeTables() []wire.Table {
 // sortRows sorts a table's rows by id unless they already are.
 func sortRows(t *wire.Table, name string) {
 	n := t.Len()
-	sorted := true
-	for i := 1; i < n; i++ {
-		if a, b := t.ID(i-1), t.ID(i); a >= b {
-			if a == b {
-				panic(fmt.Sprintf("room: the mode wrote id %d twice in table %s", a, name))
-			}
-			sorted = false
-		}
+	i := 1
+	for i < n && t.ID(i-1) < t.ID(i) {
+		i++
 	}
-	if !sorted {
-		sort.Sort(rowSorter{t})
-		for i := 1; i < n; i++ {
-			if t.ID(i-1) == t.ID(i) {
-				panic(fmt.Sprintf("room: the mode wrote id %d twice in table %s", t.ID(i), name))
-			}
+	if i == n {
+		return // ascending, so no id twice
+	}
+	sort.Sort(rowSorter{t})
+	for i := 1; i < n; i++ {
+		if t.ID(i-1) == t.ID(i) {
+			panic(fmt.Sprintf("room: the mode wrote id %d twice in table %s", t.ID(i), name))
 		}
 	}
 }

@@ -4,7 +4,6 @@
 package examples
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -13,12 +12,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tickwire/tickwire/clients/player"
 	"github.com/tickwire/tickwire/clients/spectator"
+	"github.com/tickwire/tickwire/internal/bench"
 	"github.com/tickwire/tickwire/wire"
 )
 
@@ -47,18 +46,13 @@ func TestTagModuleRunsAsAServer(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-log-level", "warn", "-hz", "20")
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	// Started as `tickwire serve` is, with "serve" first: Main takes it.
+	srv, err := bench.StartServer(context.Background(), bench.ServerOptions{Exe: bin, Hz: 20, CPU: -1, Stderr: os.Stderr})
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
-	first, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || !strings.HasPrefix(first, "listening on http://127.0.0.1:") {
-		t.Fatalf("first line %q: %v", first, err)
-	}
-	base := strings.TrimSpace(strings.TrimPrefix(first, "listening on "))
+	defer srv.Close()
+	base := srv.URL
 
 	resp, err := http.Get(base + "/api/modes")
 	if err != nil {
@@ -151,10 +145,7 @@ func TestTagModuleRunsAsAServer(t *testing.T) {
 		t.Fatalf("viewer: room event %v, the bot's row %v (%v)", sawRoom, sawRow, v.Err())
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err != nil {
+	if err := srv.Close(); err != nil { // SIGTERM
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -26,6 +27,18 @@ import (
 // BuiltinModes returns the modes Tickwire ships: arena (the default) and
 // shooter.
 func BuiltinModes() []game.Spec { return []game.Spec{arena.Spec(), shooter.Spec()} }
+
+// BuiltinMode returns the built-in mode of that name, or false.
+func BuiltinMode(name string) (game.Spec, bool) { return findMode(BuiltinModes(), name) }
+
+// findMode returns the mode of that name among specs, or false.
+func findMode(specs []game.Spec, name string) (game.Spec, bool) {
+	i := slices.IndexFunc(specs, func(s game.Spec) bool { return s.Name == name })
+	if i < 0 {
+		return game.Spec{}, false
+	}
+	return specs[i], true
+}
 
 // Main is the whole main of a server that runs a developer's own modes:
 //
@@ -58,14 +71,8 @@ func Main(modes ...game.Spec) {
 func pickModes(available []game.Spec, names []string) ([]game.Spec, error) {
 	var picked []game.Spec
 	for _, name := range names {
-		found := false
-		for _, m := range available {
-			if m.Name == name {
-				picked = append(picked, m)
-				found = true
-				break
-			}
-		}
+		m, found := findMode(available, name)
+		picked = append(picked, m)
 		if !found {
 			var known []string
 			for _, m := range available {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Delta snapshots are an addition to protocol version 1 (docs/protocol.md,
@@ -382,7 +383,7 @@ func (c *DeltaCodec) reference(l *deltaTableLayout, b, cur []int64, col int, age
 
 func appendSlots(dst []byte, l *deltaTableLayout, bt, ct *DeltaTable) []byte {
 	nb, nc := bt.Len(), ct.Len()
-	same := func(i int) bool { return i < nb && slicesEqual(bt.row(i), ct.row(i)) }
+	same := func(i int) bool { return i < nb && slices.Equal(bt.row(i), ct.row(i)) }
 	changed := 0
 	for i := range nc {
 		if !same(i) {
@@ -409,15 +410,6 @@ func appendSlots(dst []byte, l *deltaTableLayout, bt, ct *DeltaTable) []byte {
 		}
 	}
 	return dst
-}
-
-func slicesEqual(a, b []int64) bool {
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // ErrDeltaBaseline means a delta refers to a baseline the reader does not

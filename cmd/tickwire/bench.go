@@ -302,10 +302,8 @@ func (r *benchRunner) game(ctx context.Context) (*bench.Table, any, error) {
 			Duration: r.f.duration, Warmup: r.f.warmup, Delta: r.f.delta, Mode: r.f.mode,
 			Progress: r.progress.prefix(fmt.Sprintf("run %d/%d ", i+1, r.f.runs)),
 		}
-		for _, spec := range server.BuiltinModes() {
-			if spec.Name == r.f.mode {
-				cfg.Bot = spec.NewBot
-			}
+		if spec, ok := server.BuiltinMode(r.f.mode); ok {
+			cfg.Bot = spec.NewBot
 		}
 		var res *bench.GameResult
 		var err error

@@ -67,10 +67,8 @@ func runBot(ctx context.Context, args []string) error {
 // a built-in one, else one that wanders by the room's schema.
 func botFor(c *player.Client, seed uint64) game.Bot {
 	w := c.Welcome()
-	for _, spec := range server.BuiltinModes() {
-		if spec.Name == w.Mode {
-			return spec.NewBot(seed)
-		}
+	if spec, ok := server.BuiltinMode(w.Mode); ok {
+		return spec.NewBot(seed)
 	}
 	return game.NewWanderBot(seed, &game.Spec{Tables: w.Schema.Tables, Input: w.Schema.Input})
 }

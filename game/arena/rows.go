@@ -25,19 +25,24 @@ func Players(s Tables) []PlayerRow {
 	rows := s.Table("p")
 	out := make([]PlayerRow, 0, len(rows))
 	for _, r := range rows {
-		if len(r) >= 7 {
-			out = append(out, PlayerRow{ID: uint32(r[0]), X: r[1], Y: r[2], VX: r[3], VY: r[4], Score: int(r[5]), RTT: int(r[6])})
+		if p, ok := playerRow(r); ok {
+			out = append(out, p)
 		}
 	}
 	return out
 }
 
+func playerRow(r []float64) (PlayerRow, bool) {
+	if len(r) < 7 {
+		return PlayerRow{}, false
+	}
+	return PlayerRow{ID: uint32(r[0]), X: r[1], Y: r[2], VX: r[3], VY: r[4], Score: int(r[5]), RTT: int(r[6])}, true
+}
+
 // FindPlayer returns the player id of an arena snapshot, or nil.
 func FindPlayer(s Tables, id uint32) *PlayerRow {
-	for _, p := range Players(s) {
-		if p.ID == id {
-			return &p
-		}
+	if p, ok := playerRow(s.Table("p").Find(id)); ok {
+		return &p
 	}
 	return nil
 }

@@ -136,8 +136,7 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 	sendCtx, stopSend := context.WithCancel(ctx)
 	var sent atomic.Int64
 	var swg sync.WaitGroup
-	plays := make([]*gameBot, len(bots))
-	copy(plays, bots)
+	plays := bots // every player who got in
 	senders := min(len(plays), 64)
 	for g := range senders {
 		swg.Add(1)

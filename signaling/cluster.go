@@ -41,6 +41,7 @@ const (
 type castMsg struct {
 	Type  string            `json:"t"`
 	Node  string            `json:"node"`
+	Run   string            `json:"run,omitempty"` // the sending node's run (see cluster.runID)
 	Call  string            `json:"call,omitempty"`
 	ID    string            `json:"id,omitempty"`
 	Name  string            `json:"name,omitempty"`
@@ -57,15 +58,16 @@ type relayMsg struct {
 	Msg  json.RawMessage `json:"msg"`
 }
 
-// helloMsg is a starting node's request (Node) and an answer to it (the
-// nodes the answering node knows, itself included).
+// helloMsg is a starting node's request (Node, Run) and an answer to it
+// (the nodes the answering node knows, itself included).
 type helloMsg struct {
 	Node  string   `json:"node,omitempty"`
+	Run   string   `json:"run,omitempty"`
 	Nodes []string `json:"nodes,omitempty"`
 }
 
-// member is a peer of another node.
-type member struct{ name, node string }
+// member is a peer of another node, and the run of that node it joined.
+type member struct{ name, node, run string }
 
 // gather is a newcomer's wait for the other nodes' peers.
 type gather struct {
@@ -81,10 +83,15 @@ type cluster struct {
 	s    *Server
 	b    bus.Bus
 	node string
-	subs []bus.Subscription
-	quit chan struct{} // closed by stop: the heartbeat loop ends
-	done chan struct{} // closed when it has
-	once sync.Once
+	// runID tells this start of the node from an earlier one with the same
+	// id: a hello from a new run forgets the peers of the older ones, and
+	// only theirs (a hello that reaches a node late must not take away
+	// the peers that joined the new run meanwhile).
+	runID string
+	subs  []bus.Subscription
+	quit  chan struct{} // closed by stop: the heartbeat loop ends
+	done  chan struct{} // closed when it has
+	once  sync.Once
 
 	nodes map[string]time.Time // other nodes, when last heard of; guarded by s.mu
 }
@@ -93,7 +100,7 @@ type cluster struct {
 // are and starts the heartbeat loop; it returns nil when the bus refuses.
 func startCluster(s *Server) *cluster {
 	k := &cluster{
-		s: s, b: s.cfg.Bus, node: s.cfg.Node,
+		s: s, b: s.cfg.Bus, node: s.cfg.Node, runID: newID(),
 		quit: make(chan struct{}), done: make(chan struct{}), nodes: make(map[string]time.Time),
 	}
 	if !k.subscribe(castSubject+".>", k.onCast) || !k.subscribe(relaySubject(k.node), k.onRelay) {
@@ -103,7 +110,7 @@ func startCluster(s *Server) *cluster {
 	// Ask before answering others, so that nobody but the other nodes
 	// answers; no answer at all means this node is alone.
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.GatherTimeout)
-	data, err := k.b.Request(ctx, helloSubject, marshal(helloMsg{Node: k.node}))
+	data, err := k.b.Request(ctx, helloSubject, marshal(helloMsg{Node: k.node, Run: k.runID}))
 	cancel()
 	var h helloMsg
 	if err == nil && json.Unmarshal(data, &h) == nil {
@@ -184,6 +191,7 @@ func marshal(v any) []byte {
 // publish sends m to every node; a failure is the bus's (closed, or
 // disconnected from NATS), and the other nodes catch up by the TTL.
 func (k *cluster) publish(subject string, m castMsg) {
+	m.Run = k.runID
 	_ = k.b.Publish(subject, marshal(m))
 }
 
@@ -220,8 +228,8 @@ func (k *cluster) leaveLocked(call, id string) {
 }
 
 // onHello answers a starting node with the nodes this one knows. Peers
-// still known of a node with the same id (restarted before its TTL) are
-// gone.
+// still known of an earlier run of that node (restarted before its TTL)
+// are gone.
 func (k *cluster) onHello(m *bus.Msg) {
 	var h helloMsg
 	if json.Unmarshal(m.Data, &h) != nil || h.Node == "" || h.Node == k.node {
@@ -232,7 +240,7 @@ func (k *cluster) onHello(m *bus.Msg) {
 		k.s.mu.Unlock()
 		return
 	}
-	k.dropNodeLocked(h.Node)
+	k.forgetEarlierRunsLocked(h.Node, h.Run)
 	k.touchLocked(h.Node)
 	nodes := append(slices.Collect(maps.Keys(k.nodes)), k.node)
 	k.s.mu.Unlock()
@@ -261,7 +269,7 @@ func (k *cluster) onCast(m *bus.Msg) {
 		k.touchLocked(c.Node)
 		answer := castMsg{Type: castMembers, Node: k.node, Call: c.Call, ID: c.ID}
 		if cl := s.calls[c.Call]; cl != nil {
-			answer.Full = !k.addLocked(cl, c.ID, member{name: c.Name, node: c.Node}, true)
+			answer.Full = !k.addLocked(cl, c.ID, member{name: c.Name, node: c.Node, run: c.Run}, true)
 			for _, p := range cl.peers {
 				answer.Peers = append(answer.Peers, wire.SignalPeer{ID: p.id, Name: p.name})
 			}
@@ -274,7 +282,7 @@ func (k *cluster) onCast(m *bus.Msg) {
 			return
 		}
 		for _, sp := range c.Peers {
-			k.addLocked(cl, sp.ID, member{name: sp.Name, node: c.Node}, false)
+			k.addLocked(cl, sp.ID, member{name: sp.Name, node: c.Node, run: c.Run}, false)
 		}
 		p := cl.peers[c.ID]
 		if p == nil || p.gather == nil {
@@ -347,6 +355,18 @@ func (k *cluster) forgetLocked(cl *call, id, node string) {
 	left := encode(wire.SignalMessage{Type: wire.SignalTypePeerLeft, ID: id})
 	for _, p := range cl.peers {
 		k.s.sendLocked(p, heldLeft, id, left)
+	}
+}
+
+// forgetEarlierRunsLocked forgets the peers of node that joined a run of
+// it other than run.
+func (k *cluster) forgetEarlierRunsLocked(node, run string) {
+	for _, cl := range k.s.calls {
+		for id, r := range cl.remote {
+			if r.node == node && r.run != run {
+				k.forgetLocked(cl, id, node)
+			}
+		}
 	}
 }
 

@@ -393,6 +393,53 @@ func TestClusterNodeRestart(t *testing.T) {
 	}
 }
 
+// A starting node's hello that reaches a node late (each subscription has
+// its own queue) does not take away the peers that joined the new node
+// meanwhile.
+func TestClusterLateHelloKeepsNewPeers(t *testing.T) {
+	b := newBus(t)
+	n1 := newNode(t, b, "n1", Config{})
+	late := &lateHelloBus{Bus: b, release: make(chan struct{}), handled: make(chan struct{})}
+	n2 := newNode(t, late, "n2", Config{})
+	released := sync.OnceFunc(func() { close(late.release) })
+	t.Cleanup(released) // before n2 stops
+	a, _ := n1.join(t, "c", "a")
+	bo, wb := n2.join(t, "c", "bo")
+	expectJoined(t, a, wb.ID, "bo")
+
+	n3 := newNode(t, b, "n3", Config{}) // n1 answers its hello; n2 holds it
+	cy, wc := n3.join(t, "c", "cy")
+	expectJoined(t, a, wc.ID, "cy")
+	expectJoined(t, bo, wc.ID, "cy")
+	released()
+	<-late.handled
+	// The next thing bo hears is cy's offer, not that cy left.
+	checkRelay(t, cy, wc.ID, bo, wb.ID)
+}
+
+// lateHelloBus is a node's view of a shared bus on which hellos after
+// the node's own start wait for release; handled is closed once the first
+// of them has been handled.
+type lateHelloBus struct {
+	bus.Bus
+	release, handled chan struct{}
+	once             sync.Once
+}
+
+func (b *lateHelloBus) Subscribe(subject string, h bus.Handler) (bus.Subscription, error) {
+	if subject != helloSubject {
+		return b.Bus.Subscribe(subject, h)
+	}
+	return b.Bus.Subscribe(subject, func(m *bus.Msg) {
+		<-b.release
+		h(m)
+		b.once.Do(func() { close(b.handled) })
+	})
+}
+
+// Close leaves the shared bus open.
+func (b *lateHelloBus) Close() error { return nil }
+
 // A node alone on its bus welcomes at once.
 func TestClusterAlone(t *testing.T) {
 	n := newNodes(t, 1, Config{GatherTimeout: 5 * time.Second})[0]

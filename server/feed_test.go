@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -477,11 +478,22 @@ func TestLongParkedPoll(t *testing.T) {
 	}
 	// Woken by a chat 1.5 s into the wait.
 	p := ts.join(t, "ana", room)
-	time.Sleep(300 * time.Millisecond)
-	joined, _ := poll(t, fmt.Sprintf("%s?after=%d", base, first.Last))
+	// Read the feed up to the snap that shows ana: after it the room
+	// stands still, so only the chat can wake the next poll.
+	last := first.Last
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if time.Now().After(deadline) {
+			t.Fatal("no snap shows the new player")
+		}
+		a, _ := poll(t, fmt.Sprintf("%s?after=%d&timeout=1", base, last))
+		last = a.Last
+		if showsPlayer(t, p.ID(), a) {
+			break
+		}
+	}
 	done := make(chan pollAnswer, 1)
 	go func() {
-		a, _, _ := get(fmt.Sprintf("?after=%d&timeout=20", joined.Last))
+		a, _, _ := get(fmt.Sprintf("?after=%d&timeout=20", last))
 		done <- a
 	}()
 	time.Sleep(1500 * time.Millisecond)
@@ -511,6 +523,25 @@ func TestLongParkedPoll(t *testing.T) {
 	if sse.Header.Get("Access-Control-Allow-Origin") != "https://game.example" || sse.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("SSE headers %v", sse.Header)
 	}
+}
+
+// showsPlayer reports whether a snap event of a has a row of player id
+// in table p.
+func showsPlayer(t *testing.T, id uint32, a pollAnswer) bool {
+	t.Helper()
+	for _, e := range a.Events {
+		var tables struct{ P [][]float64 }
+		if e.Type != wire.EventSnap {
+			continue
+		}
+		if err := json.Unmarshal(e.Data, &tables); err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(tables.P, func(row []float64) bool { return len(row) > 0 && row[0] == float64(id) }) {
+			return true
+		}
+	}
+	return false
 }
 
 // pollStart polls a feed from the start until the answer holds the room's

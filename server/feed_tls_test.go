@@ -66,7 +66,9 @@ func startTLS(t *testing.T, cfg Config, small bool) *tlsServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ctx, l) }()
-	hs := httptest.NewServer(s.Handler())
+	hs := httptest.NewUnstartedServer(s.Handler())
+	s.configureHTTP(hs.Config) // the timeouts of Serve
+	hs.Start()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-served; err != nil {

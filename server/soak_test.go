@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,7 +30,8 @@ import (
 
 // TestSoak mixes healthy players and viewers with clients that misbehave
 // (garbage frames, floods, never reading, vanishing mid-frame, an oversized
-// frame sent while the socket is full, abandoned polls, bad signaling) for
+// frame sent while the socket is full, abandoned polls, viewers over TLS
+// that stop reading, bad signaling) for
 // about 40 s (TICKWIRE_SOAK sets another duration), and checks that the
 // server answers throughout, that healthy players keep their snapshot rate,
 // that no chat line is lost for a healthy player or viewer, that a player
@@ -55,9 +57,11 @@ func TestSoak(t *testing.T) {
 	baseGoroutines := runtime.NumGoroutine()
 	baseMem := inUse()
 	const hz = 20
-	ts := start(t, Config{Hz: hz, Grace: time.Second, RoomIdle: time.Second, JoinWait: time.Second,
+	// Viewers may come over TLS too (tlsServer.addr), as with -tls-cert.
+	tlsts := startTLS(t, Config{Hz: hz, Grace: time.Second, RoomIdle: time.Second, JoinWait: time.Second,
 		PingEvery:     500 * time.Millisecond,
-		HeaderTimeout: time.Second, TrustedProxies: []string{"127.0.0.0/8", "::1"}})
+		HeaderTimeout: time.Second, TrustedProxies: []string{"127.0.0.0/8", "::1"}, NoOverload: true}, false)
+	ts := tlsts.testServer
 	ctx, stop := context.WithTimeout(context.Background(), duration)
 	defer stop()
 
@@ -202,6 +206,8 @@ func TestSoak(t *testing.T) {
 		}
 	}()
 	addr := strings.TrimPrefix(ts.http.URL, "http://")
+	var slowTLS atomic.Int32
+	var tlsViewers sync.Map // protocols the slow TLS viewers were served over
 	misbehave := []func(){
 		func() { // garbage frames
 			c, err := ts.dial("garbage", rooms[0], "")
@@ -416,6 +422,12 @@ func TestSoak(t *testing.T) {
 				c.Close()
 			}
 		},
+		func() { // a viewer over TLS that stops reading for a while, HTTP/1.1 and HTTP/2 in turn
+			n := slowTLS.Add(1)
+			if proto := slowTLSViewer(ctx, tlsts, rooms[n%2], n%4 < 2); proto != "" {
+				tlsViewers.Store(proto, true)
+			}
+		},
 		func() { // a long-poll abandoned while parked
 			cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 			defer cancel()
@@ -472,6 +484,11 @@ func TestSoak(t *testing.T) {
 	}
 	for _, w := range adm.wrong {
 		t.Errorf("admission: %s", w)
+	}
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
+		if _, ok := tlsViewers.Load(proto); !ok {
+			t.Errorf("no slow TLS viewer was served over %s", proto)
+		}
 	}
 	if adm.slowCut.Load() == 0 || adm.roomsRefused.Load() == 0 || len(adm.typists) == 0 {
 		t.Errorf("admission attackers did not run: %d slow-header clients cut, %d rooms refused, %d typists",
@@ -530,6 +547,49 @@ func TestSoak(t *testing.T) {
 	if grown := int64(inUse()) - int64(baseMem); grown > 32<<20 {
 		t.Errorf("memory grew by %d MiB", grown>>20)
 	}
+}
+
+// slowTLSViewer watches room over TLS (HTTP/2 when h2, else HTTP/1.1),
+// reads the start of the stream, then reads nothing for 3 s while the room
+// goes on, and goes. It returns the protocol of a stream it was served,
+// else "".
+func slowTLSViewer(ctx context.Context, ts *tlsServer, room string, h2 bool) string {
+	var protos http.Protocols
+	protos.SetHTTP1(!h2)
+	protos.SetHTTP2(h2)
+	// The viewer's connection is closed when it goes, idle or not.
+	var conn net.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	tr := &http.Transport{Protocols: &protos,
+		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 16 << 10, MaxReceiveBufferPerConnection: 64 << 10},
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			cfg := ts.tls.Clone()
+			cfg.NextProtos = []string{"http/1.1"}
+			if h2 {
+				cfg.NextProtos = []string{"h2"}
+			}
+			c, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
+			conn = c
+			return c, err
+		}}
+	req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+ts.addr+"/rooms/"+room+"/events", nil)
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	if n, _ := resp.Body.Read(make([]byte, 1024)); n == 0 || resp.StatusCode != http.StatusOK {
+		return ""
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(3 * time.Second):
+	}
+	return resp.Proto
 }
 
 // playConn is the server's player connection from the client address

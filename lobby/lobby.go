@@ -79,6 +79,11 @@ type Config struct {
 	// update (3s).
 	DirectoryEvery time.Duration
 	DirectoryTTL   time.Duration
+	// StateChannels, when set, makes a player's state channel at its
+	// first `rtc-offer` (contract 1.1, "State over WebRTC"); nil, or a nil
+	// result, answers offers with `error` `unsupported`. The session
+	// closes the channel when it ends.
+	StateChannels func(StateChannelConfig) StateChannel
 }
 
 func (c Config) withDefaults() Config {

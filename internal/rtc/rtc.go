@@ -1,0 +1,270 @@
+// Package rtc is the server side of players' state channels: WebRTC
+// DataChannels labelled `state` (unordered, never retransmitted) that carry
+// a player's state frames instead of its WebSocket (contract 1.1, "State
+// over WebRTC"). It is the only server package that imports Pion.
+//
+// A Service owns one UDP socket, shared by every peer connection through
+// an ICE UDP mux, and the Pion API built on it: data only, with an empty
+// media engine and no interceptors. It gathers host candidates on that one
+// port (announcing Config.PublicIPs instead behind a 1:1 NAT) and uses no
+// STUN or TURN server itself: clients take theirs from /api/ice, and one
+// behind a restrictive NAT reaches the server through its TURN relay.
+//
+// A Peer is one player's side: it takes offers (each replacing the
+// previous connection), answers and trickles candidates through its
+// Signal callback, hands what arrives on the channel to Receive, and sends
+// state frames. SendState never blocks: it copies the frame into a
+// one-slot mailbox (latest wins) that the peer's writer goroutine sends,
+// dropping a frame rather than queueing it while the channel's buffered
+// amount is over Config.MaxBuffered. SendState reports false, and the
+// caller sends the frame on the WebSocket, while the channel is not open,
+// its connection has failed or closed, nothing has arrived on it for
+// Config.Idle (the client keeps it alive by sending on it, see the
+// protocol), or the frame is larger than Config.MaxFrame.
+//
+// Large frames: an unordered channel without retransmissions loses a
+// message when any one of its SCTP fragments is lost, and a fragmented
+// message can stall an unordered stream on a lossy path (pion/sctp #138).
+// Pion fragments user messages above 1,200 bytes (its 1,228-byte SCTP MTU
+// minus headers), so frames above MaxFrame (default 1,100 bytes) go on the
+// reliable WebSocket instead: in practice keyframes of large rooms, while
+// every delta and the snapshots of ordinary rooms take the channel. A
+// negative MaxFrame sends every frame on the channel.
+//
+// Service and Peer methods are safe for concurrent use. Every goroutine a
+// Peer starts ends with Peer.Close, and Service.Close closes every peer and
+// the socket.
+package rtc
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/logging"
+	"github.com/pion/webrtc/v4"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxFrame    = 1100
+	DefaultIdle        = time.Second
+	DefaultMaxBuffered = 32 << 10
+)
+
+// ErrClosed is returned by a Peer or Service used after Close.
+var ErrClosed = errors.New("rtc: closed")
+
+// Config sets up a Service. Zero fields take the defaults.
+type Config struct {
+	// UDP is the address of the one UDP port of every peer, opened by
+	// Listen or, without a call to Listen, by the first offer.
+	UDP string
+	// PublicIPs are announced in host candidates instead of the
+	// addresses of the machine (a server behind 1:1 NAT).
+	PublicIPs []string
+	// Loopback keeps ICE on loopback addresses only (tests on a machine
+	// that also has other interfaces).
+	Loopback bool
+	// MaxFrame is the largest state frame sent on a channel (1,100 bytes;
+	// see the package comment); negative: no limit.
+	MaxFrame int
+	// Idle is how long a channel may stay silent before state frames go
+	// back to the WebSocket (1s); they return to the channel with the next
+	// message from the client.
+	Idle time.Duration
+	// MaxBuffered is the buffered amount of a channel above which a state
+	// frame is dropped instead of queued (32 KiB).
+	MaxBuffered uint64
+	// ICETimeouts: disconnected after 3s without traffic, failed after 6s,
+	// keepalives every 500ms (zero values take these).
+	Disconnected, Failed, Keepalive time.Duration
+	Logger                          *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxFrame == 0 {
+		c.MaxFrame = DefaultMaxFrame
+	}
+	if c.Idle <= 0 {
+		c.Idle = DefaultIdle
+	}
+	if c.MaxBuffered == 0 {
+		c.MaxBuffered = DefaultMaxBuffered
+	}
+	if c.Disconnected <= 0 {
+		c.Disconnected = 3 * time.Second
+	}
+	if c.Failed <= 0 {
+		c.Failed = 6 * time.Second
+	}
+	if c.Keepalive <= 0 {
+		c.Keepalive = 500 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Service makes the peers of one server. The zero value is not usable; see
+// New.
+type Service struct {
+	cfg Config
+
+	mu     sync.Mutex // guards the fields below
+	conn   *net.UDPConn
+	mux    ice.UDPMux
+	api    *webrtc.API
+	peers  map[*Peer]struct{}
+	closed bool
+}
+
+// New returns a Service; it opens nothing until Listen or the first offer.
+func New(cfg Config) *Service {
+	return &Service{cfg: cfg.withDefaults(), peers: make(map[*Peer]struct{})}
+}
+
+// Listen opens the UDP port at addr (Config.UDP when empty). A second call
+// does nothing and returns nil.
+func (s *Service) Listen(addr string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, err := s.listenLocked(addr)
+	return err
+}
+
+// Addr returns the address of the UDP port, or nil before it is open.
+func (s *Service) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil {
+		return nil
+	}
+	return s.conn.LocalAddr()
+}
+
+// listenLocked opens the port unless open and returns the API on it.
+func (s *Service) listenLocked(addr string) (*webrtc.API, error) {
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if s.api != nil {
+		return s.api, nil
+	}
+	if addr == "" {
+		addr = s.cfg.UDP
+	}
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("rtc: udp address %q: %w", addr, err)
+	}
+	conn, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("rtc: %w", err)
+	}
+	quiet := &logging.DefaultLoggerFactory{DefaultLogLevel: logging.LogLevelDisabled}
+	mux := webrtc.NewICEUDPMux(quiet.NewLogger("udpmux"), conn)
+	var se webrtc.SettingEngine
+	se.LoggerFactory = quiet
+	se.SetICEUDPMux(mux)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetICETimeouts(s.cfg.Disconnected, s.cfg.Failed, s.cfg.Keepalive)
+	ip := conn.LocalAddr().(*net.UDPAddr).IP
+	if ip.To4() != nil {
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	} else {
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	}
+	if ip.IsLoopback() || s.cfg.Loopback {
+		se.SetIncludeLoopbackCandidate(true)
+	}
+	if s.cfg.Loopback {
+		Loopback(&se)
+	}
+	if len(s.cfg.PublicIPs) > 0 {
+		se.SetNAT1To1IPs(s.cfg.PublicIPs, webrtc.ICECandidateTypeHost)
+	}
+	s.conn, s.mux = conn, mux
+	s.api = webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(&webrtc.MediaEngine{}))
+	s.cfg.Logger.Debug("state channels listening", "udp", conn.LocalAddr().String())
+	return s.api, nil
+}
+
+// Loopback sets se to keep ICE on loopback: loopback candidates included,
+// interfaces named lo* only, local and remote addresses loopback only,
+// UDP over IPv4, no mDNS. Go clients use it in tests.
+func Loopback(se *webrtc.SettingEngine) {
+	loopback := func(ip net.IP) bool { return ip.IsLoopback() }
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetInterfaceFilter(func(name string) bool { return strings.HasPrefix(name, "lo") })
+	se.SetIPFilter(loopback)
+	se.SetRemoteIPFilter(loopback)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+}
+
+// api returns the API, opening the port at Config.UDP when not open yet.
+func (s *Service) webrtcAPI() (*webrtc.API, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listenLocked("")
+}
+
+// track registers p so that Close closes it; false once closed.
+func (s *Service) track(p *Peer) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.peers[p] = struct{}{}
+	return true
+}
+
+func (s *Service) untrack(p *Peer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.peers, p)
+}
+
+// Peers returns how many peers are open.
+func (s *Service) Peers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.peers)
+}
+
+// Close closes every peer and then the UDP port. It is safe to call twice.
+func (s *Service) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	peers := make([]*Peer, 0, len(s.peers))
+	for p := range s.peers {
+		peers = append(peers, p)
+	}
+	s.mu.Unlock()
+	for _, p := range peers {
+		p.Close()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var err error
+	if s.mux != nil {
+		err = s.mux.Close()
+		s.mux = nil
+	}
+	if s.conn != nil {
+		err = errors.Join(err, s.conn.Close())
+		if errors.Is(err, net.ErrClosed) {
+			err = nil
+		}
+		s.conn = nil
+	}
+	return err
+}

@@ -173,6 +173,13 @@ func (s *Service) listenLocked(addr string) (*webrtc.API, error) {
 	var se webrtc.SettingEngine
 	se.LoggerFactory = quiet
 	se.SetICEUDPMux(mux)
+	// ICE lite (RFC 8445 2.5), as a server with a public address or a 1:1
+	// NAT can be: the server only answers the client's checks and never
+	// sends its own. A full agent also checks the client's candidates
+	// directly, and a client that answers from its own address then has a
+	// second path that skips the announced one (-rtc-public-ip): a relay or
+	// NAT that should carry every packet is bypassed.
+	se.SetLite(true)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetICETimeouts(s.cfg.Disconnected, s.cfg.Failed, s.cfg.Keepalive)
 	ip := conn.LocalAddr().(*net.UDPAddr).IP

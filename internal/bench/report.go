@@ -194,6 +194,9 @@ func GameTable(runs []*GameResult, reference bool) *Table {
 	if r0.Delta {
 		mode = "delta snapshots"
 	}
+	if r0.RTC {
+		mode += " over WebRTC"
+	}
 	if r0.Mode != "" {
 		mode = r0.Mode + ", " + mode
 	}
@@ -205,6 +208,7 @@ func GameTable(runs []*GameResult, reference bool) *Table {
 	t.Rows = []Row{
 		row("ticks run / nominal", "%", pick(runs, func(r *GameResult) (float64, bool) { return val(r.TicksPct) }), g(false, 99.9)),
 		row("snapshots delivered / ticks run", "%", pick(runs, func(r *GameResult) (float64, bool) { return val(r.DeliveredPct) }), nil),
+		row("snapshots on the state channel", "%", pick(runs, func(r *GameResult) (float64, bool) { return r.ChannelPct, r.RTC }), nil),
 		row("tick duration p50", "ms", pick(runs, func(r *GameResult) (float64, bool) { return distOf(r.Tick, 50) }), nil),
 		row("tick duration p99", "ms", pick(runs, func(r *GameResult) (float64, bool) { return distOf(r.Tick, 99) }), nil),
 		row("update gap p50", "ms", pick(runs, func(r *GameResult) (float64, bool) { return val(r.Gap.P50) }), nil),

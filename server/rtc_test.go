@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"net"
 	"runtime"
 	"testing"
 	"time"
@@ -335,5 +337,48 @@ func TestRTCBadOffersAndCandidatesGetBadMessage(t *testing.T) {
 	}
 	if r.Transport() != player.TransportUDP {
 		t.Fatalf("transport %s after a bad candidate", r.Transport())
+	}
+}
+
+func TestRTCUDPPortIsTheListenersAndClosesOnShutdown(t *testing.T) {
+	checkNoLeaks(t)
+	s := New(Config{Addr: "127.0.0.1:0", Logger: quietLogger(), NoOverload: true})
+	ln, err := s.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tcp, udp := ln.Addr().String(), s.RTCAddr()
+	if udp == nil || udp.String() != tcp {
+		t.Fatalf("UDP %v, want the listener's %s", udp, tcp)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenPacket("udp", tcp)
+	if err != nil {
+		t.Fatalf("the UDP port is still held after Shutdown: %v", err)
+	}
+	pc.Close()
+}
+
+func TestRTCFlags(t *testing.T) {
+	var out bytes.Buffer
+	o, err := parseServe([]string{"-rtc=false", "-rtc-udp", "127.0.0.1:9999", "-rtc-public-ip", "203.0.113.7,198.51.100.2"}, BuiltinModes(), &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.cfg.NoRTC || o.cfg.RTCUDP != "127.0.0.1:9999" || len(o.cfg.RTCPublicIPs) != 2 || o.cfg.RTCPublicIPs[0] != "203.0.113.7" {
+		t.Fatalf("parsed %+v", o.cfg)
+	}
+	if o, err := parseServe(nil, BuiltinModes(), &out); err != nil || o.cfg.NoRTC || o.cfg.RTCUDP != "" {
+		t.Fatalf("defaults: %+v, %v", o.cfg, err)
+	}
+	for _, args := range [][]string{{"-rtc-public-ip", "not-an-ip"}, {"-rtc-udp", "nohost:port:x"}} {
+		if _, err := parseServe(args, BuiltinModes(), &out); err == nil {
+			t.Errorf("%v accepted", args)
+		}
 	}
 }

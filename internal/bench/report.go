@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -208,7 +209,6 @@ func GameTable(runs []*GameResult, reference bool) *Table {
 	t.Rows = []Row{
 		row("ticks run / nominal", "%", pick(runs, func(r *GameResult) (float64, bool) { return val(r.TicksPct) }), g(false, 99.9)),
 		row("snapshots delivered / ticks run", "%", pick(runs, func(r *GameResult) (float64, bool) { return val(r.DeliveredPct) }), nil),
-		row("snapshots on the state channel", "%", pick(runs, func(r *GameResult) (float64, bool) { return r.ChannelPct, r.RTC }), nil),
 		row("tick duration p50", "ms", pick(runs, func(r *GameResult) (float64, bool) { return distOf(r.Tick, 50) }), nil),
 		row("tick duration p99", "ms", pick(runs, func(r *GameResult) (float64, bool) { return distOf(r.Tick, 99) }), nil),
 		row("update gap p50", "ms", pick(runs, func(r *GameResult) (float64, bool) { return val(r.Gap.P50) }), nil),
@@ -234,6 +234,9 @@ func GameTable(runs []*GameResult, reference bool) *Table {
 		row("bots dropped", "", pick(runs, func(r *GameResult) (float64, bool) { return val(float64(r.Dropped)) }), nil),
 		row("baseline: load process CPU", "% of a core", pick(runs, func(r *GameResult) (float64, bool) { return val(r.LoadCPUPct) }), nil),
 		row("baseline: load process 5 ms sleep lateness p99", "ms", pick(runs, func(r *GameResult) (float64, bool) { return val(r.LoadLag.P99) }), nil),
+	}
+	if r0.RTC {
+		t.Rows = slices.Insert(t.Rows, 2, row("snapshots on the state channel", "%", pick(runs, func(r *GameResult) (float64, bool) { return r.ChannelPct, true }), nil))
 	}
 	return t
 }

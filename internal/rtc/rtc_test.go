@@ -293,3 +293,43 @@ func waitGoroutines(t *testing.T, base int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestPublicIPsAreAnnounced(t *testing.T) {
+	s := New(Config{UDP: "127.0.0.1:0", PublicIPs: []string{"127.0.0.2"}, Loopback: true})
+	defer s.Close()
+	c := newClient(t)
+	r := &router{to: c}
+	p, err := s.NewPeer(PeerConfig{Signal: r.signal(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	offer, _ := c.pc.CreateOffer(nil)
+	_ = c.pc.SetLocalDescription(offer)
+	if err := p.Offer(c.pc.LocalDescription().SDP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.mu.Lock()
+		var addrs []string
+		for _, cand := range c.cands {
+			if cand != nil {
+				addrs = append(addrs, strings.Fields(cand.Candidate)[4])
+			}
+		}
+		c.mu.Unlock()
+		if len(addrs) > 0 {
+			for _, a := range addrs {
+				if a != "127.0.0.2" {
+					t.Fatalf("candidate address %s, want 127.0.0.2 (%v)", a, addrs)
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no candidate")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -2,7 +2,8 @@
 // game modes it offers, lists them (GET/POST /api/rooms, GET /api/modes),
 // matches players to rooms of the mode they ask for, keeps the ids of
 // ended rooms for a while so they answer "gone", and binds each player
-// connection to its seat (see ServePlayer).
+// connection to its seat (see ServePlayer) and, with Config.StateChannels,
+// to a WebRTC state channel that carries its state frames while usable.
 //
 // A Lobby is safe for concurrent use.
 package lobby

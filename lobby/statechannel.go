@@ -104,11 +104,9 @@ func (s *session) offer(sdp string) bool {
 func (s *session) candidate(c *wire.ICECandidate) bool {
 	ch := s.pconn.ch.Load()
 	if ch == nil {
-		if s.l.cfg.StateChannels == nil {
-			return s.conn.Reply(wire.MustEncode(&wire.Error{Code: wire.CodeUnsupported,
-				Msg: "this server does not take state over WebRTC"})) == nil
-		}
-		return true // no offer yet: nothing to add it to
+		// No offer taken (yet): nothing to add it to. Without state
+		// channels the offer got `unsupported` already.
+		return true
 	}
 	return s.rtcReply(ch.AddCandidate(c))
 }

@@ -16,8 +16,8 @@ import (
 type PeerConfig struct {
 	// Signal sends a message to the player on its WebSocket: the
 	// `rtc-answer` to each offer, then its `rtc-ice` candidates, in that
-	// order. It is called with the peer's signaling lock held and must not
-	// call back into the Peer.
+	// order. It is called with a lock of the peer held and must neither
+	// block for long nor call back into the Peer.
 	Signal func(m wire.ServerMessage)
 	// Receive is given each message that arrives on the state channel; the
 	// bytes are valid until it returns. Calls do not overlap for one
@@ -67,6 +67,7 @@ type conn struct {
 	pc       *webrtc.PeerConnection
 	dc       atomic.Pointer[webrtc.DataChannel] // the open `state` channel
 	failed   atomic.Bool                        // the connection failed or closed, or the channel closed
+	lost     atomic.Bool                        // ICE is disconnected (it may come back)
 	lastRecv atomic.Int64                       // unix ns of the newest message, or of the channel's opening
 
 	mu       sync.Mutex // guards answered and queued
@@ -159,6 +160,9 @@ func (p *Peer) watch(c *conn) {
 			p.cfg.Signal(&wire.RTCICE{Candidate: cand})
 		}
 	})
+	c.pc.OnICEConnectionStateChange(func(st webrtc.ICEConnectionState) {
+		c.lost.Store(st == webrtc.ICEConnectionStateDisconnected)
+	})
 	c.pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		if st == webrtc.PeerConnectionStateFailed || st == webrtc.PeerConnectionStateClosed {
 			c.failed.Store(true)
@@ -227,7 +231,7 @@ func (p *Peer) Open() bool {
 
 func (p *Peer) usable() (*webrtc.DataChannel, bool) {
 	c := p.cur.Load()
-	if c == nil || c.failed.Load() {
+	if c == nil || c.failed.Load() || c.lost.Load() {
 		return nil, false
 	}
 	dc := c.dc.Load()

@@ -18,7 +18,8 @@
 // dropping a frame rather than queueing it while the channel's buffered
 // amount is over Config.MaxBuffered. SendState reports false, and the
 // caller sends the frame on the WebSocket, while the channel is not open,
-// its connection has failed or closed, nothing has arrived on it for
+// its connection has failed or closed or ICE is disconnected, nothing has
+// arrived on it for
 // Config.Idle (the client keeps it alive by sending on it, see the
 // protocol), or the frame is larger than Config.MaxFrame.
 //
@@ -54,7 +55,7 @@ import (
 const (
 	DefaultMaxFrame    = 1100
 	DefaultIdle        = time.Second
-	DefaultMaxBuffered = 32 << 10
+	DefaultMaxBuffered = 4 << 10
 )
 
 // ErrClosed is returned by a Peer or Service used after Close.
@@ -79,7 +80,8 @@ type Config struct {
 	// message from the client.
 	Idle time.Duration
 	// MaxBuffered is the buffered amount of a channel above which a state
-	// frame is dropped instead of queued (32 KiB).
+	// frame is dropped instead of queued (4 KiB: a few frames; more would
+	// only add latency).
 	MaxBuffered uint64
 	// ICETimeouts: disconnected after 3s without traffic, failed after 6s,
 	// keepalives every 500ms (zero values take these).

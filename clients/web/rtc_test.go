@@ -125,6 +125,74 @@ func TestPageWithTransportWSNeverOffers(t *testing.T) {
 	}
 }
 
+// TestPageStopsOfferingWhenTheServerDeclines opens the game on a server
+// running without WebRTC: the page offers once, takes the `unsupported`
+// answer quietly, and plays over the WebSocket without offering again.
+func TestPageStopsOfferingWhenTheServerDeclines(t *testing.T) {
+	e := startEnv(t, server.Config{NoRTC: true})
+	bot := e.join(t, "bot", "auto")
+	room := bot.Welcome().Room
+	tb := newTab(t)
+	tb.watchPeerConnections()
+	tb.navigate(e.url + "/?room=" + room + "&name=ana")
+	tb.waitRTC("the offer declined", wait, func(p rtcPage) bool {
+		return p.Channel != nil && p.Channel.State == "refused"
+	})
+	time.Sleep(4 * time.Second) // past the first re-offer delays
+	p := tb.waitRTC("state over the WebSocket", wait, func(p rtcPage) bool { return p.Tick > 0 })
+	if p.PCsMade != 1 || p.Channel.Offers != 1 || p.Transport != "tcp" || !hudSays(p.HUD, "TCP") {
+		t.Errorf("declined: %d peer connections, channel %+v, transport %s, HUD %q; want one offer, TCP", p.PCsMade, p.Channel, p.Transport, p.HUD)
+	}
+	if s := tb.state(); len(s.Errors) != 0 || s.Game.Connection.State != "connected" {
+		t.Errorf("page errors %q, connection %+v", s.Errors, s.Game.Connection)
+	}
+}
+
+// TestPageFallsBackWhenUDPIsCut cuts the UDP path of a page playing over
+// the DataChannel: the HUD says TCP within a few seconds and state keeps
+// coming over the WebSocket while the page offers again now and then; once
+// the path is back, a new offer takes state back to UDP.
+func TestPageFallsBackWhenUDPIsCut(t *testing.T) {
+	e := startLossyEnv(t, lossy.Link{})
+	bot := e.join(t, "bot", "auto")
+	room := bot.Welcome().Room
+	tb := newTab(t)
+	tb.watchPeerConnections()
+	tb.navigate(e.url + "/?room=" + room + "&name=ana")
+	tb.waitRTC("state over the DataChannel", 30*time.Second, func(p rtcPage) bool {
+		return p.Transport == "udp" && hudSays(p.HUD, "UDP")
+	})
+
+	udpAddr, target := e.udp.Addr().String(), e.udpTarget
+	e.udp.Close()
+	cut := time.Now()
+	p := tb.waitRTC("HUD says TCP after UDP was cut", 10*time.Second, func(p rtcPage) bool {
+		return p.Transport == "tcp" && hudSays(p.HUD, "TCP")
+	})
+	toTCP := time.Since(cut)
+	if toTCP > 3*time.Second {
+		t.Errorf("HUD said TCP %v after UDP was cut, want within about 2 s", toTCP.Round(time.Millisecond))
+	}
+	// The game goes on over the WebSocket; the page offers again meanwhile.
+	tick := p.Tick
+	time.Sleep(4 * time.Second)
+	p = tb.waitRTC("state over the WebSocket", wait, func(p rtcPage) bool { return p.Tick > tick+60 })
+	if p.Transport != "tcp" || p.Channel == nil || p.Channel.Offers < 2 || p.Channel.Failures < 1 {
+		t.Errorf("4 s after UDP was cut: transport %s, channel %+v; want TCP, offered again", p.Transport, p.Channel)
+	}
+
+	udp, err := lossy.ListenUDP(lossy.Config{Listen: udpAddr, Target: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	back := time.Now()
+	tb.waitRTC("UDP again once the path is back", 60*time.Second, func(p rtcPage) bool {
+		return p.Transport == "udp" && hudSays(p.HUD, "UDP")
+	})
+	t.Logf("UDP cut: HUD said TCP after %v; path back: UDP again after %v", toTCP.Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
+}
+
 // lossyEnv is a server reached only through links that lose and delay
 // packets: its HTTP and WebSocket listener behind a TCP relay, its WebRTC
 // UDP port behind a UDP relay with the same link. The server announces
@@ -132,9 +200,10 @@ func TestPageWithTransportWSNeverOffers(t *testing.T) {
 // the server's port, and forwards to 127.0.0.1.
 type lossyEnv struct {
 	*env
-	url string // the page's address: through the TCP relay
-	udp *lossy.UDPRelay
-	tcp *lossy.TCPRelay
+	url       string // the page's address: through the TCP relay
+	udp       *lossy.UDPRelay
+	udpTarget string // the server's UDP port, where udp forwards
+	tcp       *lossy.TCPRelay
 }
 
 func startLossyEnv(t *testing.T, link lossy.Link) *lossyEnv {
@@ -156,7 +225,7 @@ func startLossyEnv(t *testing.T, link lossy.Link) *lossyEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tcp.Close() })
-	return &lossyEnv{env: e, url: "http://" + tcp.Addr().String(), udp: udp, tcp: tcp}
+	return &lossyEnv{env: e, url: "http://" + tcp.Addr().String(), udp: udp, udpTarget: fmt.Sprintf("127.0.0.1:%d", port), tcp: tcp}
 }
 
 // freeUDPPort finds a UDP port free on both 127.0.0.1 and 127.0.0.2.

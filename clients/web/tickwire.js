@@ -811,7 +811,8 @@ const RTC_KEEPALIVE = 200;
  * failed, or silent while the WebSocket is not) tells the client that state
  * is on the WebSocket again and offers anew on a fresh RTCPeerConnection
  * after a backoff (1 s, 2 s, 4 s, ... up to 30 s, randomized). A server
- * that answers `error` `unsupported` is not offered to again.
+ * that answers `error` `unsupported` is not offered to again on that
+ * WebSocket session.
  */
 class StateChannel {
   /**
@@ -851,13 +852,21 @@ class StateChannel {
     this.lastSent = 0;
     this.timers = { retry: 0, watch: 0 };
     this.counts = { offers: 0, answers: 0, opens: 0, failures: 0, frames: 0, bytes: 0, sent: 0 };
+    /** Never offer again: the server closed a session on an offer. */
+    this.forGood = false;
     this.generation = 0;
   }
 
-  /** Starts over on a new WebSocket session (after its welcome): offers now. */
+  /**
+   * Starts over on a new WebSocket session (after its welcome): offers now,
+   * unless a server refused for good. A server that declined with
+   * `unsupported` is asked again on each new session (it may have been
+   * restarted with WebRTC on), once.
+   */
   restart() {
     this.stop();
-    if (this.state === "refused") return;
+    if (this.forGood) return;
+    this.#set("off", "");
     this.answersDue = 0;
     this.answered = false;
     this.attempt = 0;
@@ -881,10 +890,15 @@ class StateChannel {
     return this.answersDue > 0 && !this.answered;
   }
 
-  /** The server cannot take offers: state stays on the WebSocket. */
-  refuse(reason) {
+  /**
+   * The server cannot take offers: state stays on the WebSocket, for this
+   * session, or with `forGood` for the client's life (a server that closes
+   * the session on an offer).
+   */
+  refuse(reason, forGood = false) {
     this.stop();
     this.#set("refused", reason);
+    if (forGood) this.forGood = true;
   }
 
   #set(state, reason) {
@@ -1100,7 +1114,9 @@ class StateChannel {
  * WebSocket within a second) and the client offers again on a fresh
  * RTCPeerConnection after 1 s, 2 s, 4 s, ... up to `maxBackoff`. A server
  * without WebRTC answers `error` `unsupported`, and is not offered to
- * again. While the channel is open, every `input` goes on both: the
+ * again until the next session (after a reconnection); one that predates
+ * WebRTC state closes with 4000 on the offer, and the client joins again
+ * and never offers to it. While the channel is open, every `input` goes on both: the
  * copy on the channel is not held back by a lost TCP segment, the one on the
  * WebSocket cannot be lost, and the server applies whichever comes first
  * (by `seq`); so does every `ack`. The server takes a channel that brought
@@ -1311,7 +1327,7 @@ export class GameClient extends EventTarget {
       // unknown `rtc-offer`: play on over the WebSocket alone.
       const noRTC = e.code === 4000 && this.stateChannel?.unanswered();
       this.stateChannel?.stop();
-      if (noRTC) this.stateChannel.refuse("the server does not take rtc-offer");
+      if (noRTC) this.stateChannel.refuse("the server does not take rtc-offer", true);
       const reason = serverError?.msg || e.reason || CLOSE_REASONS[e.code] || `code ${e.code}`;
       if (this.closing) {
         this.#setConnection({ state: "closed", reason: this.closing, attempt: 0 });

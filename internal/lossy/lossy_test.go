@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -71,10 +72,10 @@ func dialUDP(t *testing.T, addr *net.UDPAddr) *net.UDPConn {
 	return c
 }
 
-// echoRound sends n numbered datagrams through r to an echo server, paced
-// so that no socket buffer overflows, and returns the numbers that came
-// back, sorted.
-func echoRound(t *testing.T, r *UDPRelay, n int) []int {
+// echoRound sends n numbered datagrams through r to an echo server, 20 at
+// a time with a pause between, and returns the numbers that came back,
+// sorted.
+func echoRound(t *testing.T, r *UDPRelay, n int, pause time.Duration) []int {
 	t.Helper()
 	c := dialUDP(t, r.Addr())
 	got := make(chan []int)
@@ -98,7 +99,7 @@ func echoRound(t *testing.T, r *UDPRelay, n int) []int {
 			t.Fatal(err)
 		}
 		if i%20 == 19 {
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(pause)
 		}
 	}
 	seen := <-got
@@ -106,16 +107,47 @@ func echoRound(t *testing.T, r *UDPRelay, n int) []int {
 	return seen
 }
 
+// total is how many datagrams the echo server has received.
+func (e *udpEcho) total() int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var n int
+	for _, k := range e.peers {
+		n += k
+	}
+	return int64(n)
+}
+
+// lossRound sends n numbered datagrams through a new relay over link to the
+// echo server and back, and returns the numbers that came back, sorted, and
+// the relay's counts. A round in which a socket buffer overflowed (the
+// counts of the client, the relay and the echo server disagree: a machine
+// too loaded to read in time) is run again, slower.
+func lossRound(t *testing.T, echo *udpEcho, link Link, n int) ([]int, Stats) {
+	t.Helper()
+	for pause := 2 * time.Millisecond; ; pause *= 2 {
+		before := echo.total()
+		r := udpRelay(t, echo.conn.LocalAddr().String(), link)
+		back := echoRound(t, r, n, pause)
+		st := r.Stats()
+		echoed := echo.total() - before
+		if st.Up.Packets == int64(n) && echoed == st.Up.Packets-st.Up.Lost && st.Down.Packets == echoed && int64(len(back)) == st.Down.Packets-st.Down.Lost {
+			return back, st
+		}
+		msg := fmt.Sprintf("datagrams lost outside the link: sent %d, relay read %d and forwarded %d, echoed %d, relay read back %d and forwarded %d, client got %d",
+			n, st.Up.Packets, st.Up.Packets-st.Up.Lost, echoed, st.Down.Packets, st.Down.Packets-st.Down.Lost, len(back))
+		if pause >= 32*time.Millisecond {
+			t.Fatal(msg)
+		}
+		t.Logf("%s; again, slower", msg)
+	}
+}
+
 func TestUDPDropsTheShareAskedEachWayAndRepeatsUnderASeed(t *testing.T) {
 	echo := startUDPEcho(t)
 	const n = 4000
 	link := Link{Loss: 0.2, Seed: 7}
-	r := udpRelay(t, echo.conn.LocalAddr().String(), link)
-	back := echoRound(t, r, n)
-	st := r.Stats()
-	if st.Up.Packets != n {
-		t.Fatalf("relay read %d datagrams from the client, want %d", st.Up.Packets, n)
-	}
+	back, st := lossRound(t, echo, link, n)
 	for name, d := range map[string]DirStats{"up": st.Up, "down": st.Down} {
 		share := float64(d.Lost) / float64(d.Packets)
 		if share < 0.17 || share > 0.23 {
@@ -126,16 +158,13 @@ func TestUDPDropsTheShareAskedEachWayAndRepeatsUnderASeed(t *testing.T) {
 	if share := float64(len(back)) / n; share < 0.60 || share > 0.68 {
 		t.Errorf("%d of %d came back (%.3f), want about 0.64", len(back), n, share)
 	}
-	if int64(len(back)) != st.Down.Packets-st.Down.Lost {
-		t.Errorf("%d came back, relay forwarded %d", len(back), st.Down.Packets-st.Down.Lost)
-	}
 
 	// The same seed drops the same datagrams.
-	again := echoRound(t, udpRelay(t, echo.conn.LocalAddr().String(), link), n)
+	again, _ := lossRound(t, echo, link, n)
 	if !slices.Equal(back, again) {
 		t.Errorf("two relays seeded alike let different datagrams through (%d and %d)", len(back), len(again))
 	}
-	other := echoRound(t, udpRelay(t, echo.conn.LocalAddr().String(), Link{Loss: 0.2, Seed: 8}), n)
+	other, _ := lossRound(t, echo, Link{Loss: 0.2, Seed: 8}, n)
 	if slices.Equal(back, other) {
 		t.Error("relays with different seeds let the same datagrams through")
 	}
@@ -162,7 +191,7 @@ func TestUDPDelaysEachWayWithinTheJitter(t *testing.T) {
 	if rtts[0] < lo {
 		t.Errorf("fastest round trip %v, below the link's floor %v", rtts[0], lo)
 	}
-	if med := rtts[len(rtts)/2]; med > hi+50*time.Millisecond { // slack for a loaded machine
+	if med := rtts[len(rtts)/2]; med > hi+150*time.Millisecond { // slack for a loaded machine
 		t.Errorf("median round trip %v, want at most %v", med, hi)
 	}
 	if rtts[len(rtts)-1]-rtts[0] < 2*time.Millisecond {

@@ -10,10 +10,12 @@
 // the same sequence of decisions for the same sequence of packets.
 //
 // A UDPRelay listens on an address and forwards datagrams to a target and
-// back, through one upstream socket per client address (the target sees
-// each client as a distinct address of the relay). Each datagram is dropped
-// or delayed on its own, so jitter larger than the gap between datagrams
-// reorders them, as on a real path.
+// back, through one upstream socket per client address, kept until Close
+// (the target sees each client as a distinct address of the relay). Each
+// datagram is dropped or delayed on its own, so jitter larger than the gap
+// between datagrams reorders them, as on a real path. Up to 4 MiB per
+// direction of a flow wait in the link; beyond that datagrams are dropped,
+// as by a router's full queue.
 //
 // A TCPRelay listens, dials the target once per accepted connection, and
 // copies both ways. TCP never loses data; it hides loss behind

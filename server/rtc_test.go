@@ -107,6 +107,7 @@ func TestRTCStateTakesTheChannelAndInputsApply(t *testing.T) {
 	right, _ := wire.Encode(wire.NewInput(1000, names, 1, 0))
 	left, _ := wire.Encode(wire.NewInput(999, names, -1, 0))
 	deadline := time.Now().Add(10 * time.Second)
+	var x float64
 	for {
 		if err := c.SendChannelRaw(right); err != nil {
 			t.Fatal(err)
@@ -116,6 +117,7 @@ func TestRTCStateTakesTheChannelAndInputsApply(t *testing.T) {
 		}
 		s := c.Latest()
 		if r := playerRow(s, id); r != nil && s.Ack == 1000 && r[3] > 0 {
+			x = r[1]
 			break // moving right, seq 1000 applied
 		}
 		if time.Now().After(deadline) {
@@ -124,8 +126,9 @@ func TestRTCStateTakesTheChannelAndInputsApply(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if s := c.Latest(); s.Ack != 1000 || playerRow(s, id)[3] <= 0 {
-		t.Fatalf("an older seq was applied: ack %d, row %v", s.Ack, playerRow(s, id))
+	// Still going right (or stopped at the wall), never back left.
+	if s := c.Latest(); s.Ack != 1000 || playerRow(s, id)[3] < 0 || playerRow(s, id)[1] < x {
+		t.Fatalf("an older seq was applied: ack %d, row %v (x was %v)", s.Ack, playerRow(s, id), x)
 	}
 	// The client's own inputs take the channel too.
 	sentBefore := c.Stats().ChannelSent

@@ -100,14 +100,14 @@ func (p *Peer) Offer(sdp string) error {
 	if !strings.Contains(sdp, "m=application") {
 		return badOffer("rtc-offer: the offer has no DataChannel (no m=application section)")
 	}
-	api, err := p.s.webrtcAPI()
+	api, cert, err := p.s.webrtcAPI()
 	if err != nil {
 		return err
 	}
 	if old := p.cur.Swap(nil); old != nil {
 		old.close()
 	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	pc, err := api.NewPeerConnection(webrtc.Configuration{Certificates: []webrtc.Certificate{cert}})
 	if err != nil {
 		return fmt.Errorf("rtc: %w", err)
 	}

@@ -38,6 +38,9 @@
 package rtc
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -123,6 +126,7 @@ type Service struct {
 	conn   *net.UDPConn
 	mux    ice.UDPMux
 	api    *webrtc.API
+	cert   *webrtc.Certificate // the DTLS certificate of every peer connection
 	peers  map[*Peer]struct{}
 	closed bool
 }
@@ -211,11 +215,38 @@ func Loopback(se *webrtc.SettingEngine) {
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 }
 
-// api returns the API, opening the port at Config.UDP when not open yet.
-func (s *Service) webrtcAPI() (*webrtc.API, error) {
+// webrtcAPI returns the API, opening the port at Config.UDP when not open
+// yet, and the DTLS certificate of a new peer connection.
+func (s *Service) webrtcAPI() (*webrtc.API, webrtc.Certificate, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.listenLocked("")
+	api, err := s.listenLocked("")
+	if err != nil {
+		return nil, webrtc.Certificate{}, err
+	}
+	cert, err := s.certificateLocked()
+	return api, cert, err
+}
+
+// certificateLocked returns the DTLS certificate every peer connection
+// shares, made anew when it has less than a day left. Making one per
+// connection (Pion's default) costs a key generation per player, which a
+// burst of joins pays on the rooms' CPU; the fingerprint in each answer
+// binds the certificate to its session either way.
+func (s *Service) certificateLocked() (webrtc.Certificate, error) {
+	if s.cert != nil && time.Until(s.cert.Expires()) > 24*time.Hour {
+		return *s.cert, nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return webrtc.Certificate{}, fmt.Errorf("rtc: %w", err)
+	}
+	cert, err := webrtc.GenerateCertificate(key)
+	if err != nil {
+		return webrtc.Certificate{}, fmt.Errorf("rtc: %w", err)
+	}
+	s.cert = cert
+	return *cert, nil
 }
 
 // track registers p so that Close closes it; false once closed.

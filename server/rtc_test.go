@@ -3,8 +3,11 @@ package server
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,6 +138,22 @@ func TestRTCStateTakesTheChannelAndInputsApply(t *testing.T) {
 	seq, err := c.Input(0, 1)
 	if err != nil || c.Stats().ChannelSent == sentBefore {
 		t.Fatalf("input %d not sent on the channel (%v)", seq, err)
+	}
+	// /metrics counts the channel and its bytes.
+	resp, err := http.Get(ts.http.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`tickwire_connections{transport="webrtc"} 1`, `tickwire_bytes_out_total{transport="webrtc"}`,
+		"tickwire_state_channel_drops_total"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(string(body), `tickwire_bytes_out_total{transport="webrtc"} 0`+"\n") {
+		t.Error("no bytes counted on the channel")
 	}
 }
 

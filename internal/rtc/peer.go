@@ -287,13 +287,16 @@ func (p *Peer) writeLoop() {
 		dc, ok := p.usable()
 		if !ok || dc.BufferedAmount() > p.s.cfg.MaxBuffered {
 			p.dropped.Add(1) // stale by the next tick: dropped, not queued
+			p.s.dropped.Add(1)
 			continue
 		}
 		if err := dc.Send(buf); err != nil {
 			p.dropped.Add(1)
+			p.s.dropped.Add(1)
 			continue
 		}
 		p.sent.Add(1)
+		p.s.bytesOut.Add(int64(len(buf)))
 	}
 }
 

@@ -47,6 +47,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -129,6 +130,9 @@ type Service struct {
 	cert   *webrtc.Certificate // the DTLS certificate of every peer connection
 	peers  map[*Peer]struct{}
 	closed bool
+
+	bytesOut atomic.Int64 // payload bytes of state frames sent, every peer
+	dropped  atomic.Int64 // state frames taken but dropped, every peer
 }
 
 // New returns a Service; it opens nothing until Listen or the first offer.
@@ -264,6 +268,17 @@ func (s *Service) untrack(p *Peer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.peers, p)
+}
+
+// Totals are a Service's counters over every peer, closed ones included.
+type Totals struct {
+	BytesOut int64 // payload bytes of the state frames sent on channels
+	Dropped  int64 // state frames dropped: a channel's buffer full, or the channel gone meanwhile
+}
+
+// Totals returns the counters.
+func (s *Service) Totals() Totals {
+	return Totals{BytesOut: s.bytesOut.Load(), Dropped: s.dropped.Load()}
 }
 
 // Peers returns how many peers are open.

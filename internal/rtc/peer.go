@@ -20,9 +20,8 @@ type PeerConfig struct {
 	// block for long nor call back into the Peer.
 	Signal func(m wire.ServerMessage)
 	// Receive is given each message that arrives on the state channel; the
-	// bytes are valid until it returns. Calls do not overlap for one
-	// connection; a new offer's connection may call it concurrently with
-	// the end of the previous one's.
+	// bytes are valid until it returns. Calls do not overlap: a new offer
+	// closes the previous connection, and waits for its callbacks, first.
 	Receive func(msg []byte)
 }
 

@@ -87,8 +87,9 @@ type Config struct {
 	// frame is dropped instead of queued (4 KiB: a few frames; more would
 	// only add latency).
 	MaxBuffered uint64
-	// ICETimeouts: disconnected after 3s without traffic, failed after 6s,
-	// keepalives every 500ms (zero values take these).
+	// Disconnected, Failed and Keepalive are ICE's timeouts: a
+	// connection is disconnected after 3s without traffic, failed after
+	// 6s, and sends keepalives every 500ms (zero values take these).
 	Disconnected, Failed, Keepalive time.Duration
 	Logger                          *slog.Logger
 }

@@ -3,8 +3,11 @@ package server
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,6 +110,7 @@ func TestRTCStateTakesTheChannelAndInputsApply(t *testing.T) {
 	right, _ := wire.Encode(wire.NewInput(1000, names, 1, 0))
 	left, _ := wire.Encode(wire.NewInput(999, names, -1, 0))
 	deadline := time.Now().Add(10 * time.Second)
+	var x float64
 	for {
 		if err := c.SendChannelRaw(right); err != nil {
 			t.Fatal(err)
@@ -116,6 +120,7 @@ func TestRTCStateTakesTheChannelAndInputsApply(t *testing.T) {
 		}
 		s := c.Latest()
 		if r := playerRow(s, id); r != nil && s.Ack == 1000 && r[3] > 0 {
+			x = r[1]
 			break // moving right, seq 1000 applied
 		}
 		if time.Now().After(deadline) {
@@ -124,14 +129,31 @@ func TestRTCStateTakesTheChannelAndInputsApply(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if s := c.Latest(); s.Ack != 1000 || playerRow(s, id)[3] <= 0 {
-		t.Fatalf("an older seq was applied: ack %d, row %v", s.Ack, playerRow(s, id))
+	// Still going right (or stopped at the wall), never back left.
+	if s := c.Latest(); s.Ack != 1000 || playerRow(s, id)[3] < 0 || playerRow(s, id)[1] < x {
+		t.Fatalf("an older seq was applied: ack %d, row %v (x was %v)", s.Ack, playerRow(s, id), x)
 	}
 	// The client's own inputs take the channel too.
 	sentBefore := c.Stats().ChannelSent
 	seq, err := c.Input(0, 1)
 	if err != nil || c.Stats().ChannelSent == sentBefore {
 		t.Fatalf("input %d not sent on the channel (%v)", seq, err)
+	}
+	// /metrics counts the channel and its bytes.
+	resp, err := http.Get(ts.http.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`tickwire_connections{transport="webrtc"} 1`, `tickwire_bytes_out_total{transport="webrtc"}`,
+		"tickwire_state_channel_drops_total"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(string(body), `tickwire_bytes_out_total{transport="webrtc"} 0`+"\n") {
+		t.Error("no bytes counted on the channel")
 	}
 }
 

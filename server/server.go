@@ -434,13 +434,24 @@ func (s *Server) registerMetrics() {
 	})
 	m.ByLabel("tickwire_bytes_out_total", "Payload bytes sent, by transport.", "transport", prometheus.CounterValue, func() map[string]float64 {
 		fs := s.feeds.Stats()
+		var rtcOut int64
+		if s.rtc != nil {
+			rtcOut = s.rtc.Totals().BytesOut
+		}
 		return map[string]float64{
 			"websocket": float64(s.play.BytesOut.Load()), "signaling": float64(s.signals.BytesOut.Load()),
-			"sse": float64(fs.BytesSSE), "poll": float64(fs.BytesPoll),
+			"sse": float64(fs.BytesSSE), "poll": float64(fs.BytesPoll), "webrtc": float64(rtcOut),
 		}
 	})
 	m.Counter("tickwire_snapshots_replaced_total", "Snapshots replaced by a newer one before a slow player got them (latest wins).",
 		func() float64 { return float64(s.play.StatesReplaced.Load()) })
+	m.Counter("tickwire_state_channel_drops_total", "State frames dropped on players' WebRTC state channels (buffer over its threshold: latest wins).",
+		func() float64 {
+			if s.rtc == nil {
+				return 0
+			}
+			return float64(s.rtc.Totals().Dropped)
+		})
 	m.Counter("tickwire_slow_consumers_total", "WebSockets closed with 1008 slow consumer.",
 		func() float64 { return float64(s.play.SlowConsumers.Load() + s.signals.SlowConsumers.Load()) })
 	m.Counter("tickwire_signaling_relays_total", "Offers, answers and ICE candidates relayed.",

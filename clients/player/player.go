@@ -10,6 +10,11 @@
 // the protocol): it rebuilds each snapshot from the server's `delta` frames,
 // acknowledges it, and delivers it as the same *wire.Snap a client in full
 // mode gets, each value within half its column's step of the server's.
+//
+// With Options.RTC the client also offers a WebRTC DataChannel for its
+// state frames (contract 1.1): snapshots then come on the channel, inputs
+// go on it, and both fall back to the WebSocket by themselves when it
+// fails; Transport tells which path state takes now, Offer offers again.
 package player
 
 import (

@@ -20,9 +20,8 @@ type PeerConfig struct {
 	// block for long nor call back into the Peer.
 	Signal func(m wire.ServerMessage)
 	// Receive is given each message that arrives on the state channel; the
-	// bytes are valid until it returns. Calls do not overlap for one
-	// connection; a new offer's connection may call it concurrently with
-	// the end of the previous one's.
+	// bytes are valid until it returns. Calls do not overlap: a new offer
+	// closes the previous connection, and waits for its callbacks, first.
 	Receive func(msg []byte)
 }
 
@@ -100,14 +99,14 @@ func (p *Peer) Offer(sdp string) error {
 	if !strings.Contains(sdp, "m=application") {
 		return badOffer("rtc-offer: the offer has no DataChannel (no m=application section)")
 	}
-	api, err := p.s.webrtcAPI()
+	api, cert, err := p.s.webrtcAPI()
 	if err != nil {
 		return err
 	}
 	if old := p.cur.Swap(nil); old != nil {
 		old.close()
 	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	pc, err := api.NewPeerConnection(webrtc.Configuration{Certificates: []webrtc.Certificate{cert}})
 	if err != nil {
 		return fmt.Errorf("rtc: %w", err)
 	}
@@ -287,13 +286,16 @@ func (p *Peer) writeLoop() {
 		dc, ok := p.usable()
 		if !ok || dc.BufferedAmount() > p.s.cfg.MaxBuffered {
 			p.dropped.Add(1) // stale by the next tick: dropped, not queued
+			p.s.dropped.Add(1)
 			continue
 		}
 		if err := dc.Send(buf); err != nil {
 			p.dropped.Add(1)
+			p.s.dropped.Add(1)
 			continue
 		}
 		p.sent.Add(1)
+		p.s.bytesOut.Add(int64(len(buf)))
 	}
 }
 

@@ -38,12 +38,16 @@
 package rtc
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -83,8 +87,9 @@ type Config struct {
 	// frame is dropped instead of queued (4 KiB: a few frames; more would
 	// only add latency).
 	MaxBuffered uint64
-	// ICETimeouts: disconnected after 3s without traffic, failed after 6s,
-	// keepalives every 500ms (zero values take these).
+	// Disconnected, Failed and Keepalive are ICE's timeouts: a
+	// connection is disconnected after 3s without traffic, failed after
+	// 6s, and sends keepalives every 500ms (zero values take these).
 	Disconnected, Failed, Keepalive time.Duration
 	Logger                          *slog.Logger
 }
@@ -123,8 +128,12 @@ type Service struct {
 	conn   *net.UDPConn
 	mux    ice.UDPMux
 	api    *webrtc.API
+	cert   *webrtc.Certificate // the DTLS certificate of every peer connection
 	peers  map[*Peer]struct{}
 	closed bool
+
+	bytesOut atomic.Int64 // payload bytes of state frames sent, every peer
+	dropped  atomic.Int64 // state frames taken but dropped, every peer
 }
 
 // New returns a Service; it opens nothing until Listen or the first offer.
@@ -218,11 +227,38 @@ func Loopback(se *webrtc.SettingEngine) {
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 }
 
-// api returns the API, opening the port at Config.UDP when not open yet.
-func (s *Service) webrtcAPI() (*webrtc.API, error) {
+// webrtcAPI returns the API, opening the port at Config.UDP when not open
+// yet, and the DTLS certificate of a new peer connection.
+func (s *Service) webrtcAPI() (*webrtc.API, webrtc.Certificate, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.listenLocked("")
+	api, err := s.listenLocked("")
+	if err != nil {
+		return nil, webrtc.Certificate{}, err
+	}
+	cert, err := s.certificateLocked()
+	return api, cert, err
+}
+
+// certificateLocked returns the DTLS certificate every peer connection
+// shares, made anew when it has less than a day left. Making one per
+// connection (Pion's default) costs a key generation per player, which a
+// burst of joins pays on the rooms' CPU; the fingerprint in each answer
+// binds the certificate to its session either way.
+func (s *Service) certificateLocked() (webrtc.Certificate, error) {
+	if s.cert != nil && time.Until(s.cert.Expires()) > 24*time.Hour {
+		return *s.cert, nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return webrtc.Certificate{}, fmt.Errorf("rtc: %w", err)
+	}
+	cert, err := webrtc.GenerateCertificate(key)
+	if err != nil {
+		return webrtc.Certificate{}, fmt.Errorf("rtc: %w", err)
+	}
+	s.cert = cert
+	return *cert, nil
 }
 
 // track registers p so that Close closes it; false once closed.
@@ -240,6 +276,17 @@ func (s *Service) untrack(p *Peer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.peers, p)
+}
+
+// Totals are a Service's counters over every peer, closed ones included.
+type Totals struct {
+	BytesOut int64 // payload bytes of the state frames sent on channels
+	Dropped  int64 // state frames dropped: a channel's buffer full, or the channel gone meanwhile
+}
+
+// Totals returns the counters.
+func (s *Service) Totals() Totals {
+	return Totals{BytesOut: s.bytesOut.Load(), Dropped: s.dropped.Load()}
 }
 
 // Peers returns how many peers are open.

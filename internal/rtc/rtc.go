@@ -52,6 +52,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/logging"
+	"github.com/pion/transport/v5"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -92,6 +93,9 @@ type Config struct {
 	// 6s, and sends keepalives every 500ms (zero values take these).
 	Disconnected, Failed, Keepalive time.Duration
 	Logger                          *slog.Logger
+	// Net is the network the port is opened on (nil: the machine's); tests
+	// give a Pion virtual network, with loss and delay.
+	Net transport.Net
 }
 
 func (c Config) withDefaults() Config {
@@ -125,7 +129,7 @@ type Service struct {
 	cfg Config
 
 	mu     sync.Mutex // guards the fields below
-	conn   *net.UDPConn
+	conn   net.PacketConn
 	mux    ice.UDPMux
 	api    *webrtc.API
 	cert   *webrtc.Certificate // the DTLS certificate of every peer connection
@@ -175,7 +179,12 @@ func (s *Service) listenLocked(addr string) (*webrtc.API, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rtc: udp address %q: %w", addr, err)
 	}
-	conn, err := net.ListenUDP("udp", ua)
+	var conn net.PacketConn
+	if s.cfg.Net != nil {
+		conn, err = s.cfg.Net.ListenUDP("udp", ua)
+	} else {
+		conn, err = net.ListenUDP("udp", ua)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("rtc: %w", err)
 	}
@@ -186,6 +195,9 @@ func (s *Service) listenLocked(addr string) (*webrtc.API, error) {
 	se.SetICEUDPMux(mux)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetICETimeouts(s.cfg.Disconnected, s.cfg.Failed, s.cfg.Keepalive)
+	if s.cfg.Net != nil {
+		se.SetNet(s.cfg.Net)
+	}
 	ip := conn.LocalAddr().(*net.UDPAddr).IP
 	if ip.To4() != nil {
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
@@ -305,15 +317,8 @@ func (s *Service) Close() error {
 	defer s.mu.Unlock()
 	var err error
 	if s.mux != nil {
-		err = s.mux.Close()
-		s.mux = nil
-	}
-	if s.conn != nil {
-		err = errors.Join(err, s.conn.Close())
-		if errors.Is(err, net.ErrClosed) {
-			err = nil
-		}
-		s.conn = nil
+		err = s.mux.Close() // closes the socket too
+		s.mux, s.conn = nil, nil
 	}
 	return err
 }

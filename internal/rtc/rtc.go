@@ -30,7 +30,11 @@
 // minus headers), so frames above MaxFrame (default 1,100 bytes) go on the
 // reliable WebSocket instead: in practice keyframes of large rooms, while
 // every delta and the snapshots of ordinary rooms take the channel. A
-// negative MaxFrame sends every frame on the channel.
+// negative MaxFrame sends every frame on the channel. Measured on a Pion
+// virtual network losing 20% of packets (loss_test.go): about 80% of
+// 500-byte frames arrive, never more than about 130 ms apart, while of
+// 3,000-byte frames anywhere from none to half arrive, with stalls of up
+// to seconds.
 //
 // Service and Peer methods are safe for concurrent use. Every goroutine a
 // Peer starts ends with Peer.Close, and Service.Close closes every peer and
@@ -52,6 +56,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/logging"
+	"github.com/pion/transport/v5"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -92,6 +97,9 @@ type Config struct {
 	// 6s, and sends keepalives every 500ms (zero values take these).
 	Disconnected, Failed, Keepalive time.Duration
 	Logger                          *slog.Logger
+	// Net is the network the port is opened on (nil: the machine's); tests
+	// give a Pion virtual network, with loss and delay.
+	Net transport.Net
 }
 
 func (c Config) withDefaults() Config {
@@ -125,7 +133,7 @@ type Service struct {
 	cfg Config
 
 	mu     sync.Mutex // guards the fields below
-	conn   *net.UDPConn
+	conn   net.PacketConn
 	mux    ice.UDPMux
 	api    *webrtc.API
 	cert   *webrtc.Certificate // the DTLS certificate of every peer connection
@@ -175,7 +183,12 @@ func (s *Service) listenLocked(addr string) (*webrtc.API, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rtc: udp address %q: %w", addr, err)
 	}
-	conn, err := net.ListenUDP("udp", ua)
+	var conn net.PacketConn
+	if s.cfg.Net != nil {
+		conn, err = s.cfg.Net.ListenUDP("udp", ua)
+	} else {
+		conn, err = net.ListenUDP("udp", ua)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("rtc: %w", err)
 	}
@@ -193,6 +206,9 @@ func (s *Service) listenLocked(addr string) (*webrtc.API, error) {
 	se.SetLite(true)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetICETimeouts(s.cfg.Disconnected, s.cfg.Failed, s.cfg.Keepalive)
+	if s.cfg.Net != nil {
+		se.SetNet(s.cfg.Net)
+	}
 	ip := conn.LocalAddr().(*net.UDPAddr).IP
 	if ip.To4() != nil {
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
@@ -312,15 +328,8 @@ func (s *Service) Close() error {
 	defer s.mu.Unlock()
 	var err error
 	if s.mux != nil {
-		err = s.mux.Close()
-		s.mux = nil
-	}
-	if s.conn != nil {
-		err = errors.Join(err, s.conn.Close())
-		if errors.Is(err, net.ErrClosed) {
-			err = nil
-		}
-		s.conn = nil
+		err = s.mux.Close() // closes the socket too
+		s.mux, s.conn = nil, nil
 	}
 	return err
 }

@@ -32,7 +32,12 @@ func newClient(t *testing.T) *client {
 	var se webrtc.SettingEngine
 	se.LoggerFactory = &logging.DefaultLoggerFactory{DefaultLogLevel: logging.LogLevelDisabled}
 	Loopback(&se)
-	api := webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(&webrtc.MediaEngine{}))
+	return newClientWith(t, webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(&webrtc.MediaEngine{})))
+}
+
+// newClientWith makes the client on api.
+func newClientWith(t *testing.T, api *webrtc.API) *client {
+	t.Helper()
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
@@ -284,6 +289,9 @@ func TestListenFailsOnAPortInUse(t *testing.T) {
 		t.Fatal("a second Service opened the same port")
 	}
 }
+
+// waitBase returns the goroutine count to come back to.
+func waitBase() int { return runtime.NumGoroutine() }
 
 func waitGoroutines(t *testing.T, base int) {
 	t.Helper()

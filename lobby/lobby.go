@@ -2,7 +2,8 @@
 // game modes it offers, lists them (GET/POST /api/rooms, GET /api/modes),
 // matches players to rooms of the mode they ask for, keeps the ids of
 // ended rooms for a while so they answer "gone", and binds each player
-// connection to its seat (see ServePlayer).
+// connection to its seat (see ServePlayer) and, with Config.StateChannels,
+// to a WebRTC state channel that carries its state frames while usable.
 //
 // A Lobby is safe for concurrent use.
 package lobby
@@ -79,6 +80,11 @@ type Config struct {
 	// update (3s).
 	DirectoryEvery time.Duration
 	DirectoryTTL   time.Duration
+	// StateChannels, when set, makes a player's state channel at its
+	// first `rtc-offer` (contract 1.1, "State over WebRTC"); nil, or a nil
+	// result, answers offers with `error` `unsupported`. The session
+	// closes the channel when it ends.
+	StateChannels func(StateChannelConfig) StateChannel
 }
 
 func (c Config) withDefaults() Config {

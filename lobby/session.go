@@ -38,6 +38,10 @@ type session struct {
 	flood *rate.Limiter
 	acks  *rate.Limiter // snapshot acks (delta mode), apart from flood
 	dec   wire.ClientDecoder
+	// pconn is conn as the room sees it (set at join); rtc is the state
+	// channel's share of the session, set at the first `rtc-offer`.
+	pconn *playerConn
+	rtc   *rtcState
 
 	expiry *time.Timer // ends the session when its token expires
 }
@@ -80,6 +84,7 @@ func (l *Lobby) ServePlayer(conn PlayerConn, opts PlayerOptions) {
 		acks: rate.NewLimiter(rate.Limit(2*l.cfg.Hz), 36*l.cfg.Hz),
 	}
 	defer s.stopExpiry()
+	defer s.closeChannel()
 	if !s.join() {
 		return
 	}
@@ -147,10 +152,9 @@ func (s *session) join() bool {
 		s.fail(wire.CodeBadMessage, "the first message must be join", wire.CloseBadMessage)
 		return false
 	}
-	if wire.HasCap(j.Caps, wire.CapDelta) {
-		// The room sees the connection through this wrapper from now on.
-		s.conn = &deltaConn{PlayerConn: s.conn}
-	}
+	// The room sees the connection through this wrapper from now on.
+	s.pconn = &playerConn{PlayerConn: s.conn, delta: wire.HasCap(j.Caps, wire.CapDelta)}
+	s.conn = s.pconn
 	if s.l.draining.Load() {
 		s.fail(wire.CodeClosed, "the server is shutting down", wire.CloseGoingAway)
 		return false
@@ -298,6 +302,10 @@ func (s *session) handle(frame []byte) bool {
 		return false
 	case *wire.Join:
 		return s.conn.Reply(wire.MustEncode(&wire.Error{Code: wire.CodeBadMessage, Msg: "already joined"})) == nil
+	case *wire.RTCOffer:
+		return s.offer(m.SDP)
+	case *wire.RTCICE:
+		return s.candidate(m.Candidate)
 	}
 	return true
 }
@@ -308,10 +316,3 @@ func (s *session) kick(code, msg string, closeCode int) {
 	s.fail(code, msg, closeCode)
 	_ = s.room.Leave(context.Background(), s.seat, s.conn, wire.LeftKicked)
 }
-
-// deltaConn is a player connection that asked for delta snapshots in its
-// `join` (caps ["delta"]); the room sends it `delta` frames.
-type deltaConn struct{ PlayerConn }
-
-// WantsDelta implements room.DeltaClient.
-func (*deltaConn) WantsDelta() bool { return true }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -186,6 +187,9 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 	overloadHold := fs.Duration("overload-hold", 5*time.Second, "an overload lasts at least this long after ticks are on time again; also the retry hint")
 	gcPercent := fs.Int("gc-percent", 25, "heap growth between garbage collections, in % of the live heap (Go's GOGC; the GOGC variable, when set, wins)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	rtcOn := fs.Bool("rtc", true, "take state over WebRTC DataChannels (rtc-offer on /ws/play); false answers offers with unsupported")
+	rtcUDP := fs.String("rtc-udp", "", "the one UDP address of every player's WebRTC peer connection (default: -addr's host and port, over UDP)")
+	rtcPublicIP := fs.String("rtc-public-ip", "", "comma-separated addresses announced in WebRTC candidates instead of the machine's, behind 1:1 NAT")
 	modeList := fs.String("modes", strings.Join(names, ","), "comma-separated game modes rooms may run, the default first")
 	if err := flagenv.ParseWithEnv(fs, args); err != nil {
 		return serveOptions{}, err
@@ -234,6 +238,17 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 		RoomBurst:        zeroIsNone(&bad, "room-burst", *roomBurst),
 		Pprof:            *pprofOn, NoOverload: !*overloadOn, OverloadHold: *overloadHold, TrustedProxies: flagenv.SplitList(*trustedProxies),
 		RoomIdle: *roomIdle, Grace: *grace, Drain: *drain,
+		NoRTC: !*rtcOn, RTCUDP: *rtcUDP, RTCPublicIPs: flagenv.SplitList(*rtcPublicIP),
+	}
+	for _, ip := range cfg.RTCPublicIPs {
+		if net.ParseIP(ip) == nil {
+			bad = append(bad, fmt.Errorf("-rtc-public-ip %q: not an IP address", ip))
+		}
+	}
+	if cfg.RTCUDP != "" {
+		if _, err := net.ResolveUDPAddr("udp", cfg.RTCUDP); err != nil {
+			bad = append(bad, fmt.Errorf("-rtc-udp %q: %v", cfg.RTCUDP, err))
+		}
 	}
 	if err := errors.Join(bad...); err != nil {
 		return serveOptions{}, err

@@ -30,6 +30,7 @@ import (
 	"github.com/tickwire/tickwire/internal/limits"
 	"github.com/tickwire/tickwire/internal/metrics"
 	"github.com/tickwire/tickwire/internal/overload"
+	"github.com/tickwire/tickwire/internal/rtc"
 	"github.com/tickwire/tickwire/internal/transport"
 	"github.com/tickwire/tickwire/lobby"
 	"github.com/tickwire/tickwire/lobby/feed"
@@ -130,6 +131,16 @@ type Config struct {
 	// default; empty: BuiltinModes.
 	Modes  []game.Spec
 	Logger *slog.Logger
+	// State over WebRTC (contract 1.1): NoRTC answers every `rtc-offer`
+	// with `error` `unsupported`. RTCUDP is the one UDP port of every
+	// player's peer connection (default: the host and port Listen opened,
+	// over UDP; a server served through Handler alone, without Listen,
+	// takes a free port on Addr's host at the first offer). RTCPublicIPs
+	// are announced in its candidates instead of the machine's addresses,
+	// behind a 1:1 NAT.
+	NoRTC        bool
+	RTCUDP       string
+	RTCPublicIPs []string
 }
 
 func (c Config) withDefaults() Config {
@@ -210,6 +221,7 @@ type Server struct {
 	draining   atomic.Bool
 	bus        bus.Bus       // to the other nodes: NATS, or in-process alone
 	cluster    *feed.Cluster // other nodes' feeds mirrored here, ours served to them
+	rtc        *rtc.Service  // players' state channels; nil with Config.NoRTC
 
 	mu      sync.Mutex // guards conns and closing
 	conns   map[*transport.Conn]struct{}
@@ -276,6 +288,11 @@ func Open(cfg Config) (*Server, error) {
 		}})
 		onLate, load = s.load.Tick, s.load
 	}
+	var channels func(lobby.StateChannelConfig) lobby.StateChannel
+	if !cfg.NoRTC {
+		s.rtc = rtc.New(rtc.Config{UDP: cfg.rtcFallbackUDP(), PublicIPs: cfg.RTCPublicIPs, Logger: cfg.Logger})
+		channels = s.stateChannel
+	}
 	// The lobby reads its limits as Config does: 0 the default, negative
 	// none.
 	l, err := lobby.New(lobby.Config{
@@ -286,6 +303,7 @@ func Open(cfg Config) (*Server, error) {
 		Feed:     cfg.feedConfig(s.feedBudget),
 		OnReject: s.metrics.Reject, OnTick: s.metrics.Tick, OnLate: onLate, Load: load,
 		Bus: s.bus, URL: cfg.PublicURL, DirectoryEvery: cfg.DirectoryEvery, DirectoryTTL: cfg.DirectoryTTL,
+		StateChannels: channels,
 	})
 	if err != nil {
 		_ = s.bus.Close()
@@ -357,6 +375,37 @@ func Open(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// rtcFallbackUDP is the UDP address of state channels when neither
+// RTCUDP nor Listen gives one: a free port on Addr's host.
+func (c Config) rtcFallbackUDP() string {
+	if c.RTCUDP != "" {
+		return c.RTCUDP
+	}
+	host, _, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		host = ""
+	}
+	return net.JoinHostPort(host, "0")
+}
+
+// stateChannel makes a player's state channel (lobby.Config.StateChannels).
+func (s *Server) stateChannel(c lobby.StateChannelConfig) lobby.StateChannel {
+	p, err := s.rtc.NewPeer(rtc.PeerConfig{Signal: c.Signal, Receive: c.Receive})
+	if err != nil {
+		return nil // shutting down
+	}
+	return p
+}
+
+// RTCAddr returns the UDP address of the players' state channels, or nil
+// while it is not open (or with NoRTC).
+func (s *Server) RTCAddr() net.Addr {
+	if s.rtc == nil {
+		return nil
+	}
+	return s.rtc.Addr()
+}
+
 // registerMetrics exposes the parts' state to /metrics.
 func (s *Server) registerMetrics() {
 	m := s.metrics
@@ -374,20 +423,35 @@ func (s *Server) registerMetrics() {
 		play := len(s.conns)
 		s.mu.Unlock()
 		fs := s.feeds.Stats()
+		peers := 0
+		if s.rtc != nil {
+			peers = s.rtc.Peers()
+		}
 		return map[string]float64{
 			"websocket": float64(play), "signaling": float64(s.signal.Stats().Conns),
-			"sse": float64(fs.Streams), "poll": float64(fs.ParkedPolls),
+			"sse": float64(fs.Streams), "poll": float64(fs.ParkedPolls), "webrtc": float64(peers),
 		}
 	})
 	m.ByLabel("tickwire_bytes_out_total", "Payload bytes sent, by transport.", "transport", prometheus.CounterValue, func() map[string]float64 {
 		fs := s.feeds.Stats()
+		var rtcOut int64
+		if s.rtc != nil {
+			rtcOut = s.rtc.Totals().BytesOut
+		}
 		return map[string]float64{
 			"websocket": float64(s.play.BytesOut.Load()), "signaling": float64(s.signals.BytesOut.Load()),
-			"sse": float64(fs.BytesSSE), "poll": float64(fs.BytesPoll),
+			"sse": float64(fs.BytesSSE), "poll": float64(fs.BytesPoll), "webrtc": float64(rtcOut),
 		}
 	})
 	m.Counter("tickwire_snapshots_replaced_total", "Snapshots replaced by a newer one before a slow player got them (latest wins).",
 		func() float64 { return float64(s.play.StatesReplaced.Load()) })
+	m.Counter("tickwire_state_channel_drops_total", "State frames dropped on players' WebRTC state channels (buffer over its threshold: latest wins).",
+		func() float64 {
+			if s.rtc == nil {
+				return 0
+			}
+			return float64(s.rtc.Totals().Dropped)
+		})
 	m.Counter("tickwire_slow_consumers_total", "WebSockets closed with 1008 slow consumer.",
 		func() float64 { return float64(s.play.SlowConsumers.Load() + s.signals.SlowConsumers.Load()) })
 	m.Counter("tickwire_signaling_relays_total", "Offers, answers and ICE candidates relayed.",
@@ -632,14 +696,29 @@ func (s *Server) closeConns() {
 	}
 }
 
-// Listen opens the configured address. Without a configured public URL,
-// the address it opened becomes the node's.
+// Listen opens the configured address, and the UDP port of the players'
+// state channels (RTCUDP, default the same host and port over UDP).
+// Without a configured public URL, the address it opened becomes the
+// node's.
 func (s *Server) Listen() (net.Listener, error) {
 	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err == nil && s.cfg.PublicURL == "" {
+	if err != nil {
+		return nil, err
+	}
+	if s.rtc != nil {
+		udp := s.cfg.RTCUDP
+		if udp == "" {
+			udp = ln.Addr().String()
+		}
+		if err := s.rtc.Listen(udp); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("state channels (-rtc-udp): %w", err)
+		}
+	}
+	if s.cfg.PublicURL == "" {
 		s.lobby.SetURL(s.Scheme() + "://" + ln.Addr().String())
 	}
-	return ln, err
+	return ln, nil
 }
 
 // Serve serves on ln until ctx ends, then drains: /healthz answers 503 and
@@ -694,6 +773,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		err = errors.Join(err, ctx.Err())
+	}
+	if s.rtc != nil { // every session has closed its channel, or ctx ended
+		err = errors.Join(err, s.rtc.Close())
 	}
 	return err
 }

@@ -19,6 +19,10 @@ const (
 	// (contract 1.1): the `error` carries `retry`, the seconds to wait,
 	// and is followed by close CloseTryAgainLater.
 	CodeOverloaded = "overloaded"
+	// CodeUnsupported answers a request the server does not offer, such
+	// as an `rtc-offer` to a server running without WebRTC (-rtc=false);
+	// the message is dropped and the session goes on.
+	CodeUnsupported = "unsupported"
 )
 
 // WebSocket close codes of the player protocol.

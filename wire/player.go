@@ -62,7 +62,8 @@ type Message interface {
 }
 
 // ClientMessage is a message from a player: one of *Join, *Input, *Ping,
-// *Chat, *Typing, *Leave, or *Ack (delta mode, see delta.go).
+// *Chat, *Typing, *Leave, *Ack (delta mode, see delta.go), *RTCOffer or
+// *RTCICE (state over WebRTC, see rtc.go).
 type ClientMessage interface {
 	Message
 	fromClient()
@@ -251,6 +252,10 @@ type clientFields struct {
 	nothers int
 	tooMany bool
 	longKey bool // a key longer than any name of the protocol
+	// The msgpack values of `sdp` and `candidate` (rtc-offer, rtc-ice),
+	// sub-slices of the frame, nil when absent. They are input fields too
+	// for a mode that names one so.
+	sdp, cand []byte
 }
 
 // otherField is a key no message of the protocol knows, with its value
@@ -277,9 +282,10 @@ var decoderPool = sync.Pool{New: func() any {
 }}
 
 type pooledDecoder struct {
-	r   bytes.Reader
-	dec *msgpack.Decoder
-	key [16]byte // a map key or a short string value, read without allocating
+	frame []byte // the frame being decoded
+	r     bytes.Reader
+	dec   *msgpack.Decoder
+	key   [16]byte // a map key or a short string value, read without allocating
 }
 
 // DecodeClient decodes one frame from a player. It returns ErrMalformed
@@ -321,6 +327,8 @@ func decodeClient(frame []byte, reuse *ClientDecoder) (ClientMessage, error) {
 	defer decoderPool.Put(pd)
 	pd.r.Reset(frame)
 	pd.dec.Reset(&pd.r)
+	pd.frame = frame
+	defer func() { pd.frame = nil }()
 	var f clientFields
 	if err := f.read(pd); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -347,7 +355,7 @@ func (pd *pooledDecoder) shortString() (b []byte, ok bool, err error) {
 }
 
 // clientTypes are the known values of `t`, returned without allocating.
-var clientTypes = []string{TypeJoin, TypeInput, TypePing, TypeChat, TypeTyping, TypeLeave, TypeAck}
+var clientTypes = []string{TypeJoin, TypeInput, TypePing, TypeChat, TypeTyping, TypeLeave, TypeAck, TypeRTCOffer, TypeRTCICE}
 
 func (f *clientFields) read(pd *pooledDecoder) error {
 	d := pd.dec
@@ -403,7 +411,16 @@ func (f *clientFields) read(pd *pooledDecoder) error {
 		case "mode":
 			err = f.str(d, "mode", &f.mode, 0)
 		default:
+			isSDP, isCand := string(key) == "sdp", string(key) == "candidate"
+			start := len(pd.frame) - pd.r.Len()
 			err = f.other(d, key)
+			raw := pd.frame[start : len(pd.frame)-pd.r.Len()]
+			switch {
+			case isSDP:
+				f.sdp = raw
+			case isCand:
+				f.cand = raw
+			}
 		}
 		if err != nil {
 			return err
@@ -622,6 +639,30 @@ func (f *clientFields) message(reuse *ClientDecoder) (ClientMessage, error) {
 		a := reused(reuse, func(d *ClientDecoder) *Ack { return &d.ack })
 		*a = Ack{Head: head, N: uint64(f.n)}
 		m = a
+	case TypeRTCOffer:
+		if f.bad != "" {
+			return nil, fail(f.bad, "wrong type")
+		}
+		var sdp string
+		if len(f.sdp) == 0 || msgpack.Unmarshal(f.sdp, &sdp) != nil || sdp == "" {
+			return nil, fail("sdp", "must be a non-empty string (an SDP offer)")
+		}
+		return &RTCOffer{Head: head, SDP: sdp}, nil
+	case TypeRTCICE:
+		if f.bad != "" {
+			return nil, fail(f.bad, "wrong type")
+		}
+		if len(f.cand) == 0 {
+			return nil, fail("candidate", "must be an RTCIceCandidateInit object or null")
+		}
+		if f.cand[0] == 0xc0 { // null: the end of the candidates
+			return &RTCICE{Head: head}, nil
+		}
+		c, err := decodeCandidate(f.cand)
+		if err != nil {
+			return nil, fail("candidate", err.Error())
+		}
+		return &RTCICE{Head: head, Candidate: c}, nil
 	default:
 		return nil, fmt.Errorf("%w: unknown type %q", ErrMalformed, f.t)
 	}

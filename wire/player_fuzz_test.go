@@ -12,7 +12,8 @@ import (
 func FuzzDecodeClient(f *testing.F) {
 	for _, m := range []ClientMessage{
 		&Join{Name: "ana", Room: "auto"}, NewInput(1, []string{"dx", "dy"}, 0.5, -1), &Ping{TS: 1},
-		&Chat{Text: "hi"}, &Typing{}, &Leave{},
+		&Chat{Text: "hi"}, &Typing{}, &Leave{}, &RTCOffer{SDP: "v=0\r\n"}, &RTCICE{},
+		&RTCICE{Candidate: &ICECandidate{Candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host", SDPMid: new("0"), SDPMLineIndex: new(uint16(0))}},
 	} {
 		f.Add(MustEncode(m))
 	}

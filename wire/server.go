@@ -10,7 +10,8 @@ import (
 )
 
 // ServerMessage is a message from the server to a player: one of *Welcome,
-// *Snap, *Delta, *Pong, *Joined, *Left, *ChatLine, *TypingFrom, *Error.
+// *Snap, *Delta, *Pong, *Joined, *Left, *ChatLine, *TypingFrom, *Error,
+// *RTCAnswer, *RTCICE.
 type ServerMessage interface {
 	Message
 	fromServer()
@@ -162,15 +163,17 @@ func MustEncode(m Message) []byte {
 }
 
 var serverTypes = map[string]func() ServerMessage{
-	TypeWelcome: func() ServerMessage { return new(Welcome) },
-	TypeSnap:    func() ServerMessage { return new(Snap) },
-	TypePong:    func() ServerMessage { return new(Pong) },
-	TypeJoined:  func() ServerMessage { return new(Joined) },
-	TypeLeft:    func() ServerMessage { return new(Left) },
-	TypeChat:    func() ServerMessage { return new(ChatLine) },
-	TypeTyping:  func() ServerMessage { return new(TypingFrom) },
-	TypeError:   func() ServerMessage { return new(Error) },
-	TypeDelta:   func() ServerMessage { return new(Delta) },
+	TypeWelcome:   func() ServerMessage { return new(Welcome) },
+	TypeSnap:      func() ServerMessage { return new(Snap) },
+	TypePong:      func() ServerMessage { return new(Pong) },
+	TypeJoined:    func() ServerMessage { return new(Joined) },
+	TypeLeft:      func() ServerMessage { return new(Left) },
+	TypeChat:      func() ServerMessage { return new(ChatLine) },
+	TypeTyping:    func() ServerMessage { return new(TypingFrom) },
+	TypeError:     func() ServerMessage { return new(Error) },
+	TypeDelta:     func() ServerMessage { return new(Delta) },
+	TypeRTCAnswer: func() ServerMessage { return new(RTCAnswer) },
+	TypeRTCICE:    func() ServerMessage { return new(RTCICE) },
 }
 
 // ErrUnknownType is returned by DecodeServer for a message type it does not

@@ -10,6 +10,11 @@
 // the protocol): it rebuilds each snapshot from the server's `delta` frames,
 // acknowledges it, and delivers it as the same *wire.Snap a client in full
 // mode gets, each value within half its column's step of the server's.
+//
+// With Options.RTC the client also offers a WebRTC DataChannel for its
+// state frames (contract 1.1): snapshots then come on the channel, inputs
+// go on it, and both fall back to the WebSocket by themselves when it
+// fails; Transport tells which path state takes now, Offer offers again.
 package player
 
 import (
@@ -23,6 +28,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
 
 	"github.com/tickwire/tickwire/wire"
 )
@@ -50,6 +56,26 @@ type Options struct {
 	// NoFollow returns a `moved` refusal as a *JoinError instead of
 	// following it (see Dial).
 	NoFollow bool
+	// RTC takes state frames over a WebRTC DataChannel (contract 1.1,
+	// "State over WebRTC"): after `welcome` the client offers a `state`
+	// channel, receives state on it once open (the same frames, with the
+	// same delta and ack handling), sends its inputs on it, and keeps it
+	// alive (see RTCKeepalive). Until it opens, and whenever the server
+	// sends state on the WebSocket again, state comes there; Transport
+	// tells which. An offer the server refuses (`unsupported`) leaves the
+	// client on the WebSocket.
+	RTC bool
+	// RTCSettings is Pion's setting engine for the channel (nil: UDP over
+	// IPv4, no mDNS). RTCLoopback keeps ICE on loopback on top of it
+	// (tests).
+	RTCSettings *webrtc.SettingEngine
+	RTCLoopback bool
+	// ICEServers for the channel; nil: those of the server's /api/ice.
+	ICEServers []webrtc.ICEServer
+	// RTCKeepalive is how often the client sends on an otherwise silent
+	// channel (250ms): the server sends state on the WebSocket again after
+	// about 1 s of silence. Negative: never (tests of that fallback).
+	RTCKeepalive time.Duration
 }
 
 // JoinError is the server's refusal of a join.
@@ -76,6 +102,13 @@ type Stats struct {
 	Sent      int64 // frames sent
 	LastRTT   time.Duration
 	Received  time.Time // when the newest frame arrived
+	// With Options.RTC: frames received on the state channel (counted in
+	// Frames and Bytes too), frames sent on it (in Sent too), and state
+	// frames dropped as older than one already received (the channel does
+	// not keep order).
+	ChannelFrames int64
+	ChannelSent   int64
+	Stale         int64
 }
 
 // Client is one connected player.
@@ -102,6 +135,17 @@ type Client struct {
 	ackDone  chan struct{}
 	deltas   atomic.Int64
 	keys     atomic.Int64
+
+	// State frames come from the reader and, with Options.RTC, from the
+	// channel: stateMu orders them (rx, the newest tick, delivery).
+	stateMu  sync.Mutex
+	newestN  uint64 // tick of the newest state frame delivered, guarded by stateMu
+	viaChan  atomic.Bool
+	quit     chan struct{} // closed when the reader ends, before msgs is closed
+	rtc      *rtcPeer      // nil without Options.RTC
+	chFrames atomic.Int64
+	chSent   atomic.Int64
+	stale    atomic.Int64
 
 	frames atomic.Int64
 	bytes  atomic.Int64
@@ -147,7 +191,8 @@ func dial(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{ws: ws, url: o.URL, msgs: make(chan wire.ServerMessage, o.Buffer), done: make(chan struct{}), discard: o.Discard}
+	c := &Client{ws: ws, url: o.URL, msgs: make(chan wire.ServerMessage, o.Buffer), done: make(chan struct{}),
+		quit: make(chan struct{}), discard: o.Discard}
 	join := &wire.Join{Name: o.Name, Room: o.Room, Token: o.Token, Resume: o.Resume, Mode: o.Mode}
 	if o.Delta {
 		join.Caps = []string{wire.CapDelta}
@@ -170,7 +215,21 @@ func dial(ctx context.Context, o Options) (*Client, error) {
 		c.ackDone = make(chan struct{})
 		go c.ackLoop()
 	}
+	if o.RTC {
+		r, err := newRTCPeer(ctx, c, o)
+		if err != nil {
+			ws.Close()
+			return nil, err
+		}
+		c.rtc = r
+	}
 	go c.readLoop()
+	if c.rtc != nil {
+		if err := c.Offer(); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -213,33 +272,80 @@ func (c *Client) readLoop() {
 		if err != nil {
 			c.setErr(err)
 			c.ws.Close()
+			close(c.quit)
+			if c.rtc != nil {
+				c.rtc.close() // waits for the channel's callbacks
+			}
 			return
 		}
-		now := time.Now()
-		c.frames.Add(1)
-		c.bytes.Add(int64(len(frame)))
-		c.recvAt.Store(now.UnixNano())
-		m, err := wire.DecodeServer(frame)
-		if err != nil {
-			continue // unknown types are ignored
-		}
-		if d, ok := m.(*wire.Delta); ok {
-			snap := c.applyDelta(d)
-			if snap == nil {
-				continue
+		c.receive(frame, false)
+	}
+}
+
+// receive handles one frame from the WebSocket (the reader) or, with
+// viaChannel, from the state channel. State frames are delivered in tick
+// order: one older than a frame already delivered is dropped.
+func (c *Client) receive(frame []byte, viaChannel bool) {
+	now := time.Now()
+	c.frames.Add(1)
+	c.bytes.Add(int64(len(frame)))
+	c.recvAt.Store(now.UnixNano())
+	if viaChannel {
+		c.chFrames.Add(1)
+	}
+	m, err := wire.DecodeServer(frame)
+	if err != nil {
+		return // unknown types are ignored
+	}
+	switch m := m.(type) {
+	case *wire.Snap, *wire.Delta:
+		c.stateMu.Lock()
+		defer c.stateMu.Unlock()
+		snap, ok := m.(*wire.Snap)
+		if d, isDelta := m.(*wire.Delta); isDelta {
+			if snap = c.applyDelta(d); snap == nil {
+				return
 			}
-			m = snap
+		} else if !ok {
+			return
 		}
-		switch m := m.(type) {
-		case *wire.Snap:
-			c.snaps.Add(1)
-			c.latest.Store(m)
-		case *wire.Pong:
-			c.rtt.Store(int64(time.Duration((float64(now.UnixNano())/1e6 - m.TS) * float64(time.Millisecond))))
+		if snap.N <= c.newestN {
+			c.stale.Add(1)
+			return
 		}
-		if !c.discard {
-			c.msgs <- m
+		c.newestN = snap.N
+		c.viaChan.Store(viaChannel)
+		c.snaps.Add(1)
+		c.latest.Store(snap)
+		c.deliver(snap)
+		return
+	case *wire.Pong:
+		c.rtt.Store(int64(time.Duration((float64(now.UnixNano())/1e6 - m.TS) * float64(time.Millisecond))))
+	case *wire.RTCAnswer:
+		if c.rtc != nil {
+			c.rtc.answer(m.SDP)
 		}
+	case *wire.RTCICE:
+		if c.rtc != nil {
+			c.rtc.candidate(m.Candidate)
+		}
+	case *wire.Error:
+		if c.rtc != nil && m.Code == wire.CodeUnsupported {
+			c.rtc.refuse(m.Msg)
+		}
+	}
+	c.deliver(m)
+}
+
+// deliver queues m on Messages unless the client discards them or the
+// reader has ended.
+func (c *Client) deliver(m wire.ServerMessage) {
+	if c.discard {
+		return
+	}
+	select {
+	case c.msgs <- m:
+	case <-c.quit:
 	}
 }
 
@@ -260,7 +366,9 @@ func (c *Client) applyDelta(d *wire.Delta) *wire.Snap {
 	if c.rx.Keyframes() != before {
 		c.keys.Add(1)
 	}
-	c.ackSnapshot(snap.N)
+	if snap.N > c.newestN { // an older frame (reordered on the channel) is not acknowledged
+		c.ackSnapshot(snap.N)
+	}
 	return snap
 }
 
@@ -373,6 +481,7 @@ func (c *Client) Stats() Stats {
 		Frames: c.frames.Load(), Bytes: c.bytes.Load(), Snaps: c.snaps.Load(), Sent: c.sent.Load(),
 		Deltas: c.deltas.Load(), Keyframes: c.keys.Load(),
 		LastRTT: time.Duration(c.rtt.Load()), Received: time.Unix(0, c.recvAt.Load()),
+		ChannelFrames: c.chFrames.Load(), ChannelSent: c.chSent.Load(), Stale: c.stale.Load(),
 	}
 }
 
@@ -406,6 +515,16 @@ func (c *Client) Input(values ...float64) (uint64, error) {
 	c.wmu.Unlock()
 	m := wire.NewInput(seq, c.welcome.Schema.Input, values...)
 	m.N = c.takeAck()
+	if c.rtc != nil {
+		frame, err := wire.Encode(m)
+		if err != nil {
+			return seq, err
+		}
+		if c.rtc.sendInput(frame) {
+			return seq, nil
+		}
+		return seq, c.SendRaw(frame)
+	}
 	return seq, c.send(m)
 }
 

@@ -2,6 +2,8 @@
 // on tickwire.js, for any game mode the server runs. Links:
 // /?room=auto&name=ana, /?room=auto&mode=shooter&name=ana,
 // /?room=<id>&name=ana, /?watch=<room>, /?watch=<room>&transport=poll.
+// A game takes its state over a WebRTC DataChannel when it can;
+// &transport=ws keeps it on the WebSocket.
 //
 // window.tickwire.state() returns a plain summary of everything the page
 // knows (for tests and debugging); window.tickwire.game, .spectator and
@@ -420,14 +422,14 @@ function startGame(room, name, mode) {
   page.view = "game";
   $("game").hidden = false;
   $("view-title").textContent = `playing as ${name}`;
-  const game = join({ name, room, mode: mode || undefined });
+  const game = join({ name, room, mode: mode || undefined, rtc: params.get("transport") !== "ws" });
   page.game = game;
   connSource = game;
 
   game.addEventListener("welcome", () => {
     $("view-title").textContent = `${name} in ${game.room} · ${modeTitle(game.mode)}`;
     showShareLinks(game.room);
-    if (params.get("room") !== game.room || params.has("mode")) history.replaceState(null, "", pageURL({ room: game.room, name }));
+    if (params.get("room") !== game.room || params.has("mode")) history.replaceState(null, "", pageURL({ room: game.room, name, transport: params.get("transport") ?? undefined }));
   });
   modesLoaded.then(() => game.mode && ($("view-title").textContent = `${name} in ${game.room} · ${modeTitle(game.mode)}`));
   game.addEventListener("chat", () => showChat(game.chatLog));
@@ -533,6 +535,7 @@ function startGame(room, name, mode) {
       `ping ${game.ping === null ? "–" : game.ping.toFixed(1) + " ms"}  jitter ${game.jitter === null ? "–" : game.jitter.toFixed(1) + " ms"}`,
       `clock offset ${game.clockOffset === null ? "–" : Math.round(game.clockOffset) + " ms"}`,
       `unacked inputs ${game.pending.length}`,
+      stateLine(game),
     ];
     const node = elsewhere(game.node);
     if (node) hud.push(`node ${node}`);
@@ -542,6 +545,16 @@ function startGame(room, name, mode) {
     requestAnimationFrame(frame);
   };
   requestAnimationFrame(frame);
+}
+
+/** The HUD's line saying where state frames arrive, and what the channel does. */
+function stateLine(game) {
+  if (game.stateTransport === "udp") return "state UDP · DataChannel";
+  const sc = game.stateChannel;
+  let note = "";
+  if (sc?.state === "connecting") note = " (offering UDP)";
+  else if (sc?.state === "waiting") note = ` (UDP again in ${Math.max(0, Math.ceil((sc.retryAt - Date.now()) / 1000))}s)`;
+  return `state TCP · WebSocket${note}`;
 }
 
 function setupVoice(game, name) {
@@ -693,6 +706,9 @@ function state() {
       clockOffset: g.clockOffset,
       chat: g.chatLog.map((m) => ({ kind: m.kind, id: m.id, name: m.name, text: m.text })),
       typing: g.typers(),
+      stateTransport: g.stateTransport,
+      rtc: g.stateChannel?.info() ?? null,
+      stats: { ...g.stats },
     },
     spectator: s && {
       connection: s.connection,

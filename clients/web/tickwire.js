@@ -776,13 +776,354 @@ export function stepPosition(pos, dx, dy, world) {
  * @property {number} [code] the WebSocket close code, when closed by the server
  */
 
+// ---- state over WebRTC -----------------------------------------------------
+//
+// Protocol 1.1, "State over WebRTC": the player offers a DataChannel
+// labelled `state` (unordered, no retransmissions) on its own /ws/play;
+// once it is open the server sends every state frame on it, where a lost
+// frame is simply superseded by the next one instead of holding the later
+// ones back as TCP does.
+
+/** How long an offer may take to bring the first state frame over the channel, ms. */
+const RTC_CONNECT_TIMEOUT = 15000;
+/**
+ * Silence on an open channel, while the WebSocket still brings messages,
+ * after which state is taken to be back on the WebSocket, ms. The server
+ * returns state to the WebSocket within 1 s of a failure.
+ */
+const RTC_SILENCE = 1000;
+/** How long a channel must carry state before the re-offer backoff starts over, ms. */
+const RTC_STABLE = 5000;
+/** Inputs are not copied to a channel with more than this many bytes queued. */
+const RTC_MAX_BUFFERED = 16 << 10;
+/**
+ * The most time between two messages the client sends on an open channel,
+ * ms: the server takes a channel that brought nothing for a second as dead
+ * and sends state on the WebSocket until something comes again, so an idle
+ * player sends an `ack` of its newest tick this often.
+ */
+const RTC_KEEPALIVE = 200;
+
+/**
+ * The `state` DataChannel of one GameClient: offers it after each welcome,
+ * trickles candidates both ways on the WebSocket, hands the binary frames it
+ * receives to the client, and when it fails (closed, ICE disconnected or
+ * failed, or silent while the WebSocket is not) tells the client that state
+ * is on the WebSocket again and offers anew on a fresh RTCPeerConnection
+ * after a backoff (1 s, 2 s, 4 s, ... up to 30 s, randomized). A server
+ * that answers `error` `unsupported` is not offered to again on that
+ * WebSocket session.
+ */
+class StateChannel {
+  /**
+   * @param {object} hooks what the channel needs from its client
+   * @param {(m: object) => boolean} hooks.signal sends a message on the WebSocket
+   * @param {(data: ArrayBuffer) => boolean} hooks.frame handles a binary frame; true for a state frame applied or superseded
+   * @param {(transport: "udp"|"tcp", reason: string) => void} hooks.transport where state now arrives
+   * @param {() => Promise<RTCIceServer[]>} hooks.iceServers the ICE servers to use
+   * @param {() => number} hooks.wsHeard performance.now() of the newest WebSocket message
+   * @param {() => Uint8Array|null} hooks.keepalive a message to send when the channel has been quiet
+   * @param {{min: number, max: number}} backoff re-offer delays, ms
+   */
+  constructor(hooks, backoff) {
+    this.hooks = hooks;
+    this.backoff = backoff;
+    /** @type {RTCPeerConnection|null} */
+    this.pc = null;
+    /** @type {RTCDataChannel|null} */
+    this.dc = null;
+    /** "off", "connecting", "open" (state arrives on it), "waiting" (to offer again), "refused". */
+    this.state = "off";
+    /** Why it is not open, for people. */
+    this.reason = "";
+    /** Re-offers since the last stable channel. */
+    this.attempt = 0;
+    /** Date.now() of the next offer while waiting. */
+    this.retryAt = 0;
+    /** Offers sent on this WebSocket whose answer has not come yet. */
+    this.answersDue = 0;
+    /** Whether this WebSocket's server has answered an offer. */
+    this.answered = false;
+    /** Remote candidates held until the remote description is set. */
+    this.pending = [];
+    this.offeredAt = 0;
+    this.openedAt = 0;
+    this.lastFrame = 0;
+    this.lastSent = 0;
+    this.timers = { retry: 0, watch: 0 };
+    this.counts = { offers: 0, answers: 0, opens: 0, failures: 0, frames: 0, bytes: 0, sent: 0 };
+    /** Never offer again: the server closed a session on an offer. */
+    this.forGood = false;
+    this.generation = 0;
+  }
+
+  /**
+   * Starts over on a new WebSocket session (after its welcome): offers now,
+   * unless a server refused for good. A server that declined with
+   * `unsupported` is asked again on each new session (it may have been
+   * restarted with WebRTC on), once.
+   */
+  restart() {
+    this.stop();
+    if (this.forGood) return;
+    this.#set("off", "");
+    this.answersDue = 0;
+    this.answered = false;
+    this.attempt = 0;
+    clearInterval(this.timers.watch);
+    this.timers.watch = setInterval(() => this.#watch(), RTC_KEEPALIVE / 2);
+    this.offer();
+  }
+
+  /** Closes the channel and stops offering (the WebSocket ended, or the client). */
+  stop() {
+    clearTimeout(this.timers.retry);
+    clearInterval(this.timers.watch);
+    this.timers.retry = this.timers.watch = 0;
+    this.generation++;
+    this.#closePC();
+    if (this.state !== "refused") this.#set("off", "");
+  }
+
+  /** Whether an offer went out on this WebSocket and none was answered. */
+  unanswered() {
+    return this.answersDue > 0 && !this.answered;
+  }
+
+  /**
+   * The server cannot take offers: state stays on the WebSocket, for this
+   * session, or with `forGood` for the client's life (a server that closes
+   * the session on an offer).
+   */
+  refuse(reason, forGood = false) {
+    this.stop();
+    this.#set("refused", reason);
+    if (forGood) this.forGood = true;
+  }
+
+  #set(state, reason) {
+    this.state = state;
+    this.reason = reason;
+  }
+
+  #closePC() {
+    const pc = this.pc;
+    this.pc = null;
+    this.dc = null;
+    this.pending = [];
+    if (pc) {
+      try {
+        pc.close();
+      } catch {
+        // already closed
+      }
+      if (this.openedAt) this.hooks.transport("tcp", this.reason || "channel closed");
+    }
+    this.openedAt = 0;
+  }
+
+  /** Makes a fresh RTCPeerConnection with the `state` channel and sends its offer. */
+  async offer() {
+    clearTimeout(this.timers.retry);
+    this.timers.retry = 0;
+    if (this.state === "refused") return;
+    this.#closePC();
+    const gen = ++this.generation;
+    this.#set("connecting", "");
+    this.offeredAt = performance.now();
+    this.lastFrame = 0;
+    let iceServers = [];
+    try {
+      iceServers = (await this.hooks.iceServers()) ?? [];
+    } catch {
+      // no ICE servers: host candidates only, which is what loopback and LANs need
+    }
+    if (gen !== this.generation) return;
+    const pc = new RTCPeerConnection({ iceServers });
+    const dc = pc.createDataChannel("state", { ordered: false, maxRetransmits: 0 });
+    dc.binaryType = "arraybuffer";
+    this.pc = pc;
+    this.dc = dc;
+    const current = () => this.pc === pc;
+    let offerSent = false;
+    const early = [];
+    pc.onicecandidate = ({ candidate }) => {
+      if (!current()) return;
+      // An empty candidate, as some browsers send last, is the end too.
+      const m = { t: "rtc-ice", candidate: candidate?.candidate ? candidate.toJSON() : null };
+      if (offerSent) this.hooks.signal(m);
+      else early.push(m);
+    };
+    pc.oniceconnectionstatechange = () => {
+      if (current() && ["disconnected", "failed", "closed"].includes(pc.iceConnectionState)) this.fail(`ICE ${pc.iceConnectionState}`);
+    };
+    pc.onconnectionstatechange = () => {
+      if (current() && (pc.connectionState === "failed" || pc.connectionState === "closed")) this.fail(`connection ${pc.connectionState}`);
+    };
+    dc.onopen = () => {
+      if (!current()) return;
+      this.counts.opens++;
+    };
+    dc.onclose = () => current() && this.fail("channel closed");
+    dc.onmessage = (e) => {
+      if (!current() || !(e.data instanceof ArrayBuffer)) return;
+      this.counts.frames++;
+      this.counts.bytes += e.data.byteLength;
+      if (!this.hooks.frame(e.data)) return;
+      this.lastFrame = performance.now();
+      if (this.state !== "open") {
+        this.#set("open", "");
+        this.openedAt = this.lastFrame;
+        this.hooks.transport("udp", "state channel open");
+      }
+    };
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+    } catch (err) {
+      if (current()) this.fail(`offer: ${err.message}`);
+      return;
+    }
+    if (!current()) return;
+    if (!this.hooks.signal({ t: "rtc-offer", sdp: pc.localDescription.sdp })) {
+      this.fail("WebSocket not open");
+      return;
+    }
+    this.answersDue++;
+    this.counts.offers++;
+    offerSent = true;
+    for (const m of early.splice(0)) this.hooks.signal(m);
+  }
+
+  /** Applies `rtc-answer`: only the answer to the newest offer counts. */
+  async onAnswer(sdp) {
+    if (this.answersDue > 0) this.answersDue--;
+    this.answered = true;
+    this.counts.answers++;
+    const pc = this.pc;
+    if (this.answersDue > 0 || !pc || pc.signalingState !== "have-local-offer" || typeof sdp !== "string") return;
+    try {
+      await pc.setRemoteDescription({ type: "answer", sdp });
+    } catch (err) {
+      if (this.pc === pc) this.fail(`answer: ${err.message}`);
+      return;
+    }
+    for (const c of this.pending.splice(0)) await this.#addCandidate(pc, c);
+  }
+
+  /** Applies `rtc-ice`: held until the remote description is set. */
+  async onCandidate(candidate) {
+    const pc = this.pc;
+    if (!pc || !candidate || typeof candidate.candidate !== "string" || candidate.candidate === "") return; // end of candidates
+    if (!pc.remoteDescription) {
+      if (this.pending.length < 64) this.pending.push(candidate);
+      return;
+    }
+    await this.#addCandidate(pc, candidate);
+  }
+
+  async #addCandidate(pc, c) {
+    try {
+      await pc.addIceCandidate(c);
+    } catch {
+      // a candidate of an abandoned offer (another ufrag): harmless
+    }
+  }
+
+  /**
+   * State is back on the WebSocket: the channel is closed and offered again
+   * after the backoff.
+   */
+  fail(reason) {
+    if (!this.pc || this.state === "refused") return;
+    this.counts.failures++;
+    this.#set("waiting", reason);
+    this.generation++;
+    this.#closePC();
+    const delay = backoffDelay(this.attempt++, this.backoff);
+    this.retryAt = Date.now() + delay;
+    this.timers.retry = setTimeout(() => this.offer(), delay);
+  }
+
+  /** Sends an already encoded `input` or `ack` when the channel is open. */
+  send(bytes) {
+    const dc = this.dc;
+    if (dc?.readyState !== "open" || dc.bufferedAmount > RTC_MAX_BUFFERED) return false;
+    try {
+      dc.send(bytes);
+    } catch {
+      return false;
+    }
+    this.lastSent = performance.now();
+    this.counts.sent++;
+    return true;
+  }
+
+  /**
+   * Keeps the channel alive, checks for silence on it and for offers that
+   * never got through.
+   */
+  #watch() {
+    if (!this.pc) return;
+    const now = performance.now();
+    if (this.dc?.readyState === "open" && now - this.lastSent >= RTC_KEEPALIVE) {
+      const m = this.hooks.keepalive();
+      if (m) this.send(m);
+    }
+    if (this.state === "open") {
+      if (now - this.lastFrame > RTC_SILENCE && this.hooks.wsHeard() > this.lastFrame) this.fail("no state on the channel for 1 s");
+      else if (this.attempt > 0 && now - this.openedAt > RTC_STABLE) this.attempt = 0;
+    } else if (this.state === "connecting" && now - this.offeredAt > RTC_CONNECT_TIMEOUT) {
+      this.fail("no state on the channel in time");
+    }
+  }
+
+  /** A plain summary. */
+  info() {
+    return {
+      state: this.state,
+      reason: this.reason,
+      attempt: this.attempt,
+      retryAt: this.state === "waiting" ? this.retryAt : null,
+      ice: this.pc?.iceConnectionState ?? null,
+      channel: this.dc?.readyState ?? null,
+      ...this.counts,
+    };
+  }
+}
+
 /**
  * A player's connection to a room over /ws/play.
  *
  * Events (CustomEvent, message in `detail`): `state` (ConnectionState),
  * `welcome`, `snap` (Snapshot), `pong` ({rtt, jitter, offset}), `joined`,
  * `left`, `chat` (ChatEntry), `typing` ({id, name}), `servererror`
- * ({code, msg}), `moved` ({from, to, room}).
+ * ({code, msg}), `moved` ({from, to, room}), `transport` ({transport,
+ * reason}: state frames now arrive over "udp" or "tcp").
+ *
+ * State over WebRTC (protocol 1.1): after each welcome the client offers a
+ * DataChannel labelled `state` (unordered, no retransmissions) on the
+ * WebSocket, with the ICE servers of the welcome or of /api/ice, and
+ * trickles candidates both ways. Once state frames arrive on it,
+ * `stateTransport` is "udp" and a lost frame costs one tick instead of a
+ * TCP retransmission that holds every later frame back. Frames from either
+ * path go through the same handling (deltas, acks); one older than the
+ * newest applied is dropped (`stats.stale`), since the channel does not keep
+ * order. When the channel closes or fails, ICE goes disconnected or failed,
+ * or no frame comes on it for a second while the WebSocket still brings
+ * messages, `stateTransport` is "tcp" again (the server sends state on the
+ * WebSocket within a second) and the client offers again on a fresh
+ * RTCPeerConnection after 1 s, 2 s, 4 s, ... up to `maxBackoff`. A server
+ * without WebRTC answers `error` `unsupported`, and is not offered to
+ * again until the next session (after a reconnection); one that predates
+ * WebRTC state closes with 4000 on the offer, and the client joins again
+ * and never offers to it. While the channel is open, every `input` goes on both: the
+ * copy on the channel is not held back by a lost TCP segment, the one on the
+ * WebSocket cannot be lost, and the server applies whichever comes first
+ * (by `seq`); so does every `ack`. The server takes a channel that brought
+ * nothing for a second as dead, so while it is open the client sends on it
+ * at least every 200 ms (an `ack` of its newest tick when nothing else goes
+ * out). Chat and the rest stay on the WebSocket. `rtc: false` never
+ * offers. `stateChannel.info()` summarizes the channel.
  *
  * Several nodes: when the server answers the `join` with `error` `moved`
  * (the room is hosted by another node of the cluster), the client joins
@@ -836,8 +1177,11 @@ export class GameClient extends EventTarget {
    * @param {boolean} [options.delta] ask for delta snapshots (true)
    * @param {boolean} [options.follow] follow a `moved` answer to the node
    *   hosting the room (true)
+   * @param {boolean} [options.rtc] take state frames over a WebRTC
+   *   DataChannel when the server offers it (true); false keeps them on the
+   *   WebSocket
    */
-  constructor({ name, room = "auto", mode, server, token, reconnect = true, pingInterval = 1000, minBackoff = 1000, maxBackoff = 30000, delta = true, follow = true }) {
+  constructor({ name, room = "auto", mode, server, token, reconnect = true, pingInterval = 1000, minBackoff = 1000, maxBackoff = 30000, delta = true, follow = true, rtc = true }) {
     super();
     this.name = name;
     /** Room id; "auto" until the welcome names the room. */
@@ -853,7 +1197,7 @@ export class GameClient extends EventTarget {
     /** `moved` answers followed since the client was made. */
     this.moves = 0;
     this.token = token;
-    this.options = { reconnect, pingInterval, minBackoff, maxBackoff, delta, follow, mode };
+    this.options = { reconnect, pingInterval, minBackoff, maxBackoff, delta, follow, mode, rtc };
     /** The room's game mode: the one asked for until the welcome says. */
     this.mode = mode ?? null;
     /** The room's tables and input fields (see parseSchema), null before the first welcome. @type {Schema|null} */
@@ -868,7 +1212,34 @@ export class GameClient extends EventTarget {
      * What arrived: frames and their payload bytes, snapshots (full or
      * rebuilt), delta frames and keyframes among them.
      */
-    this.stats = { frames: 0, bytes: 0, snaps: 0, deltas: 0, keyframes: 0, acks: 0, inputAcks: 0 };
+    this.stats = { frames: 0, bytes: 0, snaps: 0, deltas: 0, keyframes: 0, acks: 0, inputAcks: 0, rtcFrames: 0, rtcBytes: 0, stale: 0 };
+    /**
+     * Where state frames arrive now: "udp" (the WebRTC DataChannel) or
+     * "tcp" (the WebSocket). A `transport` event tells each change.
+     * @type {"udp"|"tcp"}
+     */
+    this.stateTransport = "tcp";
+    /** The tick of the newest state frame applied on this connection (older ones are dropped). */
+    this.stateTick = 0;
+    /** performance.now() of the newest WebSocket message. */
+    this.wsHeard = 0;
+    /** ICE servers from the welcome, when it lists them (else /api/ice is asked). */
+    this.iceServers = null;
+    /** The state DataChannel, null when off (option `rtc: false`, or no WebRTC in this browser). */
+    this.stateChannel =
+      rtc && typeof RTCPeerConnection === "function"
+        ? new StateChannel(
+            {
+              signal: (m) => this.#send(m),
+              frame: (data) => this.#onChannelFrame(data),
+              transport: (t, reason) => this.#setStateTransport(t, reason),
+              iceServers: async () => this.iceServers ?? (await fetchICEServers({ server: this.node, token: this.token })).iceServers,
+              wsHeard: () => this.wsHeard,
+              keepalive: () => (this.stateTick > 0 ? encoder.encode({ t: "ack", n: this.stateTick }) : null),
+            },
+            { min: minBackoff, max: maxBackoff },
+          )
+        : null;
     /** Delta mode: the tick to acknowledge, sent with the next input or within a tick. */
     this.ackDue = 0;
     /** This player's entity id, null before the first welcome. */
@@ -928,6 +1299,7 @@ export class GameClient extends EventTarget {
     };
     ws.onmessage = (e) => {
       if (typeof e.data === "string") return;
+      this.wsHeard = performance.now();
       this.stats.frames++;
       this.stats.bytes += e.data.byteLength;
       let m;
@@ -951,9 +1323,16 @@ export class GameClient extends EventTarget {
       clearTimeout(this.timers.ack);
       this.timers.ack = 0;
       this.ackDue = 0;
+      // A server that predates WebRTC state closes with 4000 on the
+      // unknown `rtc-offer`: play on over the WebSocket alone.
+      const noRTC = e.code === 4000 && this.stateChannel?.unanswered();
+      this.stateChannel?.stop();
+      if (noRTC) this.stateChannel.refuse("the server does not take rtc-offer", true);
       const reason = serverError?.msg || e.reason || CLOSE_REASONS[e.code] || `code ${e.code}`;
       if (this.closing) {
         this.#setConnection({ state: "closed", reason: this.closing, attempt: 0 });
+      } else if (noRTC && this.options.reconnect) {
+        this.#scheduleReconnect("the server does not take WebRTC state");
       } else if (!welcomed && serverError?.code === "moved") {
         this.#onMoved(serverError);
       } else if (FATAL_CLOSE.has(e.code) || e.code === 4307 || !this.options.reconnect) {
@@ -1004,8 +1383,39 @@ export class GameClient extends EventTarget {
   }
 
   #send(m) {
+    return this.#sendBytes(encoder.encode(m));
+  }
+
+  #sendBytes(b) {
     if (this.ws?.readyState !== WebSocket.OPEN) return false;
-    this.ws.send(encoder.encode(m));
+    this.ws.send(b);
+    return true;
+  }
+
+  #setStateTransport(t, reason) {
+    if (this.stateTransport === t) return;
+    this.stateTransport = t;
+    this.#emit("transport", { transport: t, reason });
+  }
+
+  /**
+   * A binary message on the state channel: a `snap` or `delta` goes
+   * through the same handling as on the WebSocket. Reports whether it was a
+   * state frame.
+   */
+  #onChannelFrame(data) {
+    let m;
+    try {
+      m = decoder.decode(new Uint8Array(data));
+    } catch {
+      return false;
+    }
+    if (m?.t !== "snap" && m?.t !== "delta") return false;
+    this.stats.frames++;
+    this.stats.bytes += data.byteLength;
+    this.stats.rtcFrames++;
+    this.stats.rtcBytes += data.byteLength;
+    this.#handle(m);
     return true;
   }
 
@@ -1043,7 +1453,18 @@ export class GameClient extends EventTarget {
       case "typing":
         this.typingUntil.set(m.id, Date.now() + 3000);
         return this.#emit("typing", { id: m.id, name: this.names.get(m.id) ?? `#${m.id}` });
+      case "rtc-answer":
+        return this.stateChannel?.onAnswer(m.sdp);
+      case "rtc-ice":
+        return this.stateChannel?.onCandidate(m.candidate);
       case "error":
+        if (m.code === "unsupported" && this.stateChannel?.answersDue > 0) {
+          // No WebRTC on this server: state stays on the WebSocket.
+          return this.stateChannel.refuse(m.msg || "unsupported");
+        }
+        if (m.code === "bad-message" && this.stateChannel?.unanswered() && String(m.msg).includes("rtc-offer")) {
+          return; // a server that predates WebRTC state; its close is handled
+        }
         return this.#emit("servererror", { code: m.code, msg: m.msg });
       default:
       // unknown types are ignored
@@ -1066,11 +1487,14 @@ export class GameClient extends EventTarget {
     if (!resumed) this.predicted = null;
     this.clock.fromStamp(m.st);
     if (this.options.delta) this.deltaReceiver = new DeltaReceiver(m.hz, this.schema);
+    this.stateTick = 0;
+    this.iceServers = Array.isArray(m.iceServers) ? m.iceServers : null;
     this.#setConnection({ state: "connected", attempt: 0, resumed });
     clearInterval(this.timers.ping);
     this.timers.ping = setInterval(() => this.#sendPing(), this.options.pingInterval);
     this.#sendPing();
     this.#emit("welcome", m);
+    this.stateChannel?.restart();
   }
 
   #onDelta(m) {
@@ -1082,6 +1506,10 @@ export class GameClient extends EventTarget {
       // A frame this client cannot rebuild: ask for a keyframe.
       this.#send({ t: "ack", n: 0 });
       this.stats.acks++;
+      return;
+    }
+    if (s.n <= this.stateTick) {
+      this.stats.stale++; // overtaken on the unordered channel
       return;
     }
     this.#ackLater(s.n);
@@ -1099,7 +1527,11 @@ export class GameClient extends EventTarget {
     if (this.timers.ack) return;
     this.timers.ack = setTimeout(() => {
       this.timers.ack = 0;
-      if (this.ackDue && this.#send({ t: "ack", n: this.ackDue })) this.stats.acks++;
+      const b = this.ackDue ? encoder.encode({ t: "ack", n: this.ackDue }) : null;
+      if (b && this.#sendBytes(b)) {
+        this.stats.acks++;
+        this.stateChannel?.send(b); // it may come sooner this way
+      }
       this.ackDue = 0;
     }, 1250 / (this.world?.hz || 20)); // a tick, and some timer jitter
   }
@@ -1121,6 +1553,11 @@ export class GameClient extends EventTarget {
   }
 
   #onSnapshot(snap) {
+    if (snap.n <= this.stateTick) {
+      this.stats.stale++; // overtaken on the unordered channel
+      return;
+    }
+    this.stateTick = snap.n;
     this.stats.snaps++;
     this.latest = snap;
     this.buffer.push(snap);
@@ -1174,7 +1611,12 @@ export class GameClient extends EventTarget {
     const seq = ++this.seq;
     const msg = { t: "input", seq, ...v };
     if (this.ackDue) msg.n = this.ackDue; // the pending delta acknowledgement rides along
-    if (!this.#send(msg)) return 0;
+    const bytes = encoder.encode(msg);
+    if (!this.#sendBytes(bytes)) return 0;
+    // A copy on the state channel, when it carries state, is not held back
+    // behind a lost TCP segment; the server applies whichever copy comes
+    // first and drops the other by its seq.
+    this.stateChannel?.send(bytes);
     if (msg.n) {
       this.ackDue = 0;
       this.stats.inputAcks++;
@@ -1272,6 +1714,7 @@ export class GameClient extends EventTarget {
   leave() {
     this.closing = "left";
     clearTimeout(this.timers.retry);
+    this.stateChannel?.stop();
     if (!this.#send({ t: "leave" })) {
       this.ws?.close();
       this.#setConnection({ state: "closed", reason: "left", attempt: 0 });
@@ -1286,6 +1729,7 @@ export class GameClient extends EventTarget {
     this.closing = "closed";
     clearTimeout(this.timers.retry);
     clearInterval(this.timers.ping);
+    this.stateChannel?.stop();
     this.ws?.close();
     if (!this.ws) this.#setConnection({ state: "closed", reason: "closed", attempt: 0 });
   }

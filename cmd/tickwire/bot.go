@@ -24,6 +24,7 @@ func runBot(ctx context.Context, args []string) error {
 	mode := fs.String("mode", "", `with -room auto: the game mode (default: the server's default)`)
 	duration := fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
 	every := fs.Duration("report", 2*time.Second, "how often to log the bots' state")
+	rtcOn := fs.Bool("rtc", false, "take state over WebRTC DataChannels (ICE servers from the server's /api/ice)")
 	if err := flagenv.ParseWithEnv(fs, args); err != nil {
 		return err
 	}
@@ -39,7 +40,7 @@ func runBot(ctx context.Context, args []string) error {
 	var wg sync.WaitGroup
 	bots := make([]*player.Client, *n)
 	for i := range bots {
-		c, err := player.Dial(ctx, player.Options{URL: wsURL, Name: fmt.Sprintf("bot-%d", i+1), Room: *roomID, Mode: *mode, Discard: true})
+		c, err := player.Dial(ctx, player.Options{URL: wsURL, Name: fmt.Sprintf("bot-%d", i+1), Room: *roomID, Mode: *mode, Discard: true, RTC: *rtcOn})
 		if err != nil {
 			return fmt.Errorf("bot %d: %w", i+1, err)
 		}
@@ -109,7 +110,7 @@ func report(c *player.Client) {
 		for i, col := range t.Columns {
 			attrs = append(attrs, col.Name, math.Round(row[i]*100)/100)
 		}
-		slog.Info("bot", append(attrs, "tick", snap.N, "snaps", c.Stats().Snaps)...)
+		slog.Info("bot", append(attrs, "tick", snap.N, "snaps", c.Stats().Snaps, "state", c.Transport())...)
 		return
 	}
 }

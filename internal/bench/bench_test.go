@@ -100,6 +100,28 @@ func TestGameDelta(t *testing.T) {
 	}
 }
 
+// TestGameRTC runs the small load with the bots taking state over WebRTC:
+// most snapshots of the window come on their channels, none is lost on
+// loopback.
+func TestGameRTC(t *testing.T) {
+	t.Parallel()
+	p := start(t, 20)
+	res, err := RunGame(testCtx(t), p.Target, GameConfig{
+		Players: 6, RoomSize: 6, Duration: time.Second, Warmup: time.Second, RTC: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.RTC || res.TicksRun <= 0 || res.DeliveredPct < 80 || res.ChannelPct < 50 || res.Dropped != 0 {
+		t.Fatalf("rtc run: ticks %d, delivered %v%%, on the channel %v%%, dropped %d", res.TicksRun, res.DeliveredPct, res.ChannelPct, res.Dropped)
+	}
+	var buf bytes.Buffer
+	GameTable([]*GameResult{res}, false).Write(&buf)
+	if !strings.Contains(buf.String(), "snapshots on the state channel") {
+		t.Errorf("table:\n%s", buf.String())
+	}
+}
+
 // modeProbe is a RoomProbe that also checks, when the run begins, that
 // every room of the run is of the given mode.
 type modeProbe struct {

@@ -28,7 +28,15 @@ type bot struct {
 	wmu sync.Mutex // guards writes, seq, out and ack
 	seq uint64
 	out []byte
-	ack uint64 // delta mode: the newest rebuilt tick, acknowledged with the next input
+	ack uint64   // delta mode: the newest rebuilt tick, acknowledged with the next input
+	rtc *rtcLink // the state channel (bench game -rtc), guarded by wmu; nil when none
+}
+
+// link returns the bot's state channel, or nil.
+func (b *bot) link() *rtcLink {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	return b.rtc
 }
 
 // dialBot connects to the player WebSocket at url and joins room, asking
@@ -125,6 +133,9 @@ func (b *bot) input(values ...float64) error {
 	defer b.wmu.Unlock()
 	b.seq++
 	b.out = player.AppendInput(b.out[:0], b.seq, b.ack, b.welcome.Schema.Input, values)
+	if b.rtc.send(b.out) {
+		return nil
+	}
 	return b.ws.WriteMessage(websocket.BinaryMessage, b.out)
 }
 
@@ -170,4 +181,7 @@ func (b *bot) snapshot(f []byte) (n uint64, st int64, ok bool) {
 	return s.N, s.ST, true
 }
 
-func (b *bot) close() { _ = b.ws.Close() }
+func (b *bot) close() {
+	_ = b.ws.Close()
+	b.link().close()
+}

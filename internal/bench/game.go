@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/webrtc/v4"
+
 	"github.com/tickwire/tickwire/game"
 )
 
@@ -26,6 +28,9 @@ type GameConfig struct {
 	Dials int
 	// Delta makes the bots ask for delta snapshots (and acknowledge them).
 	Delta bool
+	// RTC makes the bots take their state over WebRTC DataChannels
+	// (contract 1.1) and send their inputs there once open.
+	RTC bool
 	// Mode is the game mode of the rooms (empty: the server's default).
 	Mode string
 	// Bot, when set, makes the player of each bot (seeded by its number);
@@ -80,9 +85,13 @@ type GameResult struct {
 	Hz        int     `json:"hz"`
 	InputHz   int     `json:"inputHz"`
 	WindowSec float64 `json:"windowSec"`
-	Delta     bool    `json:"delta"`   // the bots used delta snapshots
-	Mode      string  `json:"mode"`    // the rooms' game mode (as the server named it)
-	Dropped   int     `json:"dropped"` // bots disconnected during the run
+	Delta     bool    `json:"delta"` // the bots used delta snapshots
+	RTC       bool    `json:"rtc"`   // the bots took state over WebRTC
+	// ChannelPct is the share of the window's snapshots that came on the
+	// bots' state channels (with RTC).
+	ChannelPct float64 `json:"channelPct,omitempty"`
+	Mode       string  `json:"mode"`    // the rooms' game mode (as the server named it)
+	Dropped    int     `json:"dropped"` // bots disconnected during the run
 
 	TicksRun     int64   `json:"ticksRun"`     // distinct tick numbers seen, summed over rooms
 	TicksNominal int64   `json:"ticksNominal"` // tick numbers the schedule covered in the window
@@ -126,6 +135,10 @@ type gameBot struct {
 	snaps  int64
 	other  int64 // frames other than snaps in the window
 	done   chan error
+	// With RTC: the state channel's callbacks record too, under mu;
+	// chSnaps counts the snapshots that came on the channel.
+	mu      sync.Mutex
+	chSnaps int64
 }
 
 // window is the measured interval, in Unix ns; end 0 while it is open.
@@ -158,6 +171,10 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 
 	var counter Counter
 	var win window
+	var api *webrtc.API
+	if cfg.RTC {
+		api = rtcAPI(t.URL)
+	}
 	bots := make([]*gameBot, cfg.Players)
 	var mu sync.Mutex // guards dialErr
 	var dialErr error
@@ -187,7 +204,16 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 			gb.b = b
 			bots[i] = gb
 			connected.Add(1)
-			go func() { gb.done <- b.read(func(at, rx time.Time, f []byte) { gb.frame(&win, at, rx, f) }) }()
+			go func() {
+				gb.done <- b.read(func(at, rx time.Time, f []byte) { gb.frame(&win, at, rx, f, false) })
+			}()
+			if api != nil {
+				if err := b.offer(api, &counter, func(at time.Time, f []byte) { gb.frame(&win, at, time.Time{}, f, true) }); err != nil {
+					mu.Lock()
+					dialErr = fmt.Errorf("bot %d: offer: %w", i+1, err)
+					mu.Unlock()
+				}
+			}
 		}()
 		mu.Lock()
 		err := dialErr
@@ -214,6 +240,7 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 	hz := bots[0].b.welcome.Hz
 	res.Hz = hz
 	res.Delta = cfg.Delta
+	res.RTC = cfg.RTC
 	res.Mode = bots[0].b.welcome.Mode
 	if cfg.InputHz <= 0 {
 		cfg.InputHz = hz
@@ -304,7 +331,7 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 		perRoom[i] = make(map[uint64]struct{})
 	}
 	var lat, gap, latRx, gapRx []samples
-	var snaps, frames int64
+	var snaps, frames, viaChannel int64
 	for _, gb := range bots {
 		for _, n := range gb.ticks {
 			perRoom[gb.room][n] = struct{}{}
@@ -314,6 +341,7 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 		latRx = append(latRx, gb.latRx)
 		gapRx = append(gapRx, gb.gapRx)
 		snaps += gb.snaps
+		viaChannel += gb.chSnaps
 		frames += gb.snaps + gb.other
 	}
 	var seatTicks int64
@@ -336,6 +364,9 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 	if seatTicks > 0 {
 		res.DeliveredPct = round3(100 * float64(snaps) / float64(seatTicks))
 	}
+	if snaps > 0 && cfg.RTC {
+		res.ChannelPct = round3(100 * float64(viaChannel) / float64(snaps))
+	}
 	res.Latency = merge(lat...).dist()
 	res.Gap = merge(gap...).dist()
 	res.LatencyRx = merge(latRx...).dist()
@@ -351,9 +382,18 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 	return res, nil
 }
 
-// frame records one frame received by the bot. Delta frames are applied
-// whether or not the window is open, so the bot keeps its baselines.
-func (gb *gameBot) frame(w *window, at, rx time.Time, f []byte) {
+// frame records one frame received by the bot, on its WebSocket or, with
+// viaChannel, its state channel. Delta frames are applied whether or not
+// the window is open, so the bot keeps its baselines.
+func (gb *gameBot) frame(w *window, at, rx time.Time, f []byte, viaChannel bool) {
+	l := gb.b.link()
+	if l != nil {
+		if !viaChannel && l.signal(f) {
+			return
+		}
+		gb.mu.Lock() // two readers: the WebSocket's and the channel's
+		defer gb.mu.Unlock()
+	}
 	n, st, ok := gb.b.snapshot(f)
 	if !w.in(at) {
 		return
@@ -363,6 +403,9 @@ func (gb *gameBot) frame(w *window, at, rx time.Time, f []byte) {
 		return
 	}
 	gb.snaps++
+	if viaChannel {
+		gb.chSnaps++
+	}
 	gb.lat.add(float64(at.UnixNano())/1e6 - float64(st))
 	if !gb.last.IsZero() {
 		gb.gap.addDur(at.Sub(gb.last))

@@ -113,7 +113,7 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					gb.done <- b.read(func(at, rx time.Time, f []byte) { gb.frame(&win, at, rx, f) })
+					gb.done <- b.read(func(at, rx time.Time, f []byte) { gb.frame(&win, at, rx, f, false) })
 				}()
 			}
 		}()

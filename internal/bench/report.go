@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -194,6 +195,9 @@ func GameTable(runs []*GameResult, reference bool) *Table {
 	if r0.Delta {
 		mode = "delta snapshots"
 	}
+	if r0.RTC {
+		mode += " over WebRTC"
+	}
 	if r0.Mode != "" {
 		mode = r0.Mode + ", " + mode
 	}
@@ -230,6 +234,9 @@ func GameTable(runs []*GameResult, reference bool) *Table {
 		row("bots dropped", "", pick(runs, func(r *GameResult) (float64, bool) { return val(float64(r.Dropped)) }), nil),
 		row("baseline: load process CPU", "% of a core", pick(runs, func(r *GameResult) (float64, bool) { return val(r.LoadCPUPct) }), nil),
 		row("baseline: load process 5 ms sleep lateness p99", "ms", pick(runs, func(r *GameResult) (float64, bool) { return val(r.LoadLag.P99) }), nil),
+	}
+	if r0.RTC {
+		t.Rows = slices.Insert(t.Rows, 2, row("snapshots on the state channel", "%", pick(runs, func(r *GameResult) (float64, bool) { return r.ChannelPct, true }), nil))
 	}
 	return t
 }

@@ -1,0 +1,392 @@
+package web_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+
+	"github.com/tickwire/tickwire/internal/lossy"
+	"github.com/tickwire/tickwire/server"
+)
+
+// countPeerConnections, run in the page before its scripts, counts the
+// RTCPeerConnections the page makes (window.pcsMade) and keeps them
+// (window.pcs), so a test can see what the client did without asking it.
+const countPeerConnections = `(() => {
+	const Native = window.RTCPeerConnection;
+	window.pcsMade = 0;
+	window.pcs = [];
+	window.RTCPeerConnection = class extends Native {
+		constructor(...args) {
+			super(...args);
+			window.pcsMade++;
+			window.pcs.push(this);
+		}
+	};
+})()`
+
+// watchPeerConnections makes the tab run countPeerConnections in every page
+// it loads from now on.
+func (tb *tab) watchPeerConnections() {
+	tb.t.Helper()
+	tb.do(chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: countPeerConnections})
+		return err
+	}))
+}
+
+// rtcPage is what the tests read of the page's state channel.
+type rtcPage struct {
+	Transport string `json:"transport"` // GameClient.stateTransport
+	HUD       string `json:"hud"`
+	Tick      uint64 `json:"tick"`
+	PCsMade   int    `json:"pcsMade"`
+	Channel   *struct {
+		State    string `json:"state"`
+		Reason   string `json:"reason"`
+		Offers   int    `json:"offers"`
+		Answers  int    `json:"answers"`
+		Failures int    `json:"failures"`
+		Sent     int    `json:"sent"`
+	} `json:"channel"`
+	Stats struct {
+		Frames    int `json:"frames"`
+		RTCFrames int `json:"rtcFrames"`
+		Stale     int `json:"stale"`
+	} `json:"stats"`
+}
+
+const readRTCPage = `(() => {
+	const g = window.tickwire?.game;
+	return g ? {
+		transport: g.stateTransport,
+		hud: document.querySelector("#hud")?.textContent ?? "",
+		tick: g.latest?.n ?? 0,
+		pcsMade: window.pcsMade ?? -1,
+		channel: g.stateChannel?.info() ?? null,
+		stats: g.stats,
+	} : {};
+})()`
+
+// waitRTC polls the page until cond holds, for up to d.
+func (tb *tab) waitRTC(what string, d time.Duration, cond func(p rtcPage) bool) rtcPage {
+	tb.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		p := eval[rtcPage](tb, readRTCPage)
+		if cond(p) {
+			return p
+		}
+		if time.Now().After(deadline) {
+			tb.t.Fatalf("%s: not within %v; page: %+v channel %+v", what, d, p, p.Channel)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// hudSays reports whether the HUD names the state transport ("UDP" or
+// "TCP") and not the other.
+func hudSays(hud, transport string) bool {
+	other := map[string]string{"UDP": "TCP", "TCP": "UDP"}[transport]
+	return strings.Contains(hud, "state "+transport) && !strings.Contains(hud, "state "+other)
+}
+
+// TestPageWithTransportWSNeverOffers opens the game with &transport=ws: the
+// page makes no RTCPeerConnection, its HUD says TCP, and state keeps coming
+// over the WebSocket.
+func TestPageWithTransportWSNeverOffers(t *testing.T) {
+	e := startEnv(t, server.Config{})
+	bot := e.join(t, "bot", "auto")
+	room := bot.Welcome().Room
+	tb := newTab(t)
+	tb.watchPeerConnections()
+	tb.navigate(e.url + "/?room=" + room + "&name=ana&transport=ws")
+	first := tb.waitRTC("state over the WebSocket", wait, func(p rtcPage) bool { return p.Tick > 0 })
+	time.Sleep(3 * time.Second) // an offer would have gone out at the welcome
+	p := tb.waitRTC("more state", wait, func(p rtcPage) bool { return p.Tick > first.Tick+30 })
+	if p.PCsMade != 0 || p.Channel != nil || p.Transport != "tcp" || p.Stats.RTCFrames != 0 {
+		t.Errorf("with transport=ws: %d peer connections, channel %+v, transport %q, %d frames on a channel; want none, tcp",
+			p.PCsMade, p.Channel, p.Transport, p.Stats.RTCFrames)
+	}
+	if !hudSays(p.HUD, "TCP") {
+		t.Errorf("HUD %q does not say TCP", p.HUD)
+	}
+	if loc := eval[string](tb, "location.search"); !strings.Contains(loc, "transport=ws") {
+		t.Errorf("the page's link %q lost transport=ws", loc)
+	}
+}
+
+// TestPageStopsOfferingWhenTheServerDeclines opens the game on a server
+// running without WebRTC: the page offers once, takes the `unsupported`
+// answer quietly, and plays over the WebSocket without offering again.
+func TestPageStopsOfferingWhenTheServerDeclines(t *testing.T) {
+	e := startEnv(t, server.Config{NoRTC: true})
+	bot := e.join(t, "bot", "auto")
+	room := bot.Welcome().Room
+	tb := newTab(t)
+	tb.watchPeerConnections()
+	tb.navigate(e.url + "/?room=" + room + "&name=ana")
+	tb.waitRTC("the offer declined", wait, func(p rtcPage) bool {
+		return p.Channel != nil && p.Channel.State == "refused"
+	})
+	time.Sleep(4 * time.Second) // past the first re-offer delays
+	p := tb.waitRTC("state over the WebSocket", wait, func(p rtcPage) bool { return p.Tick > 0 })
+	if p.PCsMade != 1 || p.Channel.Offers != 1 || p.Transport != "tcp" || !hudSays(p.HUD, "TCP") {
+		t.Errorf("declined: %d peer connections, channel %+v, transport %s, HUD %q; want one offer, TCP", p.PCsMade, p.Channel, p.Transport, p.HUD)
+	}
+	if s := tb.state(); len(s.Errors) != 0 || s.Game.Connection.State != "connected" {
+		t.Errorf("page errors %q, connection %+v", s.Errors, s.Game.Connection)
+	}
+}
+
+// TestPageFallsBackWhenUDPIsCut cuts the UDP path of a page playing over
+// the DataChannel: the HUD says TCP within a few seconds and state keeps
+// coming over the WebSocket while the page offers again now and then; once
+// the path is back, a new offer takes state back to UDP.
+func TestPageFallsBackWhenUDPIsCut(t *testing.T) {
+	e := startLossyEnv(t, lossy.Link{})
+	bot := e.join(t, "bot", "auto")
+	room := bot.Welcome().Room
+	tb := newTab(t)
+	tb.watchPeerConnections()
+	tb.navigate(e.url + "/?room=" + room + "&name=ana")
+	tb.waitRTC("state over the DataChannel", 30*time.Second, func(p rtcPage) bool {
+		return p.Transport == "udp" && hudSays(p.HUD, "UDP")
+	})
+
+	udpAddr, target := e.udp.Addr().String(), e.udpTarget
+	e.udp.Close()
+	cut := time.Now()
+	p := tb.waitRTC("HUD says TCP after UDP was cut", 10*time.Second, func(p rtcPage) bool {
+		return p.Transport == "tcp" && hudSays(p.HUD, "TCP")
+	})
+	toTCP := time.Since(cut)
+	if toTCP > 3*time.Second {
+		t.Errorf("HUD said TCP %v after UDP was cut, want within about 2 s", toTCP.Round(time.Millisecond))
+	}
+	// The game goes on over the WebSocket; the page offers again meanwhile.
+	tick := p.Tick
+	time.Sleep(4 * time.Second)
+	p = tb.waitRTC("state over the WebSocket", wait, func(p rtcPage) bool { return p.Tick > tick+60 })
+	if p.Transport != "tcp" || p.Channel == nil || p.Channel.Offers < 2 || p.Channel.Failures < 1 {
+		t.Errorf("4 s after UDP was cut: transport %s, channel %+v; want TCP, offered again", p.Transport, p.Channel)
+	}
+
+	udp, err := lossy.ListenUDP(lossy.Config{Listen: udpAddr, Target: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	back := time.Now()
+	tb.waitRTC("UDP again once the path is back", 60*time.Second, func(p rtcPage) bool {
+		return p.Transport == "udp" && hudSays(p.HUD, "UDP")
+	})
+	t.Logf("UDP cut: HUD said TCP after %v; path back: UDP again after %v", toTCP.Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
+}
+
+// lossyEnv is a server reached only through links that lose and delay
+// packets: its HTTP and WebSocket listener behind a TCP relay, its WebRTC
+// UDP port behind a UDP relay with the same link. The server announces
+// 127.0.0.2 in its candidates (1:1 NAT); the UDP relay listens there, on
+// the server's port, and forwards to 127.0.0.1.
+type lossyEnv struct {
+	*env
+	url       string // the page's address: through the TCP relay
+	udp       *lossy.UDPRelay
+	udpTarget string // the server's UDP port, where udp forwards
+	tcp       *lossy.TCPRelay
+}
+
+func startLossyEnv(t *testing.T, link lossy.Link) *lossyEnv {
+	t.Helper()
+	port := freeUDPPort(t)
+	e := startEnv(t, server.Config{
+		RTCUDP:       fmt.Sprintf("127.0.0.1:%d", port),
+		RTCPublicIPs: []string{"127.0.0.2"},
+	})
+	udp, err := lossy.ListenUDP(lossy.Config{Listen: fmt.Sprintf("127.0.0.2:%d", port), Target: fmt.Sprintf("127.0.0.1:%d", port), Link: link})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { udp.Close() })
+	tcpLink := link
+	tcpLink.Seed++ // its own draws
+	tcp, err := lossy.ListenTCP(lossy.Config{Listen: "127.0.0.1:0", Target: e.hs.Listener.Addr().String(), Link: tcpLink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tcp.Close() })
+	return &lossyEnv{env: e, url: "http://" + tcp.Addr().String(), udp: udp, udpTarget: fmt.Sprintf("127.0.0.1:%d", port), tcp: tcp}
+}
+
+// freeUDPPort finds a UDP port free on both 127.0.0.1 and 127.0.0.2.
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	for range 20 {
+		a, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := a.LocalAddr().(*net.UDPAddr).Port
+		b, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: port})
+		a.Close()
+		if err == nil {
+			b.Close()
+			return port
+		}
+	}
+	t.Fatal("no UDP port free on both 127.0.0.1 and 127.0.0.2")
+	return 0
+}
+
+// startGaps makes the page record, from now on, the time between
+// consecutive snapshots applied (each `snap` event of the game client).
+const startGaps = `(() => {
+	const g = window.tickwire.game;
+	window.gaps = [];
+	let last = 0;
+	if (window.stopGaps) window.stopGaps();
+	const on = () => {
+		const now = performance.now();
+		if (last) window.gaps.push(now - last);
+		last = now;
+	};
+	g.addEventListener("snap", on);
+	window.stopGaps = () => g.removeEventListener("snap", on);
+	return true;
+})()`
+
+// measureGaps records the gaps between applied snapshots for d and returns
+// them sorted, in ms.
+func measureGaps(t *testing.T, tb *tab, d time.Duration) []float64 {
+	t.Helper()
+	eval[bool](tb, startGaps)
+	time.Sleep(d)
+	gaps := eval[[]float64](tb, `(() => { window.stopGaps(); return window.gaps; })()`)
+	slices.Sort(gaps)
+	if len(gaps) < int(d.Seconds()*10) {
+		t.Fatalf("only %d snapshots in %v", len(gaps), d)
+	}
+	return gaps
+}
+
+// percentile is the p-th percentile (0..100) of sorted values.
+func percentile(sorted []float64, p float64) float64 {
+	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// TestPageStateOverLossyUDPBeatsTCP plays the game page through a link that
+// loses 5 % of packets and delays each by 50 ms ± 20 ms, each way, first
+// with state over the WebRTC DataChannel (the HUD says UDP), then over the
+// WebSocket (&transport=ws, TCP), and compares the 99th percentile of the
+// time between consecutive snapshots the page applied: over TCP a lost
+// segment waits for a retransmission and every later snapshot behind it,
+// over UDP a lost snapshot is replaced by the next. On the way it closes the
+// page's peer connection: the HUD says TCP within two seconds, and UDP again
+// after the client's new offer.
+func TestPageStateOverLossyUDPBeatsTCP(t *testing.T) {
+	link := lossy.Link{Loss: 0.05, Delay: 50 * time.Millisecond, Jitter: 20 * time.Millisecond, Seed: 1}
+	e := startLossyEnv(t, link)
+	bot := e.join(t, "bot", "auto")
+	room := bot.Welcome().Room
+	stop := circle(bot, 0)
+	defer stop()
+	go func() { // the bot only steers
+		for range bot.Messages() {
+		}
+	}()
+	tb := newTab(t)
+	tb.watchPeerConnections()
+	const measure = 15 * time.Second
+
+	// State over UDP.
+	tb.navigate(e.url + "/?room=" + room + "&name=ana")
+	p := tb.waitRTC("state over the DataChannel", 60*time.Second, func(p rtcPage) bool {
+		return p.Transport == "udp" && hudSays(p.HUD, "UDP")
+	})
+	if p.PCsMade < 1 || p.Channel == nil || p.Channel.Offers < 1 || p.Channel.Answers < 1 {
+		t.Fatalf("page on UDP with %d peer connections, channel %+v", p.PCsMade, p.Channel)
+	}
+	before := e.udp.Stats()
+	udpGaps := measureGaps(t, tb, measure)
+	after := e.udp.Stats()
+	p = eval[rtcPage](tb, readRTCPage)
+	if p.Transport != "udp" || p.Stats.RTCFrames < len(udpGaps)/2 {
+		t.Fatalf("after measuring: transport %s, %d of %d frames on the channel", p.Transport, p.Stats.RTCFrames, p.Stats.Frames)
+	}
+	// The channel's packets went through the relay, and it dropped some.
+	if down := after.Down.Packets - before.Down.Packets; down < int64(len(udpGaps))/2 || after.Down.Lost == before.Down.Lost {
+		t.Fatalf("UDP relay forwarded %d datagrams to the page (%d lost) for %d snapshots: the channel does not go through it",
+			down, after.Down.Lost-before.Down.Lost, len(udpGaps))
+	}
+	selected := eval[string](tb, `(async () => {
+		const pc = window.pcs[window.pcs.length - 1];
+		const stats = await pc.getStats();
+		for (const s of stats.values()) {
+			if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+				const r = stats.get(s.remoteCandidateId);
+				return r ? r.address + ":" + r.port : "";
+			}
+		}
+		return "";
+	})()`)
+	if !strings.HasPrefix(selected, "127.0.0.2:") {
+		t.Errorf("the page's selected ICE pair goes to %q, want the relay at 127.0.0.2", selected)
+	}
+
+	// The page closes its peer connection: state goes back to the
+	// WebSocket, then to a new channel.
+	made := p.PCsMade
+	killed := time.Now()
+	eval[bool](tb, `(() => { window.pcs[window.pcs.length - 1].close(); return true; })()`)
+	p = tb.waitRTC("HUD says TCP after the channel died", 10*time.Second, func(p rtcPage) bool {
+		return p.Transport == "tcp" && hudSays(p.HUD, "TCP")
+	})
+	toTCP := time.Since(killed)
+	if toTCP > 3*time.Second {
+		t.Errorf("HUD said TCP %v after the peer connection closed, want within about 2 s", toTCP.Round(time.Millisecond))
+	}
+	tick := p.Tick
+	tb.waitRTC("state over the WebSocket meanwhile", 10*time.Second, func(p rtcPage) bool {
+		return p.Tick > tick+5
+	})
+	p = tb.waitRTC("UDP again after a new offer", 60*time.Second, func(p rtcPage) bool {
+		return p.Transport == "udp" && hudSays(p.HUD, "UDP")
+	})
+	toUDP := time.Since(killed)
+	if p.PCsMade <= made {
+		t.Errorf("UDP again without a new RTCPeerConnection (%d made)", p.PCsMade)
+	}
+
+	// State over TCP.
+	tb.navigate(e.url + "/?room=" + room + "&name=ana&transport=ws")
+	p = tb.waitRTC("state over the WebSocket", 60*time.Second, func(p rtcPage) bool {
+		return p.Tick > 0 && hudSays(p.HUD, "TCP")
+	})
+	tcpGaps := measureGaps(t, tb, measure)
+	if p = eval[rtcPage](tb, readRTCPage); p.PCsMade != 0 || p.Transport != "tcp" {
+		t.Fatalf("with transport=ws: %d peer connections, transport %s", p.PCsMade, p.Transport)
+	}
+
+	udp99, tcp99 := percentile(udpGaps, 99), percentile(tcpGaps, 99)
+	t.Logf("link: %.0f%% loss, %v ± %v each way; %v per transport", link.Loss*100, link.Delay, link.Jitter, measure)
+	t.Logf("gap between snapshots applied, UDP (DataChannel): p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d",
+		percentile(udpGaps, 50), udp99, udpGaps[len(udpGaps)-1], len(udpGaps))
+	t.Logf("gap between snapshots applied, TCP (WebSocket):   p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d",
+		percentile(tcpGaps, 50), tcp99, tcpGaps[len(tcpGaps)-1], len(tcpGaps))
+	t.Logf("channel closed by the page: HUD said TCP after %v, UDP again after %v",
+		toTCP.Round(time.Millisecond), toUDP.Round(time.Millisecond))
+	if udp99 >= tcp99 {
+		t.Errorf("p99 gap over UDP %.0f ms, not below TCP's %.0f ms", udp99, tcp99)
+	}
+}

@@ -1,0 +1,170 @@
+package rtc
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/logging"
+	"github.com/pion/transport/v5/vnet"
+	"github.com/pion/webrtc/v4"
+)
+
+// lossyNet is a Pion virtual network of a server (10.0.0.1) and a client
+// (10.0.0.2) that drops a share of the packets between them, both ways.
+type lossyNet struct {
+	router      *vnet.Router
+	server      *vnet.Net
+	client      *vnet.Net
+	lossPercent atomic.Int64
+}
+
+func newLossyNet(t *testing.T) *lossyNet {
+	t.Helper()
+	quiet := &logging.DefaultLoggerFactory{DefaultLogLevel: logging.LogLevelDisabled}
+	r, err := vnet.NewRouter(&vnet.RouterConfig{CIDR: "10.0.0.0/24", LoggerFactory: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &lossyNet{router: r}
+	if n.server, err = vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{"10.0.0.1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if n.client, err = vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{"10.0.0.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddNet(n.server); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddNet(n.client); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex // guards rng
+	rng := rand.New(rand.NewPCG(1, 2))
+	r.AddChunkFilter(func(vnet.Chunk) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return rng.Int64N(100) >= n.lossPercent.Load()
+	})
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Stop() })
+	return n
+}
+
+// vnetClient is a Pion peer on the lossy network's client side.
+func (n *lossyNet) vnetClient(t *testing.T) *client {
+	t.Helper()
+	var se webrtc.SettingEngine
+	se.LoggerFactory = &logging.DefaultLoggerFactory{DefaultLogLevel: logging.LogLevelDisabled}
+	se.SetNet(n.client)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	return newClientWith(t, webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(&webrtc.MediaEngine{})))
+}
+
+// runUnderLoss sends numbered frames of size bytes from p every 10 ms for
+// 2 s while a fifth of the packets are lost, with the client sending a
+// message back every 10 ms too. It returns the share of frames the client
+// got, the longest time it went without one, and the share of the
+// client's messages the server got.
+func runUnderLoss(t *testing.T, n *lossyNet, p *Peer, c *client, size int, received *atomic.Int64) (got float64, longest time.Duration, back float64) {
+	t.Helper()
+	n.lossPercent.Store(20)
+	defer n.lossPercent.Store(0)
+	const frames = 200
+	seen := make(map[uint32]bool)
+	done := make(chan struct{})
+	sent := make(chan struct{})
+	go func() {
+		defer close(done)
+		start, last := time.Now(), time.Now()
+		var timeout <-chan time.Time
+		for {
+			select {
+			case m := <-c.got:
+				if len(m) < 4 {
+					continue
+				}
+				seen[binary.BigEndian.Uint32(m)] = true
+				longest = max(longest, time.Since(last))
+				last = time.Now()
+				if binary.BigEndian.Uint32(m) == frames-1 {
+					return
+				}
+			case <-sent:
+				sent = nil
+				timeout = time.After(500 * time.Millisecond) // stragglers
+			case <-timeout:
+				if len(seen) == 0 {
+					longest = time.Since(start)
+				} else {
+					longest = max(longest, time.Since(last))
+				}
+				return
+			}
+		}
+	}()
+	received.Store(0)
+	frame := make([]byte, size)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for i := range frames {
+		<-tick.C
+		binary.BigEndian.PutUint32(frame, uint32(i))
+		p.SendState(frame, nil)
+		_ = c.dc.Send([]byte("input"))
+	}
+	close(sent)
+	<-done
+	return float64(len(seen)) / frames, longest, float64(received.Load()) / frames
+}
+
+func TestStateKeepsFlowingUnderLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("6 s of traffic under loss")
+	}
+	base := waitBase()
+	n := newLossyNet(t)
+	s := New(Config{UDP: "10.0.0.1:5000", Net: n.server, MaxFrame: -1, MaxBuffered: 1 << 20})
+	var received atomic.Int64
+	c := n.vnetClient(t)
+	r := &router{to: c}
+	p, err := s.NewPeer(PeerConfig{Signal: r.signal(t), Receive: func([]byte) { received.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.connect(t, p)
+	for !p.Open() {
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	// Frames that fit one SCTP chunk: about 80% arrive, evenly, and what
+	// the client sends keeps the channel in use.
+	got, longest, back := runUnderLoss(t, n, p, c, 500, &received)
+	t.Logf("500-byte frames, 20%% loss: %.0f%% arrived, longest gap %v; %.0f%% of the client's messages arrived", 100*got, longest, 100*back)
+	if got < 0.5 || back < 0.5 || longest > time.Second {
+		t.Fatalf("500-byte frames under 20%% loss: %.0f%% arrived, longest gap %v, %.0f%% back", 100*got, longest, 100*back)
+	}
+	// Frames of three SCTP chunks each: measured with Pion v4.2.26, from
+	// none to about half arrive, with stalls of up to seconds (pion/sctp
+	// #138), and the small frames after them still stall now and then:
+	// why Config.MaxFrame sends such frames on the WebSocket. Logged, not
+	// checked: a fixed Pion would do better.
+	got, longest, _ = runUnderLoss(t, n, p, c, 3000, &received)
+	t.Logf("3000-byte frames, 20%% loss: %.0f%% arrived, longest gap %v", 100*got, longest)
+	got, longest, _ = runUnderLoss(t, n, p, c, 500, &received)
+	t.Logf("500-byte frames again: %.0f%% arrived, longest gap %v", 100*got, longest)
+
+	p.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.pc.GracefulClose()
+	waitGoroutines(t, base)
+}

@@ -207,6 +207,13 @@ func TestRTCSilentChannelFallsBackUntilTheClientSpeaks(t *testing.T) {
 	c := dialRTC(t, o)
 	drain(c)
 	waitTransport(t, c, player.TransportUDP)
+	// Once a client has sent on its channel, its silence counts.
+	for c.Latest() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := c.SendChannelRaw(wire.MustEncode(&wire.Ack{N: c.Latest().N})); err != nil {
+		t.Fatal(err)
+	}
 	took := waitTransport(t, c, player.TransportTCP)
 	t.Logf("silent channel: state on the WebSocket after %v more", took)
 	if !c.ChannelOpen() {
@@ -221,6 +228,26 @@ func TestRTCSilentChannelFallsBackUntilTheClientSpeaks(t *testing.T) {
 		if c.Err() != nil {
 			t.Fatal(c.Err())
 		}
+	}
+}
+
+// A client that never sends on its channel, as the contract allows, keeps
+// its state there.
+func TestRTCChannelOfAClientThatNeverSendsOnItStaysInUse(t *testing.T) {
+	checkNoLeaks(t)
+	ts := start(t, Config{})
+	o := ts.rtcOptions("quiet", "auto")
+	o.RTCKeepalive = -1
+	c := dialRTC(t, o)
+	drain(c)
+	waitTransport(t, c, player.TransportUDP)
+	before := c.Stats()
+	time.Sleep(2500 * time.Millisecond) // well past the 1 s a keepalive is due
+	after := c.Stats()
+	onChannel, onWS := after.ChannelFrames-before.ChannelFrames, wsFrames(after)-wsFrames(before)
+	t.Logf("in 2.5 s: %d frames on the channel, %d on the WebSocket", onChannel, onWS)
+	if onChannel < 25 || onWS*4 > onChannel {
+		t.Fatalf("%d frames on the channel and %d on the WebSocket in 2.5 s at 30 Hz", onChannel, onWS)
 	}
 }
 

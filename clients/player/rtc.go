@@ -326,10 +326,11 @@ func (r *rtcPeer) sendInput(frame []byte) bool {
 	return true
 }
 
-// keepalive sends an `input` repeating the newest seq (which the server
-// ignores, as it is not above the last applied) on a channel that has
-// been silent for the keepalive period, so that the server keeps sending
-// state on it.
+// keepalive sends an `ack` of the newest tick received on a channel that
+// has been silent for the keepalive period, so that the server keeps
+// sending state on it. (An `input` repeating the newest seq would do as
+// well, unless it overtook the real input of that seq, which the server
+// would then ignore.)
 func (r *rtcPeer) keepalive() {
 	defer close(r.keepDone)
 	if r.keep < 0 {
@@ -347,10 +348,11 @@ func (r *rtcPeer) keepalive() {
 		if !r.open.Load() || time.Since(time.Unix(0, r.lastSent.Load())) < r.keep {
 			continue
 		}
-		r.c.wmu.Lock()
-		seq := r.c.seq
-		r.c.wmu.Unlock()
-		if frame, err := wire.Encode(&wire.Input{Seq: seq}); err == nil {
+		latest := r.c.latest.Load()
+		if latest == nil {
+			continue
+		}
+		if frame, err := wire.Encode(&wire.Ack{N: latest.N}); err == nil {
 			r.sendInput(frame)
 		}
 	}

@@ -68,6 +68,7 @@ type conn struct {
 	failed   atomic.Bool                        // the connection failed or closed, or the channel closed
 	lost     atomic.Bool                        // ICE is disconnected (it may come back)
 	lastRecv atomic.Int64                       // unix ns of the newest message, or of the channel's opening
+	heard    atomic.Bool                        // the client has sent on the channel: its silence counts
 
 	mu       sync.Mutex // guards answered and queued
 	answered bool
@@ -181,6 +182,7 @@ func (p *Peer) watch(c *conn) {
 		})
 		dc.OnMessage(func(m webrtc.DataChannelMessage) {
 			c.lastRecv.Store(time.Now().UnixNano())
+			c.heard.Store(true)
 			if p.cfg.Receive != nil {
 				p.cfg.Receive(m.Data)
 			}
@@ -221,8 +223,8 @@ func (p *Peer) AddCandidate(cand *wire.ICECandidate) error {
 }
 
 // Open reports whether state frames go on the channel now: it is open, its
-// connection has not failed and something arrived on it within
-// Config.Idle.
+// connection has not failed, and, once the client has sent anything on it,
+// something arrived on it within Config.Idle.
 func (p *Peer) Open() bool {
 	_, ok := p.usable()
 	return ok
@@ -237,7 +239,7 @@ func (p *Peer) usable() (*webrtc.DataChannel, bool) {
 	if dc == nil {
 		return nil, false
 	}
-	if time.Duration(time.Now().UnixNano()-c.lastRecv.Load()) > p.s.cfg.Idle {
+	if c.heard.Load() && time.Duration(time.Now().UnixNano()-c.lastRecv.Load()) > p.s.cfg.Idle {
 		return nil, false
 	}
 	return dc, true

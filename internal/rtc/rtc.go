@@ -18,10 +18,14 @@
 // dropping a frame rather than queueing it while the channel's buffered
 // amount is over Config.MaxBuffered. SendState reports false, and the
 // caller sends the frame on the WebSocket, while the channel is not open,
-// its connection has failed or closed or ICE is disconnected, nothing has
-// arrived on it for
-// Config.Idle (the client keeps it alive by sending on it, see the
-// protocol), or the frame is larger than Config.MaxFrame.
+// its connection has failed or closed or ICE is disconnected, or the frame
+// is larger than Config.MaxFrame; and, for a client that has sent anything
+// on the channel, while nothing has arrived on it for Config.Idle. A
+// client that keeps its channel alive (an `ack` or `input` at least every
+// Idle, as Tickwire's clients do) thus gets its state back on the
+// WebSocket within about a second of the path dying; one that never sends
+// on the channel, as the contract allows, keeps its state on the channel
+// until ICE finds the path dead (Disconnected).
 //
 // Large frames: an unordered channel without retransmissions loses a
 // message when any one of its SCTP fragments is lost, and a fragmented
@@ -84,9 +88,9 @@ type Config struct {
 	// MaxFrame is the largest state frame sent on a channel (1,100 bytes;
 	// see the package comment); negative: no limit.
 	MaxFrame int
-	// Idle is how long a channel may stay silent before state frames go
-	// back to the WebSocket (1s); they return to the channel with the next
-	// message from the client.
+	// Idle is how long a channel the client has sent on may stay silent
+	// before state frames go back to the WebSocket (1s); they return to
+	// the channel with the next message from the client.
 	Idle time.Duration
 	// MaxBuffered is the buffered amount of a channel above which a state
 	// frame is dropped instead of queued (4 KiB: a few frames; more would

@@ -93,7 +93,9 @@ func (r *Recorder) hand() bool {
 		return false
 	}
 	if len(r.pend)+len(r.rec) > r.s.cfg.MaxPending {
-		r.dropped++
+		if r.dropped++; r.dropped == 1 {
+			r.s.cfg.Logger.Warn("replay: the recording's writer is behind: records dropped", "room", r.e.sum.Room)
+		}
 		r.overflow = true
 		return false
 	}

@@ -28,7 +28,7 @@ type tape struct {
 type tapeObserver struct{ t *tape }
 
 func (o tapeObserver) Opened(wire.SpectatorRoom) {}
-func (o tapeObserver) Joined(m *wire.Joined) { o.t.joins = append(o.t.joins, *m) }
+func (o tapeObserver) Joined(m *wire.Joined)     { o.t.joins = append(o.t.joins, *m) }
 func (o tapeObserver) Left(m *wire.Left) {
 	c := *m
 	o.add(func(ob room.Observer) { ob.Left(&c) })

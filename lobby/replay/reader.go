@@ -153,6 +153,7 @@ type Reader struct {
 	ord     uint64 // ordinal of the last record read
 	emit    bool   // past the starting point: events are sent
 	ended   bool   // the `closed` event was returned
+	broken  bool   // a block read back differs from its scan: nothing after it is read
 
 	frame   []byte
 	body    []byte
@@ -436,6 +437,9 @@ func (r *Reader) end(closedRecord bool) {
 // for more of a recording being written; type 0 when there is no more.
 func (r *Reader) record(ctx context.Context) (byte, []byte, error) {
 	for len(r.recs) == 0 {
+		if r.broken {
+			return 0, nil, nil
+		}
 		if r.bi >= len(r.x.blocks) {
 			more, err := r.more(ctx)
 			if err != nil || !more {
@@ -444,17 +448,14 @@ func (r *Reader) record(ctx context.Context) (byte, []byte, error) {
 			continue
 		}
 		if !r.load(r.bi) {
-			r.x.blocks = r.x.blocks[:r.bi] // damaged since the scan: the replay ends here
-			r.x.damaged = true
+			r.broken = true // damaged since the scan: the replay ends here
 			return 0, nil, nil
 		}
 		r.bi++
 	}
 	typ, p, rest, err := nextRecord(r.recs)
 	if err != nil {
-		r.recs = nil
-		r.x.blocks = r.x.blocks[:r.bi]
-		r.x.damaged = true
+		r.recs, r.broken = nil, true
 		return 0, nil, nil
 	}
 	r.recs = rest
@@ -490,11 +491,11 @@ func (r *Reader) load(i int) bool {
 // more looks for blocks written since the last scan, waiting for them while
 // the recording is being written. It reports whether there are any.
 func (r *Reader) more(ctx context.Context) (bool, error) {
-	for !r.x.closed {
+	for !r.x.closed && !r.broken {
 		live, next := r.live()
-		if live {
-			r.x.damaged = false // a frame at the end may be half written: read it again
-		}
+		// What stopped the last scan may have been a frame being written:
+		// read on from there (a damaged frame stops this scan as well).
+		r.x.damaged = false
 		n := len(r.x.blocks)
 		fi, err := r.f.Stat()
 		if err != nil {

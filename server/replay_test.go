@@ -249,6 +249,18 @@ func TestReplayRefusals(t *testing.T) {
 	if !errors.As(v.Err(), &se) || se.Status != http.StatusNotFound {
 		t.Fatalf("replay of an unrecorded room: %v", v.Err())
 	}
+	// With auth on, both need a token.
+	locked := start(t, Config{DataDir: t.TempDir(), AuthSecret: "secret"})
+	for _, path := range []string{"/api/replays", "/rooms/" + room + "/replay"} {
+		resp, err := http.Get(locked.http.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s without a token: %d", path, resp.StatusCode)
+		}
+	}
 	// Without a data directory nothing is recorded: the listing is empty.
 	plain := start(t, Config{})
 	if code, l := getReplays(t, plain.http.URL+"/api/replays"); code != http.StatusOK || len(l.Replays) != 0 {

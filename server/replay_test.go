@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -334,5 +335,45 @@ func TestRestartReplaysWhatWasRecorded(t *testing.T) {
 	}
 	if n < 30 || events[len(events)-1].Type != wire.EventClosed {
 		t.Fatalf("%d ticks replayed after the restart, ending with %s", n, events[len(events)-1].Type)
+	}
+}
+
+// TestReplayOfARunningRoomGoesOn: a running room's replay catches up with
+// what was recorded, then goes on as the room records, with `: ping`
+// while it waits.
+func TestReplayOfARunningRoomGoesOn(t *testing.T) {
+	ts := start(t, Config{DataDir: t.TempDir(), FeedHeartbeat: 100 * time.Millisecond})
+	p := ts.join(t, "ana", "auto")
+	room := p.Welcome().Room
+	time.Sleep(1200 * time.Millisecond) // a first second on disk
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ts.http.URL+"/rooms/"+room+"/replay?speed=16", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	var pinged bool
+	var first, last uint64
+	for !pinged || last < first+45 {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after ticks %d..%d, pinged %v: %v", first, last, pinged, err)
+		}
+		switch {
+		case line == ": ping\n":
+			pinged = true
+			if first == 0 {
+				first = last
+			}
+		case strings.HasPrefix(line, `data: {"n":`):
+			var s wire.SpectatorSnap
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &s); err != nil {
+				t.Fatal(err)
+			}
+			last = s.N
+		}
 	}
 }

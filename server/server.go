@@ -289,7 +289,7 @@ func Open(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("server: recordings: %w", err)
 		}
 	}
-	s.replayHTTP = replay.NewHandlers(replay.HandlerConfig{Store: s.replays})
+	s.replayHTTP = replay.NewHandlers(replay.HandlerConfig{Store: s.replays, Heartbeat: cfg.FeedHeartbeat})
 	s.feedBudget = feed.NewBudget(cfg.FeedBudgetBytes)
 	var onLate func(late, period time.Duration, skipped int)
 	var load lobby.Load

@@ -18,6 +18,7 @@ type HandlerConfig struct {
 	// listing empty).
 	Store     *Store
 	Retry     time.Duration // reconnect delay told to SSE clients (2s)
+	Heartbeat time.Duration // `: ping` after this long without an event (15s)
 	WriteWait time.Duration // deadline of each write to a viewer (10s)
 }
 
@@ -44,6 +45,9 @@ func NewHandlers(cfg HandlerConfig) *Handlers {
 	}
 	if cfg.WriteWait <= 0 {
 		cfg.WriteWait = 10 * time.Second
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 15 * time.Second
 	}
 	return &Handlers{cfg: cfg, done: make(chan struct{})}
 }
@@ -152,8 +156,6 @@ func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	stop := context.AfterFunc(ctx, func() {}) // ends with the request
-	defer stop()
 	go func() {
 		select {
 		case <-h.done:
@@ -166,8 +168,22 @@ func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
 	s.buf = append(s.buf, "retry: "...)
 	s.buf = strconv.AppendInt(s.buf, h.cfg.Retry.Milliseconds(), 10)
 	s.buf = append(s.buf, "\n\n"...)
+	// A replay of a running room waits for what the room records next:
+	// Next is given a context that expires every Heartbeat, and a wait it
+	// cuts short is answered with a `: ping`.
+	beat := &heartbeat{parent: ctx, every: h.cfg.Heartbeat}
+	beat.renew()
+	defer beat.cancel()
 	for {
-		e, err := rd.Next(ctx)
+		e, err := rd.Next(beat.ctx)
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			beat.renew()
+			s.buf = append(s.buf, ": ping\n\n"...)
+			if s.flush() != nil {
+				return
+			}
+			continue
+		}
 		if err != nil {
 			_ = s.flush()
 			return
@@ -195,6 +211,23 @@ func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// heartbeat is a context that expires every so often, cutting short a
+// wait of the replay's reader.
+type heartbeat struct {
+	parent context.Context
+	every  time.Duration
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// renew replaces the context with one that expires a period from now.
+func (b *heartbeat) renew() {
+	if b.cancel != nil {
+		b.cancel()
+	}
+	b.ctx, b.cancel = context.WithTimeout(b.parent, b.every)
 }
 
 // pacer spaces a replay's snapshots as their ticks were, scaled by speed.

@@ -252,7 +252,8 @@ func (r *Reader) start() {
 // Next returns the next event of the replay; after the last one, a
 // `closed` event with reason ReasonEnd, it returns io.EOF. A recording
 // still being written is followed: Next waits for more until ctx ends.
-// A damaged part of the file ends the replay there.
+// A damaged part of the file ends the replay there. A call cut short by
+// ctx may be made again: the replay goes on where it was.
 func (r *Reader) Next(ctx context.Context) (*Event, error) {
 	if !r.started {
 		r.start()

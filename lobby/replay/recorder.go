@@ -39,7 +39,6 @@ type Recorder struct {
 
 	// Owned by the room goroutine.
 	codec    *wire.DeltaCodec
-	schema   *wire.Schema
 	states   [2]wire.DeltaState
 	cur      int    // states[cur] is the next tick's; states[1-cur] the previous one's
 	hasPrev  bool   // states[1-cur] was handed to the writer
@@ -115,7 +114,6 @@ func (r *Recorder) Opened(info wire.SpectatorRoom) {
 	info.Players = slices.Clone(info.Players)
 	r.players = slices.Clone(info.Players)
 	if info.Schema != nil && info.Hz > 0 {
-		r.schema = info.Schema
 		r.codec = wire.NewDeltaCodec(info.Schema, info.Hz)
 		r.keyEvery = uint64(max(1, r.s.cfg.KeyframeEvery.Seconds()*float64(info.Hz)))
 	}

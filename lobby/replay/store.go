@@ -109,6 +109,10 @@ type Store struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the pruner and every recorder's writer
 	prune  chan struct{}  // asks the pruner to run now (capacity 1)
+	// pruning is held by a Prune from its choice of recordings to the
+	// removal of their files, so that when Prune returns, the files of
+	// the recordings it found expired are gone, whoever removed them.
+	pruning sync.Mutex
 
 	mu        sync.Mutex // guards the fields below
 	entries   map[string]*entry
@@ -288,6 +292,8 @@ func (s *Store) Dir() string { return s.cfg.Dir }
 // ago, then the oldest finished ones while the total size is over
 // MaxBytes. A recording being written is never removed.
 func (s *Store) Prune() {
+	s.pruning.Lock()
+	defer s.pruning.Unlock()
 	now := time.Now().UnixMilli()
 	keep := s.cfg.Keep.Milliseconds()
 	s.mu.Lock()

@@ -25,6 +25,7 @@ import (
 	"github.com/tickwire/tickwire/internal/bus"
 	"github.com/tickwire/tickwire/internal/limits"
 	"github.com/tickwire/tickwire/lobby/feed"
+	"github.com/tickwire/tickwire/lobby/replay"
 )
 
 // Config sets up a lobby. Zero fields take the defaults; for the limits
@@ -47,6 +48,9 @@ type Config struct {
 	// chat). A player sending more than 10x that for 2 s is closed with 4029.
 	MessageRate float64
 	Feed        feed.Config // every room's spectator feed
+	// Replays, when set, records every room not created with
+	// RoomOptions.Record false; nil: nothing is recorded.
+	Replays *replay.Store
 	// OnReject, when set, is told the error code of every refused join or
 	// message and of every player sent away (for metrics).
 	OnReject func(code string)
@@ -231,6 +235,9 @@ type RoomOptions struct {
 	Mode       string `json:"mode,omitempty"` // a mode of Config.Modes; empty: the default
 	MaxPlayers int    `json:"maxPlayers,omitempty"`
 	Private    bool   `json:"private,omitempty"`
+	// Record false asks for a room that is not recorded; nil or true: it
+	// is when the lobby records rooms (Config.Replays).
+	Record *bool `json:"record,omitempty"`
 	// Client is the address of the client asking (limits.ClientIP), for
 	// the per-client room rate; empty: not limited. Never read from a
 	// request body.
@@ -269,7 +276,7 @@ func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
 		return nil, &RateLimitedError{Retry: wait}
 	}
 	id := newRoomID()
-	for l.rooms[id] != nil || !l.ended[id].IsZero() {
+	for l.rooms[id] != nil || !l.ended[id].IsZero() || l.cfg.Replays != nil && l.cfg.Replays.Has(id) {
 		id = newRoomID()
 	}
 	cfg := room.Config{
@@ -280,6 +287,14 @@ func (l *Lobby) CreateRoom(opts RoomOptions) (*room.Room, error) {
 	var r *room.Room
 	f := feed.New(l.cfg.Feed, func(delta int) { r.AddSpectators(delta) })
 	cfg.Observer = f
+	if l.cfg.Replays != nil && (opts.Record == nil || *opts.Record) {
+		// The feed first: the recorder keeps the id it gives each event.
+		if rec, err := l.cfg.Replays.Record(id, replay.RecordOptions{LiveID: f.LastID}); err == nil {
+			cfg.Observer = room.Observers{f, rec}
+		} else {
+			l.cfg.Logger.Error("room not recorded", "room", id, "err", err)
+		}
+	}
 	r = room.New(cfg)
 	l.rooms[id] = r
 	l.feeds[id] = f

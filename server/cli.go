@@ -182,6 +182,10 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 	roomRate := fs.Float64("room-rate", 1, "rooms a client may create per second, by POST /api/rooms or an auto join making one; over it 429 (0: no limit)")
 	roomBurst := fs.Int("room-burst", 5, "rooms a client may create at once (0: no limit)")
 	trustedProxies := fs.String("trusted-proxies", "", "comma-separated CIDRs or addresses of reverse proxies: their requests are attributed to the client named in X-Forwarded-For or Forwarded (default: none, every request is its TCP peer's)")
+	record := fs.Bool("record", true, "record every room (unless created with \"record\":false) for replays")
+	dataDir := fs.String("data-dir", "./data", "directory of the recordings")
+	replayKeep := fs.Duration("replay-keep", 24*time.Hour, "how long a recording is kept after its room ended")
+	replayMaxBytes := fs.Int64("replay-max-bytes", DefaultReplayMaxBytes, "total size of the recordings, the oldest removed first (0: no limit)")
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/")
 	overloadOn := fs.Bool("overload", true, "refuse new players, rooms and viewers (503, close 1013) while ticks run late, so that the players in play keep their snapshots")
 	overloadHold := fs.Duration("overload-hold", 5*time.Second, "an overload lasts at least this long after ticks are on time again; also the retry hint")
@@ -193,6 +197,15 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 	modeList := fs.String("modes", strings.Join(names, ","), "comma-separated game modes rooms may run, the default first")
 	if err := flagenv.ParseWithEnv(fs, args); err != nil {
 		return serveOptions{}, err
+	}
+	if *replayKeep <= 0 {
+		return serveOptions{}, fmt.Errorf("-replay-keep %v: above 0", *replayKeep)
+	}
+	if *record && *dataDir == "" {
+		return serveOptions{}, fmt.Errorf("-data-dir: empty (use -record=false not to record)")
+	}
+	if !*record {
+		*dataDir = ""
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return serveOptions{}, fmt.Errorf("-tls-cert and -tls-key go together")
@@ -239,6 +252,7 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 		Pprof:            *pprofOn, NoOverload: !*overloadOn, OverloadHold: *overloadHold, TrustedProxies: flagenv.SplitList(*trustedProxies),
 		RoomIdle: *roomIdle, Grace: *grace, Drain: *drain,
 		NoRTC: !*rtcOn, RTCUDP: *rtcUDP, RTCPublicIPs: flagenv.SplitList(*rtcPublicIP),
+		DataDir: *dataDir, ReplayKeep: *replayKeep, ReplayMaxBytes: zeroIsNone(&bad, "replay-max-bytes", *replayMaxBytes),
 	}
 	for _, ip := range cfg.RTCPublicIPs {
 		if net.ParseIP(ip) == nil {

@@ -25,7 +25,9 @@ import (
 // startFlags runs a test server configured by serve's flags.
 func startFlags(t *testing.T, args ...string) *testServer {
 	t.Helper()
-	o, err := parseServe(args, BuiltinModes(), nil)
+	// Recordings go to a directory of the test's, not ./data (args may
+	// say otherwise: the last of a flag wins).
+	o, err := parseServe(append([]string{"-data-dir", t.TempDir()}, args...), BuiltinModes(), nil)
 	if err != nil {
 		t.Fatalf("flags %v: %v", args, err)
 	}
@@ -41,6 +43,7 @@ var limitFlags = []string{
 	"max-conns", "max-conns-per-ip", "max-rooms", "max-spectators", "max-players",
 	"chat-rate", "chat-burst", "msg-rate", "signal-rate", "signal-burst",
 	"room-rate", "room-burst", "read-limit", "spectate-hz", "feed-history-bytes", "feed-budget-bytes",
+	"replay-max-bytes",
 }
 
 func TestLimitFlagsSayWhatZeroMeans(t *testing.T) {

@@ -34,6 +34,7 @@ import (
 	"github.com/tickwire/tickwire/internal/transport"
 	"github.com/tickwire/tickwire/lobby"
 	"github.com/tickwire/tickwire/lobby/feed"
+	"github.com/tickwire/tickwire/lobby/replay"
 	"github.com/tickwire/tickwire/signaling"
 	"github.com/tickwire/tickwire/wire"
 )
@@ -120,6 +121,16 @@ type Config struct {
 	// (1s); DirectoryTTL how long a silent node's rooms stay listed (3s).
 	DirectoryEvery time.Duration
 	DirectoryTTL   time.Duration
+
+	// Recording (replays): DataDir is the directory of the recordings;
+	// empty, no room is recorded (a Config written in Go records nothing
+	// unless told where; `tickwire serve` records into ./data unless
+	// -record=false). ReplayKeep is how long a recording is kept after its
+	// room ended (24h); ReplayMaxBytes caps the recordings' total size, the
+	// oldest removed first (8 GiB; NoLimit: no cap).
+	DataDir        string
+	ReplayKeep     time.Duration
+	ReplayMaxBytes int64
 
 	Pprof bool // serve /debug/pprof/
 	// NoOverload turns off refusing new players, rooms and viewers while
@@ -210,6 +221,8 @@ type Server struct {
 	feedBudget *feed.Budget
 	lobby      *lobby.Lobby
 	feeds      *feed.Handlers
+	replays    *replay.Store    // nil when rooms are not recorded
+	replayHTTP *replay.Handlers // GET /api/replays, /rooms/{room}/replay
 	signal     *signaling.Server
 	auth       *auth.Verifier
 	metrics    *metrics.Metrics
@@ -274,6 +287,21 @@ func Open(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.limits = limits.New(capOf(cfg.MaxConns, 10000), capOf(cfg.MaxConnsPerIP, 256), s.metrics.Reject)
+	if cfg.DataDir != "" {
+		maxBytes := cfg.ReplayMaxBytes
+		switch {
+		case maxBytes == 0:
+			maxBytes = DefaultReplayMaxBytes
+		case maxBytes < 0:
+			maxBytes = 0 // no cap
+		}
+		s.replays, err = replay.Open(replay.Config{Dir: cfg.DataDir, Keep: cfg.ReplayKeep, MaxBytes: maxBytes, Logger: cfg.Logger})
+		if err != nil {
+			_ = s.bus.Close()
+			return nil, fmt.Errorf("server: recordings: %w", err)
+		}
+	}
+	s.replayHTTP = replay.NewHandlers(replay.HandlerConfig{Store: s.replays, Heartbeat: cfg.FeedHeartbeat})
 	s.feedBudget = feed.NewBudget(cfg.FeedBudgetBytes)
 	var onLate func(late, period time.Duration, skipped int)
 	var load lobby.Load
@@ -303,9 +331,10 @@ func Open(cfg Config) (*Server, error) {
 		Feed:     cfg.feedConfig(s.feedBudget),
 		OnReject: s.metrics.Reject, OnTick: s.metrics.Tick, OnLate: onLate, Load: load,
 		Bus: s.bus, URL: cfg.PublicURL, DirectoryEvery: cfg.DirectoryEvery, DirectoryTTL: cfg.DirectoryTTL,
-		StateChannels: channels,
+		StateChannels: channels, Replays: s.replays,
 	})
 	if err != nil {
+		s.closeReplays()
 		_ = s.bus.Close()
 		return nil, err
 	}
@@ -321,6 +350,7 @@ func Open(cfg Config) (*Server, error) {
 	})
 	if err != nil {
 		_ = s.lobby.Shutdown(context.Background())
+		s.closeReplays()
 		_ = s.bus.Close()
 		return nil, err
 	}
@@ -359,6 +389,8 @@ func Open(cfg Config) (*Server, error) {
 	mux.Handle("GET /ws/signal", s.optionalToken(s.limits.Wrap(s.signal)))
 	mux.Handle("GET /rooms/{room}/events", s.requireToken(s.limits.Wrap(s.admitViewers(http.HandlerFunc(s.feeds.SSE)))))
 	mux.Handle("GET /rooms/{room}/poll", s.requireToken(s.limits.Wrap(s.admitViewers(http.HandlerFunc(s.feeds.Poll)))))
+	mux.Handle("GET /api/replays", s.brief(s.requireToken(http.HandlerFunc(s.replayHTTP.List))))
+	mux.Handle("GET /rooms/{room}/replay", s.requireToken(s.limits.Wrap(s.admitViewers(http.HandlerFunc(s.replayHTTP.SSE)))))
 	mux.Handle("GET /healthz", s.brief(http.HandlerFunc(s.healthz)))
 	mux.Handle("GET /metrics", s.brief(s.metrics.Handler()))
 	if cfg.Pprof {
@@ -765,6 +797,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.lobby.Shutdown(ctx) // rooms end: viewers get `closed`
 	s.cluster.Close()
 	s.feeds.Shutdown()
+	s.replayHTTP.Shutdown()
+	s.closeReplays() // after the rooms: their recordings end with them
 	err = errors.Join(err, s.signal.Shutdown(ctx))
 	err = errors.Join(err, s.bus.Close()) // after the lobby's last directory update
 	done := make(chan struct{})
@@ -778,6 +812,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, s.rtc.Close())
 	}
 	return err
+}
+
+// DefaultReplayMaxBytes is the recordings' total size cap when
+// Config.ReplayMaxBytes is 0.
+const DefaultReplayMaxBytes = 8 << 30
+
+// closeReplays closes the recordings' store, if any.
+func (s *Server) closeReplays() {
+	if s.replays != nil {
+		_ = s.replays.Close()
+	}
 }
 
 // admitViewers refuses new spectators while the node is overloaded (503

@@ -2,7 +2,9 @@
 // Server-Sent Events (/rooms/{room}/events) and HTTP long-poll
 // (/rooms/{room}/poll). A Viewer reconnects by itself after a drop and
 // resumes from the last event id it saw, so no joined, left or chat event
-// of the resume window is lost; it ends when the room is closed.
+// of the resume window is lost; it ends when the room is closed. It also
+// plays a room's recording (/rooms/{room}/replay, Options.Replay), which
+// ends with `closed` "end-of-replay".
 //
 // A Viewer's methods are safe for concurrent use; events arrive in order
 // on Events.
@@ -50,10 +52,20 @@ type Options struct {
 	LastID uint64
 	// PollTimeout is the long-poll wait asked of the server (25s).
 	PollTimeout time.Duration
-	Token       string // JWT when the server requires one (sent as a bearer token)
-	Header      http.Header
-	Client      *http.Client // http.DefaultClient when nil
-	Buffer      int          // capacity of Events (1024)
+	// Replay, when set, watches the room's recording instead of its live
+	// feed (GET /rooms/{room}/replay, SSE only); a reconnection resumes
+	// after the last event id seen.
+	Replay *Replay
+	Token  string // JWT when the server requires one (sent as a bearer token)
+	Header http.Header
+	Client *http.Client // http.DefaultClient when nil
+	Buffer int          // capacity of Events (1024)
+}
+
+// Replay says where a replay starts and how fast it plays.
+type Replay struct {
+	From  uint64  // the first tick (0: the start of the recording)
+	Speed float64 // times the room's pace, 0.25..16 (0: 1)
 }
 
 // StatusError is an HTTP error answer that ends a Viewer (404 unknown room,
@@ -99,6 +111,9 @@ func Watch(ctx context.Context, o Options) (*Viewer, error) {
 	}
 	if o.Transport != SSE && o.Transport != Poll {
 		return nil, fmt.Errorf("spectator: unknown transport %q", o.Transport)
+	}
+	if o.Replay != nil && o.Transport != SSE {
+		return nil, errors.New("spectator: replays are served over SSE only")
 	}
 	if !wire.ValidID(o.Room) {
 		return nil, fmt.Errorf("spectator: bad room id %q", o.Room)
@@ -261,7 +276,17 @@ func (v *Viewer) stream(ctx context.Context, retry *time.Duration) error {
 	if id, ok := v.LastID(); ok {
 		h.Set("Last-Event-ID", strconv.FormatUint(id, 10))
 	}
-	resp, err := v.get(ctx, v.url("/events", nil), h)
+	path, q := "/events", url.Values(nil)
+	if rp := v.opts.Replay; rp != nil {
+		path, q = "/replay", url.Values{}
+		if rp.From > 0 {
+			q.Set("from", strconv.FormatUint(rp.From, 10))
+		}
+		if rp.Speed > 0 {
+			q.Set("speed", strconv.FormatFloat(rp.Speed, 'g', -1, 64))
+		}
+	}
+	resp, err := v.get(ctx, v.url(path, q), h)
 	if err != nil {
 		return err
 	}

@@ -33,7 +33,7 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "serve", "-addr", "127.0.0.1:0", "-drain", "1s", "-log-level", "warn")
+	cmd := exec.Command(bin, "serve", "-addr", "127.0.0.1:0", "-drain", "1s", "-log-level", "warn", "-data-dir", t.TempDir())
 	cmd.Env = append(os.Environ(), "TICKWIRE_HZ=20")
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr

@@ -79,6 +79,52 @@ type Observer interface {
 	Closed(reason string)
 }
 
+// Observers hands each event to several observers, in order: the first
+// has it before the second is called.
+type Observers []Observer
+
+// Opened calls Opened of every observer.
+func (os Observers) Opened(info wire.SpectatorRoom) {
+	for _, o := range os {
+		o.Opened(info)
+	}
+}
+
+// Joined calls Joined of every observer.
+func (os Observers) Joined(m *wire.Joined) {
+	for _, o := range os {
+		o.Joined(m)
+	}
+}
+
+// Left calls Left of every observer.
+func (os Observers) Left(m *wire.Left) {
+	for _, o := range os {
+		o.Left(m)
+	}
+}
+
+// Chat calls Chat of every observer.
+func (os Observers) Chat(m *wire.ChatLine) {
+	for _, o := range os {
+		o.Chat(m)
+	}
+}
+
+// Snap calls Snap of every observer.
+func (os Observers) Snap(n uint64, st int64, tables []wire.Table) {
+	for _, o := range os {
+		o.Snap(n, st, tables)
+	}
+}
+
+// Closed calls Closed of every observer.
+func (os Observers) Closed(reason string) {
+	for _, o := range os {
+		o.Closed(reason)
+	}
+}
+
 // Config sets up a room. Zero fields take the defaults.
 type Config struct {
 	ID string

@@ -93,8 +93,9 @@ type Target struct {
 	URL string // http://host:port
 	PID int    // 0 when the process is unknown: no CPU or RSS figures
 
-	cmd  *exec.Cmd
-	done chan error
+	cmd     *exec.Cmd
+	done    chan error
+	dataDir string // a directory of recordings made for the child, removed by Close
 }
 
 // Remote returns a Target for a running server; pid may be 0.
@@ -114,11 +115,21 @@ type ServerOptions struct {
 }
 
 // StartServer starts `tickwire serve -addr 127.0.0.1:0` as a child process
-// and waits for its `listening on` line.
+// and waits for its `listening on` line. Unless o.Args set -data-dir or
+// -record, the child records its rooms into a temporary directory, removed
+// by Close.
 func StartServer(ctx context.Context, o ServerOptions) (*Target, error) {
 	args := []string{"serve", "-addr", "127.0.0.1:0", "-log-level", "warn"}
 	if o.Hz > 0 {
 		args = append(args, "-hz", strconv.Itoa(o.Hz))
+	}
+	var dataDir string
+	if !hasFlag(o.Args, "data-dir") && !hasFlag(o.Args, "record") {
+		var err error
+		if dataDir, err = os.MkdirTemp("", "tickwire-data-"); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		args = append(args, "-data-dir", dataDir)
 	}
 	args = append(args, o.Args...)
 	name := o.Exe
@@ -143,9 +154,12 @@ func StartServer(ctx context.Context, o ServerOptions) (*Target, error) {
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
+		if dataDir != "" {
+			_ = os.RemoveAll(dataDir)
+		}
 		return nil, err
 	}
-	t := &Target{PID: cmd.Process.Pid, cmd: cmd, done: make(chan error, 1)}
+	t := &Target{PID: cmd.Process.Pid, cmd: cmd, done: make(chan error, 1), dataDir: dataDir}
 	lines := make(chan string, 1)
 	go func() {
 		r := bufio.NewReader(out)
@@ -189,16 +203,30 @@ func (t *Target) Close() error {
 		return nil
 	}
 	_ = t.cmd.Process.Signal(syscall.SIGTERM)
+	var err error
 	select {
-	case err := <-t.done:
-		t.cmd = nil
-		return err
+	case err = <-t.done:
 	case <-time.After(10 * time.Second):
 		_ = t.cmd.Process.Kill()
-		err := <-t.done
-		t.cmd = nil
-		return err
+		err = <-t.done
 	}
+	t.cmd = nil
+	if t.dataDir != "" {
+		_ = os.RemoveAll(t.dataDir)
+	}
+	return err
+}
+
+// hasFlag reports whether args set the flag name (-name, --name, with or
+// without =value).
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		a = strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 // WSURL returns the WebSocket URL of path on the target.

@@ -273,6 +273,15 @@ func (f *Feed) Opened(info wire.SpectatorRoom) {
 	f.stride = uint64(max(1, (info.Hz+f.cfg.SpectateHz-1)/f.cfg.SpectateHz))
 }
 
+// LastID returns the id of the newest joined, left, chat or closed event
+// published, 0 before any: called by the room goroutine right after it
+// handed the feed such an event, the id that event got.
+func (f *Feed) LastID() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.infoID
+}
+
 // Joined publishes a `joined` event.
 func (f *Feed) Joined(m *wire.Joined) {
 	f.mu.Lock()

@@ -236,10 +236,17 @@ func (r *Recorder) finish() {
 	}
 }
 
+// compressors holds the DEFLATE writers of the recordings' writers. A
+// writer is about 1.2 MB of tables and windows and is used once a second
+// for a moment: recordings share them rather than each room keeping one.
+var compressors = sync.Pool{New: func() any {
+	zw, _ := flate.NewWriter(nil, flate.BestSpeed)
+	return zw
+}}
+
 // writer is the state of a recording's writer goroutine.
 type writer struct {
 	r       *Recorder
-	zw      *flate.Writer
 	zbuf    bytes.Buffer
 	out     []byte // frames to write
 	block   []byte // records of the block being built
@@ -260,7 +267,6 @@ func (r *Recorder) run() {
 	defer r.s.wg.Done()
 	defer close(r.done)
 	w := &writer{r: r, nextOrd: 1, synced: true}
-	w.zw, _ = flate.NewWriter(&w.zbuf, flate.BestSpeed)
 	flush := time.NewTicker(r.s.cfg.FlushEvery)
 	defer flush.Stop()
 	sync := time.NewTicker(r.s.cfg.SyncEvery)
@@ -373,9 +379,11 @@ func (w *writer) endBlock() {
 		return
 	}
 	w.zbuf.Reset()
-	w.zw.Reset(&w.zbuf)
-	_, _ = w.zw.Write(w.block)
-	_ = w.zw.Close()
+	zw := compressors.Get().(*flate.Writer)
+	zw.Reset(&w.zbuf)
+	_, _ = zw.Write(w.block)
+	_ = zw.Close()
+	compressors.Put(zw)
 	body := w.block
 	if w.zbuf.Len() < len(w.block) {
 		w.head.flags |= flagFlate

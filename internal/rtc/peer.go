@@ -1,7 +1,9 @@
 package rtc
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,6 +68,7 @@ type conn struct {
 	lost     atomic.Bool                        // ICE is disconnected (it may come back)
 	lastRecv atomic.Int64                       // unix ns of the newest message, or of the channel's opening
 	heard    atomic.Bool                        // the client has sent on the channel: its silence counts
+	reading  sync.WaitGroup                     // the channel's reader
 
 	mu       sync.Mutex // guards answered and queued
 	answered bool
@@ -166,31 +169,61 @@ func (p *Peer) watch(c *conn) {
 	})
 	c.pc.OnDataChannel(func(dc *webrtc.DataChannel) {
 		if dc.Label() != wire.StateChannelLabel {
-			return // not ours; it stays unused
+			_ = dc.Close() // not ours
+			return
 		}
 		dc.OnOpen(func() {
+			raw, err := dc.Detach()
+			if err != nil {
+				c.failed.Store(true)
+				return
+			}
 			c.lastRecv.Store(time.Now().UnixNano())
 			c.dc.Store(dc)
-		})
-		dc.OnClose(func() {
-			c.failed.Store(true)
-			c.dc.CompareAndSwap(dc, nil)
-		})
-		dc.OnMessage(func(m webrtc.DataChannelMessage) {
-			c.lastRecv.Store(time.Now().UnixNano())
-			c.heard.Store(true)
-			if p.cfg.Receive != nil {
-				p.cfg.Receive(m.Data)
-			}
+			c.reading.Add(1)
+			go c.read(p, dc, raw)
 		})
 	})
 }
 
-// close ends the connection; callbacks may still run while it closes.
+// maxInbound is the largest message a client may send on its channel (an
+// `input` or an `ack` is a few dozen bytes); a larger one closes it.
+const maxInbound = 4096
+
+// read hands what arrives on the detached channel to Receive, one message
+// at a time, until the channel or its connection closes. Detaching spares
+// a peer Pion's own reader and its 64 KiB buffer.
+func (c *conn) read(p *Peer, dc *webrtc.DataChannel, raw io.ReadWriteCloser) {
+	defer c.reading.Done()
+	defer func() {
+		c.failed.Store(true)
+		c.dc.CompareAndSwap(dc, nil)
+		_ = raw.Close()
+	}()
+	buf := make([]byte, 512)
+	for {
+		n, err := raw.Read(buf)
+		if errors.Is(err, io.ErrShortBuffer) && len(buf) < maxInbound {
+			buf = make([]byte, maxInbound) // the message waits for a larger buffer
+			continue
+		}
+		if err != nil {
+			return
+		}
+		c.lastRecv.Store(time.Now().UnixNano())
+		c.heard.Store(true)
+		if p.cfg.Receive != nil {
+			p.cfg.Receive(buf[:n])
+		}
+	}
+}
+
+// close ends the connection and waits for its reader.
 func (c *conn) close() {
 	c.failed.Store(true)
 	c.dc.Store(nil)
 	_ = c.pc.GracefulClose()
+	c.reading.Wait()
 }
 
 // AddCandidate adds a remote candidate to the current connection, or keeps

@@ -208,6 +208,7 @@ func (s *Service) listenLocked(addr string) (*webrtc.API, error) {
 	// second path that skips the announced one (-rtc-public-ip): a relay or
 	// NAT that should carry every packet is bypassed.
 	se.SetLite(true)
+	se.DetachDataChannels()
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetICETimeouts(s.cfg.Disconnected, s.cfg.Failed, s.cfg.Keepalive)
 	if s.cfg.Net != nil {

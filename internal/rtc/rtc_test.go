@@ -1,6 +1,7 @@
 package rtc
 
 import (
+	"bytes"
 	"errors"
 	"runtime"
 	"strconv"
@@ -230,6 +231,41 @@ func TestPeersShareOnePortAndCarryState(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 
+	// A message larger than the reader's first buffer arrives whole; one
+	// over maxInbound closes the channel, and state leaves it.
+	p1, c1 := peers[1], clients[1]
+	for !p1.Open() {
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatal("the second peer's channel never opened")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for len(received) > 0 {
+		<-received
+	}
+	if err := c1.dc.Send(bytes.Repeat([]byte("i"), 2000)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-received:
+		if len(m) != 2000 {
+			t.Fatalf("received %d bytes, sent 2000", len(m))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a 2,000-byte message did not arrive")
+	}
+	if err := c1.dc.Send(make([]byte, maxInbound+1)); err != nil {
+		t.Fatal(err)
+	}
+	for p1.Open() {
+		if time.Now().After(deadline.Add(20 * time.Second)) {
+			t.Fatal("a channel over the inbound limit stays open")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if len(received) > 0 {
+		t.Fatalf("an oversized message reached Receive (%d bytes)", len(<-received))
+	}
 	for _, p := range peers {
 		p.Close()
 		p.Close() // twice is fine

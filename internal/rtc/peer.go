@@ -41,8 +41,8 @@ func (*OfferError) BadMessage() bool { return true }
 
 func badOffer(format string, a ...any) error { return &OfferError{Err: fmt.Errorf(format, a...)} }
 
-// Peer is one player's state channel: its current peer connection, if
-// any.
+// Peer is one player's state channel: its current peer connection, if any,
+// and the writer goroutine sending state frames on it.
 type Peer struct {
 	s   *Service
 	cfg PeerConfig
@@ -52,9 +52,12 @@ type Peer struct {
 
 	cur atomic.Pointer[conn] // the newest offer's connection, nil before one
 
-	out     sync.Mutex    // serializes sends, and guards frame
-	frame   []byte        // the frame being sent (the channel copies it)
+	out     sync.Mutex // guards next and has
+	next    []byte     // the newest state frame not yet written
+	has     bool
+	wake    chan struct{}
 	done    chan struct{} // closed by Close
+	stopped chan struct{} // closed when the writer has ended
 	once    sync.Once
 	sent    atomic.Int64
 	dropped atomic.Int64
@@ -78,10 +81,11 @@ type conn struct {
 // NewPeer returns a player's Peer; the caller must Close it. It opens no
 // connection before an offer.
 func (s *Service) NewPeer(cfg PeerConfig) (*Peer, error) {
-	p := &Peer{s: s, cfg: cfg, done: make(chan struct{})}
+	p := &Peer{s: s, cfg: cfg, wake: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
 	if !s.track(p) {
 		return nil, ErrClosed
 	}
+	go p.writeLoop()
 	return p, nil
 }
 
@@ -274,50 +278,77 @@ func (p *Peer) usable() (*webrtc.DataChannel, bool) {
 	return dc, true
 }
 
-// SendState sends shared followed by tail on the channel and reports
-// true, or reports false when the frame is to go on the WebSocket (see the
-// package comment). It never blocks: the channel copies the frame into its
-// SCTP queue, whose sending is Pion's. While more than Config.MaxBuffered
-// bytes wait there, the frame is dropped instead (it would be stale by the
-// next tick) and SendState still reports true: latest wins, as on the
-// WebSocket.
+// SendState takes shared followed by tail as the next state frame for the
+// channel and reports true, or reports false, keeping nothing, when the
+// frame is to go on the WebSocket (see the package comment). It never
+// blocks; the bytes are copied.
 func (p *Peer) SendState(shared, tail []byte) bool {
 	if max := p.s.cfg.MaxFrame; max >= 0 && len(shared)+len(tail) > max {
 		return false
 	}
-	dc, ok := p.usable()
-	if !ok {
+	if _, ok := p.usable(); !ok {
 		return false
 	}
 	p.out.Lock()
-	defer p.out.Unlock()
-	if dc.BufferedAmount() > p.s.cfg.MaxBuffered {
-		p.dropped.Add(1)
-		p.s.dropped.Add(1)
-		return true
+	p.next = append(append(p.next[:0], shared...), tail...)
+	p.has = true
+	p.out.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
 	}
-	p.frame = append(append(p.frame[:0], shared...), tail...)
-	if err := dc.Send(p.frame); err != nil {
-		return false // closed meanwhile: this frame goes on the WebSocket
-	}
-	p.sent.Add(1)
-	p.s.bytesOut.Add(int64(len(p.frame)))
 	return true
+}
+
+// writeLoop sends the newest frame each time it is woken, until Close.
+func (p *Peer) writeLoop() {
+	defer close(p.stopped)
+	var buf []byte
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-p.wake:
+		}
+		p.out.Lock()
+		if !p.has {
+			p.out.Unlock()
+			continue
+		}
+		buf, p.next = p.next, buf // the spare buffer becomes the next one
+		p.has = false
+		p.out.Unlock()
+		dc, ok := p.usable()
+		if !ok || dc.BufferedAmount() > p.s.cfg.MaxBuffered {
+			p.dropped.Add(1) // stale by the next tick: dropped, not queued
+			p.s.dropped.Add(1)
+			continue
+		}
+		if err := dc.Send(buf); err != nil {
+			p.dropped.Add(1)
+			p.s.dropped.Add(1)
+			continue
+		}
+		p.sent.Add(1)
+		p.s.bytesOut.Add(int64(len(buf)))
+	}
 }
 
 // Stats are a peer's counters.
 type Stats struct {
 	Sent    int64 // state frames written on the channel
-	Dropped int64 // frames dropped because too much waited in the channel
+	Dropped int64 // frames taken but dropped: buffer full, or the channel gone meanwhile
 }
 
 // Stats returns the peer's counters.
 func (p *Peer) Stats() Stats { return Stats{Sent: p.sent.Load(), Dropped: p.dropped.Load()} }
 
-// Close closes the connection. It is safe to call twice.
+// Close closes the connection and ends the writer, waiting for both. It is
+// safe to call twice.
 func (p *Peer) Close() {
 	p.once.Do(func() {
 		close(p.done)
+		<-p.stopped
 		p.sig.Lock()
 		c := p.cur.Swap(nil)
 		p.pending = nil

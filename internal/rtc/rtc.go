@@ -13,10 +13,10 @@
 // A Peer is one player's side: it takes offers (each replacing the
 // previous connection), answers and trickles candidates through its
 // Signal callback, hands what arrives on the channel to Receive, and sends
-// state frames. SendState never blocks: the channel copies the frame into
-// its SCTP queue, which Pion's own goroutines send; a frame is dropped
-// rather than queued while the channel's buffered amount is over
-// Config.MaxBuffered (latest wins). SendState reports false, and the
+// state frames. SendState never blocks: it copies the frame into a
+// one-slot mailbox (latest wins) that the peer's writer goroutine sends,
+// dropping a frame rather than queueing it while the channel's buffered
+// amount is over Config.MaxBuffered. SendState reports false, and the
 // caller sends the frame on the WebSocket, while the channel is not open,
 // its connection has failed or closed or ICE is disconnected, or the frame
 // is larger than Config.MaxFrame; and, for a client that has sent anything

@@ -380,3 +380,67 @@ func TestReplayPage(t *testing.T) {
 		t.Errorf("unknown replay: %+v, badge %q", s.Replay.Connection, tb.text("#conn"))
 	}
 }
+
+// TestWatchDelayedControl: the spectator view's feed control reopens the
+// room's feed with ?delay=S and keeps &delay=S in the page's link, and a
+// link with &delay=S opens the delayed feed. (What the server does with
+// the delay is tested with the server.)
+func TestWatchDelayedControl(t *testing.T) {
+	e := startEnv(t, server.Config{})
+	bot := e.join(t, "bot", "auto")
+	room := bot.Welcome().Room
+	tb := newTab(t)
+	asked := func(what, query string) {
+		t.Helper()
+		eventually(t, what, func() bool {
+			reqs := e.feedRequests()
+			return len(reqs) > 0 && strings.Contains(reqs[len(reqs)-1], query)
+		})
+	}
+	// A delayed feed may have nothing to send for a while: only the live
+	// one is waited for until it is connected.
+	watching := func(what string, delay int) {
+		t.Helper()
+		tb.waitState(what, func(s pageState) bool {
+			return s.Spectator != nil && s.Spectator.Delay == delay && (delay > 0 || s.Spectator.Connection.State == "connected")
+		})
+	}
+
+	tb.navigate(e.url + "/?watch=" + room)
+	watching("live", 0)
+	if v := eval[string](tb, `document.querySelector("#delay-select").value`); v != "0" {
+		t.Errorf("feed control %q on the live feed", v)
+	}
+	if reqs := e.feedRequests(); strings.Contains(reqs[len(reqs)-1], "delay=") {
+		t.Errorf("live feed asked as %s", reqs[len(reqs)-1])
+	}
+
+	tb.do(chromedp.SetValue(chromedp.CSS("#delay-select"), "10"), chromedp.Evaluate[chromedp.Void](
+		`document.querySelector("#delay-select").dispatchEvent(new Event("change", { bubbles: true }))`))
+	watching("10 s behind", 10)
+	asked("the delayed feed", "/rooms/"+room+"/events?delay=10")
+	if loc := eval[string](tb, "location.search"); loc != "?watch="+room+"&delay=10" {
+		t.Errorf("link %q", loc)
+	}
+	if hud := tb.text("#hud"); !strings.Contains(hud, "10 s behind") {
+		t.Errorf("HUD %q", hud)
+	}
+
+	tb.navigate(e.url + "/?watch=" + room + "&delay=30&transport=poll")
+	watching("30 s behind over long-poll", 30)
+	asked("the delayed long-poll", "/rooms/"+room+"/poll?delay=30")
+	if v := eval[string](tb, `document.querySelector("#delay-select").value`); v != "30" {
+		t.Errorf("feed control %q for &delay=30", v)
+	}
+
+	tb.do(chromedp.SetValue(chromedp.CSS("#delay-select"), "0"), chromedp.Evaluate[chromedp.Void](
+		`document.querySelector("#delay-select").dispatchEvent(new Event("change", { bubbles: true }))`))
+	watching("live again", 0)
+	if loc := eval[string](tb, "location.search"); loc != "?watch="+room+"&transport=poll" {
+		t.Errorf("link %q", loc)
+	}
+	eventually(t, "the live long-poll", func() bool {
+		reqs := e.feedRequests()
+		return !strings.Contains(reqs[len(reqs)-1], "delay=")
+	})
+}

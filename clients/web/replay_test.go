@@ -200,7 +200,7 @@ func recordMatch(t *testing.T, e *env, d time.Duration) recordedMatch {
 // the recording with a link to its replay.
 func TestReplayPage(t *testing.T) {
 	e := startEnv(t, server.Config{DataDir: t.TempDir(), RoomIdle: 300 * time.Millisecond})
-	m := recordMatch(t, e, 10*time.Second)
+	m := recordMatch(t, e, 12*time.Second)
 	hz := float64(m.summary.Hz)
 	if m.summary.Mode != "arena" || m.summary.Ticks < uint64(8*hz) {
 		t.Fatalf("recorded %+v", m.summary)
@@ -226,6 +226,7 @@ func TestReplayPage(t *testing.T) {
 		return len(got) == len(m.chat) && len(s.Drawn) == 3
 	})
 	r := s.Replay
+	t.Logf("recorded ticks %d.. (%d ticks), chat said at ticks %v", first, m.summary.Ticks, m.chatTicks)
 	if s.View != "replay" || r.Room != m.room || r.Mode != "arena" || s.Renderer != "arena" || first == 0 || first > 3 {
 		t.Fatalf("view %q, room %q, mode %q, renderer %q, first tick %d", s.View, r.Room, r.Mode, s.Renderer, first)
 	}
@@ -286,17 +287,30 @@ func TestReplayPage(t *testing.T) {
 	if !strings.Contains(s.Replay.Controls.Time, fmt.Sprintf("tick %d / %d", paused, first+m.summary.Ticks-1)) {
 		t.Errorf("time shown %q at tick %d", s.Replay.Controls.Time, paused)
 	}
+	// Seeking while paused shows the tick asked and stays paused.
+	back := paused - uint64(hz)
+	tb.seekTo(back)
+	s = tb.waitReplay("a paused seek landed", func(s replayPage) bool {
+		return s.Replay.Seek != nil && s.Replay.Seek.Asked == back && s.Replay.Seek.Landed != nil && s.Replay.Connection.State == "paused"
+	})
+	if landed := *s.Replay.Seek.Landed; landed < back || landed > back+15 || s.Replay.Tick != landed {
+		t.Fatalf("paused, asked tick %d: landed on %d, showing %d", back, landed, s.Replay.Tick)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if now := tb.replayState().Replay; now.Tick != s.Replay.Tick || !now.Paused {
+		t.Fatalf("after a paused seek to %d: %+v", back, now)
+	}
 	// Play: it goes on from there.
 	tb.do(chromedp.Click(chromedp.CSS("#replay-play")))
 	tb.waitReplay("playing again", func(s replayPage) bool {
-		return s.Replay.Tick > paused+5 && s.Replay.Connection.State == "connected"
+		return s.Replay.Tick > paused+5 && s.Replay.Connection.State == "connected" && s.Replay.Controls.Button == "Pause"
 	})
 
 	// Seek to the middle, past what was played: the first snapshot is the
 	// tick asked (or the first recorded after it), the chat pane keeps the
 	// lines said before it and tells that a part was skipped.
 	mid := first + m.summary.Ticks/2
-	if playedTo := tb.replayState().Replay.Tick; playedTo+30 > mid {
+	if playedTo := tb.replayState().Replay.Tick; playedTo+5 > mid {
 		t.Fatalf("played to %d already, past the middle %d: the test needs a longer match", playedTo, mid)
 	}
 	pane := tb.seekTo(mid)
@@ -306,7 +320,8 @@ func TestReplayPage(t *testing.T) {
 	s = tb.waitReplay("landed in the middle", func(s replayPage) bool {
 		return s.Replay.Seek != nil && s.Replay.Seek.Asked == mid && s.Replay.Seek.Landed != nil
 	})
-	if landed := *s.Replay.Seek.Landed; landed < mid || landed > mid+3 {
+	// A tick the room skipped (late after a stall) lands on the next one.
+	if landed := *s.Replay.Seek.Landed; landed < mid || landed > mid+15 {
 		t.Fatalf("asked tick %d, landed on %d", mid, landed)
 	}
 	tb.waitReplay("the tick shown", func(s replayPage) bool {

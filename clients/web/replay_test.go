@@ -388,6 +388,14 @@ func TestReplayPage(t *testing.T) {
 		return s.View == "replay" && s.Replay.Room == m.room && s.Replay.Tick > 0
 	})
 
+	// A link may start at a tick and a speed.
+	at := first + m.summary.Ticks/3
+	tb.navigate(fmt.Sprintf("%s/?replay=%s&from=%d&speed=2", e.url, m.room, at))
+	s = tb.waitReplay("the replay from a link's tick", func(s replayPage) bool { return s.Replay.Tick > 0 })
+	if r := s.Replay; r.Tick < at || r.Tick > at+uint64(2*hz) || r.Speed != 2 || r.Controls.Speed != "2" {
+		t.Errorf("from tick %d at 2x: tick %d, speed %v, speed shown %q", at, r.Tick, r.Speed, r.Controls.Speed)
+	}
+
 	// A room never recorded: the page says so, and stops.
 	tb.navigate(e.url + "/?replay=no-such-room")
 	s = tb.waitReplay("unknown replay", func(s replayPage) bool { return s.Replay.Connection.State == "closed" })

@@ -1901,8 +1901,10 @@ export class Spectator extends EventTarget {
     // tick it came after; and the stretches of ticks played ([from, to]),
     // to tell whether the chat before a tick is known.
     this.history = new Map();
+    this.shown = new Set(); // the ids of the history's lines in chatLog
     this.played = [];
     this.stretch = null;
+    this.whole = false; // this stream is the whole recording (its room event is id 0)
     /** Id of the last event received, null before the first. */
     this.lastEventId = null;
     /** @type {ConnectionState} */
@@ -2099,7 +2101,10 @@ export class Spectator extends EventTarget {
         this.world = { w: data.w, h: data.h, r: data.r ?? 16, hz: data.hz };
         this.names = new Map((data.players ?? []).map((p) => [p.id, p.name]));
         this.buffer.clear();
-        if (this.replay) this.clock.reset(); // the recorded time starts over
+        if (this.replay) {
+          this.clock.reset(); // the recorded time starts over
+          this.whole = id === 0;
+        }
         return this.#emit("room", data);
       case "snap": {
         const ids = new Set(this.names.keys());
@@ -2139,7 +2144,7 @@ export class Spectator extends EventTarget {
   /** A replay's snapshot of tick n was played. */
   #played(n) {
     const r = this.replay;
-    if (r.firstTick === null && r.from === 0 && !this.stretch) r.firstTick = n; // a stream from the recording's start
+    if (r.firstTick === null && this.whole && !this.stretch) r.firstTick = n;
     r.lastTick = Math.max(r.lastTick ?? n, n);
     if (r.seek && r.seek.landed === null) r.seek.landed = n;
     if (this.stretch) this.stretch[1] = n;
@@ -2152,9 +2157,11 @@ export class Spectator extends EventTarget {
   }
 
   #log(id, entry) {
-    if (this.replay) {
+    if (this.replay && Number.isInteger(id)) {
+      if (this.shown.has(id)) return; // in the log since the seek
       entry.tick = this.latest?.n ?? 0;
-      if (Number.isInteger(id)) this.history.set(id, entry);
+      this.history.set(id, entry);
+      this.shown.add(id);
     }
     this.chatLog.push(entry);
     if (this.chatLog.length > 200) this.chatLog.shift();
@@ -2209,11 +2216,13 @@ export class Spectator extends EventTarget {
     r.paused = true;
     this.playback.setRate(0);
     if (r.ended || this.stopped) return;
-    if (!this.es || this.lastEventId !== null) {
+    // A stream that has not brought the tick it was opened for (a seek,
+    // or the start) is kept until it has, so that the pause shows it.
+    const landing = this.es && (this.latest === null || (r.seek !== null && r.seek.landed === null));
+    if (!landing) {
       this.#closeStream();
       this.#setConnection({ state: "paused", attempt: 0 });
     }
-    // else a stream just opened (a seek) is kept until its first tick.
   }
 
   /** Replays: goes on from where the replay was paused; from the start after the end. */
@@ -2256,6 +2265,7 @@ export class Spectator extends EventTarget {
     const whole = r.firstTick === null ? tick === 0 : tick <= r.firstTick;
     const before = whole ? [] : [...this.history.entries()].filter(([, e]) => e.tick < tick).sort((a, b) => a[0] - b[0]);
     this.chatLog = before.map(([, e]) => e).slice(-200);
+    this.shown = new Set(before.map(([id]) => id));
     if (!this.#chatKnownBefore(tick)) {
       this.chatLog.push({ kind: "info", text: `chat before tick ${tick} that was not played here is not shown`, st: Date.now() });
     }

@@ -724,9 +724,22 @@ function startWatch(room, transport) {
     s.addEventListener("state", showConnection);
     s.addEventListener("chat", () => showChat(s.chatLog));
     s.addEventListener("snap", () => showScores(s.latest, null));
+    s.addEventListener("closed", offerReplay);
     showChat(s.chatLog);
     $("delay-note").textContent = delay ? `what the room did ${delay} s ago` : "";
   };
+  // A recorded room can also be replayed, running or ended.
+  const offerReplay = async () => {
+    try {
+      const recorded = (await listReplays({ limit: 1000 })).some((r) => r.room === room);
+      const link = $("watch-replay");
+      link.href = pageURL({ replay: room }).href;
+      link.hidden = !recorded;
+    } catch (err) {
+      noteError(`replays: ${err.message}`);
+    }
+  };
+  offerReplay();
   select.addEventListener("change", () => {
     delay = parseDelay(select.value);
     history.replaceState(null, "", pageURL({ watch: room, transport: params.get("transport") ?? undefined, delay: delay || undefined }));

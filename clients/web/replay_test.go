@@ -388,6 +388,13 @@ func TestReplayPage(t *testing.T) {
 		return s.View == "replay" && s.Replay.Room == m.room && s.Replay.Tick > 0
 	})
 
+	// The spectator view of the ended room links to its replay.
+	tb.navigate(e.url + "/?watch=" + m.room)
+	eventually(t, "the watch view's link to the replay", func() bool {
+		return eval[string](tb, `(() => { const a = document.querySelector("#watch-replay"); return a && !a.hidden ? a.getAttribute("href") : ""; })()`) ==
+			e.url+"/?replay="+m.room
+	})
+
 	// A link may start at a tick and a speed.
 	at := first + m.summary.Ticks/3
 	tb.navigate(fmt.Sprintf("%s/?replay=%s&from=%d&speed=2", e.url, m.room, at))

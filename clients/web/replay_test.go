@@ -474,3 +474,41 @@ func TestWatchDelayedControl(t *testing.T) {
 		return !strings.Contains(reqs[len(reqs)-1], "delay=")
 	})
 }
+
+// TestReplayOfARunningRoom: a room still running replays too: at 4x the
+// page catches up with the room (its recording is up to a second behind),
+// its seek bar grows with what it has played, and the replay ends with
+// the room.
+func TestReplayOfARunningRoom(t *testing.T) {
+	e := startEnv(t, server.Config{DataDir: t.TempDir(), RoomIdle: 300 * time.Millisecond})
+	bot := e.join(t, "bot", "auto")
+	room := bot.Welcome().Room
+	stop := circle(bot, 0)
+	defer stop()
+	eventually(t, "the bot sees its room", func() bool { return bot.Latest() != nil })
+	if err := bot.Chat("still playing"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+
+	tb := newTab(t)
+	tb.navigate(e.url + "/?replay=" + room + "&speed=4")
+	s := tb.waitReplay("caught up with the room", func(s replayPage) bool {
+		live := bot.Latest().N
+		return s.Replay.Tick+60 >= live && hasEntry(s.Replay.Chat, "chat", "still playing")
+	})
+	if r := s.Replay; r.Ended || r.Range == nil || r.Range.Last < r.Tick || len(s.Drawn) != 1 {
+		t.Fatalf("replay of a running room: %+v, drawn %v", r, s.Drawn)
+	}
+	tick := s.Replay.Tick
+	tb.waitReplay("going on as the room does", func(s replayPage) bool { return s.Replay.Tick > tick+15 && !s.Replay.Ended })
+
+	stop()
+	if err := bot.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	s = tb.waitReplay("the end with the room", func(s replayPage) bool { return s.Replay.Ended })
+	if s.Replay.Connection.Reason != "end-of-replay" || !s.Replay.Controls.End {
+		t.Errorf("at the end: %+v", s.Replay)
+	}
+}

@@ -824,7 +824,6 @@ function startReplay(room) {
   const frame = () => {
     const r = s.replay;
     const range = replayRange(s, page.replayInfo);
-    page.replayRange = range;
     const seeking = r.seek !== null && r.seek.landed === null;
     const n = seeking ? r.seek.asked : (s.latest?.n ?? null);
     const hz = range.hz;
@@ -950,7 +949,7 @@ function state() {
       st: rp.latest?.st ?? null,
       ...rp.replay,
       seek: rp.replay.seek && { ...rp.replay.seek },
-      range: page.replayRange ?? null,
+      range: replayRange(rp, page.replayInfo),
       listing: page.replayInfo ?? null,
       players: plainPlayers(rp.latest),
       chat: rp.chatLog.map((m) => ({ kind: m.kind, id: m.id, name: m.name, text: m.text })),

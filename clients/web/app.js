@@ -1,15 +1,16 @@
-// The Tickwire demo page: lobby, game, voice call and spectator view, built
-// on tickwire.js, for any game mode the server runs. Links:
+// The Tickwire demo page: lobby, game, voice call, spectator view and
+// replays, built on tickwire.js, for any game mode the server runs. Links:
 // /?room=auto&name=ana, /?room=auto&mode=shooter&name=ana,
-// /?room=<id>&name=ana, /?watch=<room>, /?watch=<room>&transport=poll.
-// A game takes its state over a WebRTC DataChannel when it can;
-// &transport=ws keeps it on the WebSocket.
+// /?room=<id>&name=ana, /?watch=<room>, /?watch=<room>&transport=poll,
+// /?watch=<room>&delay=<seconds>, /?replay=<room> (&from=<tick>,
+// &speed=<x>). A game takes its state over a WebRTC DataChannel when it
+// can; &transport=ws keeps it on the WebSocket.
 //
 // window.tickwire.state() returns a plain summary of everything the page
-// knows (for tests and debugging); window.tickwire.game, .spectator and
-// .call are the live clients.
+// knows (for tests and debugging); window.tickwire.game, .spectator,
+// .replay and .call are the live clients.
 
-import { listRooms, listModes, createRoom, join, spectate, joinCall } from "./tickwire.js";
+import { listRooms, listModes, listReplays, createRoom, join, spectate, watchReplay, joinCall, MAX_DELAY } from "./tickwire.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -19,6 +20,7 @@ const page = {
   view: "lobby",
   game: null,
   spectator: null,
+  replay: null,
   call: null,
   errors,
   state,
@@ -128,6 +130,7 @@ function draw({ world, view, mode, schema, aimAt, title }) {
   }
   const renderer = rendererFor(mode);
   page.renderer = view ? renderer : null;
+  page.drawn = view ? [...view.players.values()].map((p) => ({ id: p.id, x: p.x, y: p.y })) : [];
   if (canvas.dataset.renderer !== renderer) canvas.dataset.renderer = renderer;
   if (view && renderer === "generic") drawGeneric(g, world, view, schema);
   else if (view) RENDERERS[renderer](g, world, view, { aimAt });
@@ -366,6 +369,57 @@ function startLobby() {
   refresh();
   modesLoaded.then(() => showRooms(page.rooms, go)); // with the modes' titles
   setInterval(refresh, 3000);
+
+  page.replays = [];
+  const refreshReplays = async () => {
+    try {
+      page.replays = await listReplays({ limit: 10 });
+      showReplays(page.replays);
+      $("replays-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    } catch (err) {
+      $("replays-updated").textContent = `(${err.message})`;
+    }
+  };
+  refreshReplays();
+  modesLoaded.then(() => showReplays(page.replays));
+  setInterval(refreshReplays, 5000);
+}
+
+/** A duration in seconds as m:ss (h:mm:ss from an hour). */
+function clockTime(seconds) {
+  const t = Math.max(0, Math.floor(seconds));
+  const h = Math.floor(t / 3600);
+  const m = Math.floor((t % 3600) / 60);
+  const ss = String(t % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+}
+
+/** When a recording started: the time today, else the date and time. */
+function when(ms) {
+  const d = new Date(ms);
+  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString();
+}
+
+/** The lobby's recent recordings, each with a link to its replay. */
+function showReplays(list) {
+  $("replays-empty").hidden = list.length > 0;
+  $("replays").replaceChildren(
+    ...list.map((r) => {
+      const length = el("td", {}, clockTime(r.ticks / Math.max(1, r.hz)));
+      if (r.end === undefined) length.append(el("span", { className: "live-badge", title: "the room is still running" }, "● live"));
+      const row = el(
+        "tr",
+        {},
+        el("td", {}, r.room),
+        el("td", { className: "mode", title: r.mode }, modeTitle(r.mode)),
+        el("td", { className: "when" }, when(r.start)),
+        length,
+        el("td", { className: "actions" }, el("a", { href: pageURL({ replay: r.room }).href, className: "replay-link" }, "Replay")),
+      );
+      row.dataset.room = r.room;
+      return row;
+    }),
+  );
 }
 
 function showRooms(rooms, go) {
@@ -621,37 +675,195 @@ function setupVoice(game, name) {
 
 // ---- spectator ------------------------------------------------------------
 
-function startWatch(room, transport) {
-  page.view = "watch";
+/** A `delay` as the page takes it: whole seconds in 0..MAX_DELAY, else 0. */
+function parseDelay(v) {
+  const n = Number(v);
+  return Number.isInteger(n) && n > 0 ? Math.min(n, MAX_DELAY) : 0;
+}
+
+/**
+ * Fits a feed's field to its mode (the player radius comes from
+ * /api/modes) and names the mode in the title.
+ */
+function fitWorld(s, title) {
+  const field = modes?.find((m) => m.name === s.mode)?.field;
+  if (s.world && field?.r) s.world.r = field.r;
+  if (s.mode) $("view-title").textContent = `${title} · ${modeTitle(s.mode)}`;
+}
+
+/** Hides what a read-only view has no use for: voice, chat input, typing. */
+function readOnlyView() {
   $("game").hidden = false;
   $("voice").hidden = true;
   $("chat-form").hidden = true;
   $("typing").hidden = true;
+}
+
+function startWatch(room, transport) {
+  page.view = "watch";
+  readOnlyView();
+  $("watch-bar").hidden = false;
   $("view-title").textContent = `watching ${room}`;
   showShareLinks(room);
-  const s = spectate({ room, transport: transport === "poll" || transport === "sse" ? transport : "auto" });
-  page.spectator = s;
-  connSource = s;
-  // The room event names the mode; its player radius comes from /api/modes.
-  const fitWorld = () => {
-    const field = modes?.find((m) => m.name === s.mode)?.field;
-    if (s.world && field?.r) s.world.r = field.r;
-    if (s.mode) $("view-title").textContent = `watching ${room} · ${modeTitle(s.mode)}`;
+  const kind = transport === "poll" || transport === "sse" ? transport : "auto";
+  const select = $("delay-select");
+  let delay = parseDelay(params.get("delay"));
+  if (![...select.options].some((o) => Number(o.value) === delay)) {
+    select.append(el("option", { value: String(delay) }, `${delay} s behind`));
+  }
+  select.value = String(delay);
+  // The delayed feed is another feed: switching closes this one and opens
+  // that one from its start (a `room` event, then its snapshots).
+  let s = null;
+  const connect = () => {
+    s?.close();
+    s = spectate({ room, transport: kind, delay });
+    page.spectator = s;
+    connSource = s;
+    s.addEventListener("room", () => fitWorld(s, `watching ${room}`));
+    s.addEventListener("state", showConnection);
+    s.addEventListener("chat", () => showChat(s.chatLog));
+    s.addEventListener("snap", () => showScores(s.latest, null));
+    s.addEventListener("closed", offerReplay);
+    showChat(s.chatLog);
+    $("delay-note").textContent = delay ? `what the room did ${delay} s ago` : "";
   };
-  s.addEventListener("room", fitWorld);
-  modesLoaded.then(fitWorld);
-  s.addEventListener("state", showConnection);
-  s.addEventListener("chat", () => showChat(s.chatLog));
-  s.addEventListener("snap", () => showScores(s.latest, null));
+  // A recorded room can also be replayed, running or ended.
+  const offerReplay = async () => {
+    try {
+      const recorded = (await listReplays({ limit: 1000 })).some((r) => r.room === room);
+      const link = $("watch-replay");
+      link.href = pageURL({ replay: room }).href;
+      link.hidden = !recorded;
+    } catch (err) {
+      noteError(`replays: ${err.message}`);
+    }
+  };
+  offerReplay();
+  select.addEventListener("change", () => {
+    delay = parseDelay(select.value);
+    history.replaceState(null, "", pageURL({ watch: room, transport: params.get("transport") ?? undefined, delay: delay || undefined }));
+    connect();
+  });
+  connect();
+  modesLoaded.then(() => fitWorld(s, `watching ${room}`));
   const frame = () => {
     $("hud").textContent = [
-      `spectating · ${s.transport === "sse" ? "Server-Sent Events" : "long-poll"}`,
+      `spectating · ${s.transport === "sse" ? "Server-Sent Events" : "long-poll"}${s.delay ? ` · ${s.delay} s behind` : ""}`,
       `${s.mode ?? "–"} · tick ${s.latest?.n ?? "–"}  event ${s.lastEventId ?? "–"}`,
     ].join("\n");
-    draw({ world: s.world, view: s.latest ? s.view() : null, mode: s.mode, schema: s.schema, title: "read-only" });
+    draw({ world: s.world, view: s.latest ? s.view() : null, mode: s.mode, schema: s.schema, title: s.delay ? `read-only · ${s.delay} s behind` : "read-only" });
     requestAnimationFrame(frame);
   };
   requestAnimationFrame(frame);
+}
+
+// ---- replay -----------------------------------------------------------------
+
+/** The speeds the replay page offers. */
+const SPEEDS = [0.25, 0.5, 1, 2, 4, 8, 16];
+
+/**
+ * The replay page: a room's recording drawn by its mode's renderer, with
+ * play/pause, a speed, a seek bar over its ticks and the chat as it
+ * happened.
+ */
+function startReplay(room) {
+  page.view = "replay";
+  readOnlyView();
+  $("share").hidden = true;
+  $("replay-bar").hidden = false;
+  const title = `replay of ${room}`;
+  $("view-title").textContent = title;
+  const asked = Number(params.get("speed"));
+  const speed = SPEEDS.includes(asked) ? asked : 1;
+  const from = Math.max(0, Number.parseInt(params.get("from") ?? "0", 10) || 0);
+  const s = watchReplay({ room, from, speed });
+  page.replay = s;
+  connSource = s;
+  s.addEventListener("room", () => fitWorld(s, title));
+  modesLoaded.then(() => fitWorld(s, title));
+  s.addEventListener("state", showConnection);
+  s.addEventListener("chat", () => showChat(s.chatLog));
+  s.addEventListener("seek", () => showChat(s.chatLog));
+  s.addEventListener("snap", () => showScores(s.latest, null));
+
+  // The listing gives the number of ticks, for the seek bar's length; a
+  // running room's recording grows, so it is read again until it ends.
+  page.replayInfo = null;
+  const readListing = async () => {
+    try {
+      const list = await listReplays({ limit: 1000 });
+      page.replayInfo = list.find((r) => r.room === room) ?? page.replayInfo;
+    } catch (err) {
+      noteError(`replays: ${err.message}`);
+    }
+    if (page.replayInfo?.end === undefined && s.connection.reason !== "replay not found") setTimeout(readListing, 5000);
+  };
+  readListing();
+
+  const playBtn = $("replay-play");
+  playBtn.addEventListener("click", () => (s.replay.paused || s.replay.ended ? s.play() : s.pause()));
+  const speedSelect = $("replay-speed");
+  speedSelect.replaceChildren(...SPEEDS.map((x) => el("option", { value: String(x) }, `${x}x`)));
+  speedSelect.value = String(speed);
+  speedSelect.addEventListener("change", () => s.setSpeed(Number(speedSelect.value)));
+  const seekBar = $("replay-seek");
+  let dragging = false;
+  seekBar.addEventListener("input", () => (dragging = true));
+  seekBar.addEventListener("change", () => {
+    dragging = false;
+    s.seek(Number(seekBar.value));
+  });
+  window.addEventListener("keydown", (e) => {
+    if (e.code !== "Space" || e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement || e.target instanceof HTMLButtonElement) return;
+    e.preventDefault();
+    playBtn.click();
+  });
+
+  const frame = () => {
+    const r = s.replay;
+    const range = replayRange(s, page.replayInfo);
+    const seeking = r.seek !== null && r.seek.landed === null;
+    const n = seeking ? r.seek.asked : (s.latest?.n ?? null);
+    const hz = range.hz;
+    seekBar.min = String(range.first);
+    seekBar.max = String(range.last);
+    if (!dragging && n !== null) seekBar.value = String(n);
+    const at = dragging ? Number(seekBar.value) : n;
+    let time = at === null ? "tick –" : `tick ${at} / ${range.last} · ${clockTime((at - range.first) / hz)} / ${clockTime((range.last - range.first) / hz)}`;
+    if (dragging) time = `seek to ${time}`;
+    else if (seeking) time = `seeking to tick ${r.seek.asked}…`;
+    else if (s.latest) time += ` · ${new Date(s.latest.st).toLocaleTimeString()}`;
+    const bar = $("replay-time");
+    if (bar.textContent !== time) bar.textContent = time;
+    $("replay-end").hidden = !r.ended;
+    const label = r.ended ? "Replay" : r.paused ? "Play" : "Pause";
+    if (playBtn.textContent !== label) playBtn.textContent = label;
+    if (speedSelect.value !== String(r.speed)) speedSelect.value = String(r.speed);
+    $("hud").textContent = [
+      `replay · ${r.speed}x${r.ended ? " · end" : r.paused ? " · paused" : ""}`,
+      `${s.mode ?? "–"} · tick ${s.latest?.n ?? "–"}  event ${s.lastEventId ?? "–"}`,
+    ].join("\n");
+    draw({ world: s.world, view: s.latest ? s.view() : null, mode: s.mode, schema: s.schema, title: r.ended ? "end of replay" : r.paused ? "paused" : `replay ${r.speed}x` });
+    requestAnimationFrame(frame);
+  };
+  requestAnimationFrame(frame);
+}
+
+/**
+ * The ticks a replay's seek bar spans: from the first tick recorded (seen
+ * when the replay played from its start) over the number of ticks the
+ * listing gives, or to the last tick once the end was played; never short
+ * of a tick already seen.
+ */
+function replayRange(s, info) {
+  const r = s.replay;
+  const hz = s.world?.hz || info?.hz || 30;
+  const first = r.firstTick ?? 1;
+  let last = r.endTick ?? (info?.ticks ? first + info.ticks - 1 : first);
+  last = Math.max(last, r.lastTick ?? first, first);
+  return { first, last, hz };
 }
 
 // ---- state for tests and debugging -----------------------------------------
@@ -677,6 +889,7 @@ function plainSchema(schema) {
 function state() {
   const g = page.game;
   const s = page.spectator;
+  const rp = page.replay;
   const c = page.call;
   return {
     view: page.view,
@@ -723,6 +936,32 @@ function state() {
       chat: s.chatLog.map((m) => ({ kind: m.kind, id: m.id, name: m.name, text: m.text })),
       counts: s.counts,
       reconnects: s.reconnects,
+      delay: s.delay,
+    },
+    replays: page.replays ?? null,
+    drawn: page.drawn ?? [],
+    replay: rp && {
+      connection: rp.connection,
+      room: rp.room,
+      mode: rp.mode,
+      lastEventId: rp.lastEventId,
+      tick: rp.latest?.n ?? null,
+      st: rp.latest?.st ?? null,
+      ...rp.replay,
+      seek: rp.replay.seek && { ...rp.replay.seek },
+      range: replayRange(rp, page.replayInfo),
+      listing: page.replayInfo ?? null,
+      players: plainPlayers(rp.latest),
+      chat: rp.chatLog.map((m) => ({ kind: m.kind, id: m.id, name: m.name, text: m.text })),
+      counts: rp.counts,
+      reconnects: rp.reconnects,
+      controls: {
+        button: $("replay-play").textContent,
+        speed: $("replay-speed").value,
+        seek: { min: Number($("replay-seek").min), max: Number($("replay-seek").max), value: Number($("replay-seek").value) },
+        time: $("replay-time").textContent,
+        end: !$("replay-end").hidden,
+      },
     },
     call: c && {
       connection: c.connection,
@@ -737,10 +976,12 @@ function state() {
 
 // ---- start ------------------------------------------------------------------
 
+const replay = params.get("replay");
 const watch = params.get("watch");
 const room = params.get("room");
 const name = params.get("name")?.trim();
-if (watch) startWatch(watch, params.get("transport"));
+if (replay) startReplay(replay);
+else if (watch) startWatch(watch, params.get("transport"));
 else if (room && name) startGame(room, name.slice(0, 24), room === "auto" ? params.get("mode") : null);
 else startLobby();
 showConnection();

@@ -1,6 +1,6 @@
 // Package web is Tickwire's browser client: a lobby, the game on a canvas
-// with client-side prediction, chat, a WebRTC voice call and a read-only
-// spectator view. It plays any game mode from the schema the server sends:
+// with client-side prediction, chat, a WebRTC voice call, a read-only
+// spectator view (live or delayed) and replays of recorded rooms. It plays any game mode from the schema the server sends:
 // arena and shooter with renderers of their own, any other mode with a
 // generic one. It is plain HTML, CSS and JavaScript modules embedded in the
 // binary; nothing needs to be built.
@@ -79,8 +79,9 @@ func contentType(name string) string {
 }
 
 // Handler serves the browser client: index.html at "/" (the lobby, game,
-// call and spectator view, chosen by the query string: ?room=auto&name=ana,
-// ?watch=ROOM, ?watch=ROOM&transport=poll) and the files it loads. Any
+// call, spectator view and replays, chosen by the query string:
+// ?room=auto&name=ana, ?watch=ROOM, ?watch=ROOM&transport=poll,
+// ?watch=ROOM&delay=10, ?replay=ROOM) and the files it loads. Any
 // other path is 404, so Handler can be mounted at "GET /" next to the API.
 // Responses carry an ETag and must be revalidated (Cache-Control: no-cache).
 func Handler() http.Handler {

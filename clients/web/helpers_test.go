@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -149,6 +150,17 @@ type env struct {
 	ln   *trackingListener
 
 	sseDown atomic.Bool // answer 503 to SSE requests, to make EventSource fail
+
+	mu    sync.Mutex // guards feeds
+	feeds []string   // the request URIs of the browser's spectator feeds, in order
+}
+
+// feedRequests returns the request URIs (path and query) of the spectator
+// feeds (/rooms/{room}/events and /poll) the browser asked for so far.
+func (e *env) feedRequests() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.feeds)
 }
 
 func startEnv(t *testing.T, cfg server.Config) *env {
@@ -162,6 +174,11 @@ func startEnv(t *testing.T, cfg server.Config) *env {
 	e := &env{srv: server.New(cfg)}
 	api := e.srv.Handler()
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/rooms/") && (strings.HasSuffix(r.URL.Path, "/events") || strings.HasSuffix(r.URL.Path, "/poll")) {
+			e.mu.Lock()
+			e.feeds = append(e.feeds, r.URL.RequestURI())
+			e.mu.Unlock()
+		}
 		if e.sseDown.Load() && strings.HasSuffix(r.URL.Path, "/events") {
 			http.Error(w, "down for the test", http.StatusServiceUnavailable)
 			return
@@ -568,6 +585,7 @@ type pageState struct {
 		Chat        []chatEntry            `json:"chat"`
 		Counts      map[string]int         `json:"counts"`
 		Reconnects  int                    `json:"reconnects"`
+		Delay       int                    `json:"delay"`
 	} `json:"spectator"`
 	Call *struct {
 		Connection connState `json:"connection"`

@@ -22,7 +22,8 @@ import (
 
 // TestScreenshots writes the README's screenshots to docs/ when
 // TICKWIRE_SCREENSHOTS=1: the lobby, a game with bots, a voice call and
-// the spectator view.
+// the spectator view (the shooter and the replay page have tests of their
+// own below).
 func TestScreenshots(t *testing.T) {
 	if os.Getenv("TICKWIRE_SCREENSHOTS") != "1" {
 		t.Skip("set TICKWIRE_SCREENSHOTS=1 to write docs/screenshot-*.png")
@@ -190,6 +191,25 @@ func TestScreenshotShooter(t *testing.T) {
 	})
 	tb.waitState("bullets in flight", func(s pageState) bool { return len(s.Game.Tables["b"]) >= 2 })
 	tb.screenshot("shooter")
+}
+
+// TestScreenshotReplay writes docs/screenshot-replay.png when
+// TICKWIRE_SCREENSHOTS=1: the replay page playing a recorded match at 2x,
+// past its chat lines, with its controls.
+func TestScreenshotReplay(t *testing.T) {
+	if os.Getenv("TICKWIRE_SCREENSHOTS") != "1" {
+		t.Skip("set TICKWIRE_SCREENSHOTS=1 to write docs/screenshot-*.png")
+	}
+	e := startEnv(t, server.Config{DataDir: t.TempDir(), RoomIdle: 300 * time.Millisecond})
+	m := recordMatch(t, e, 8*time.Second)
+	tb := newTab(t)
+	tb.do(chromedp.EmulateViewport(1400, 900))
+	tb.navigate(e.url + "/?replay=" + m.room + "&speed=2")
+	tb.waitReplay("past the chat and the middle", func(s replayPage) bool {
+		return len(chatTexts(s.Replay.Chat)) == len(m.chat) && s.Replay.Range != nil &&
+			s.Replay.Tick > s.Replay.Range.First+m.summary.Ticks/2
+	})
+	tb.screenshot("replay")
 }
 
 // playShooterBot plays c with the shooter's own bot (it chases and fires

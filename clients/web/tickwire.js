@@ -19,8 +19,9 @@
  *
  * It speaks the Tickwire wire protocol version 1 (docs/protocol.md): the
  * player WebSocket /ws/play (msgpack), the spectator feeds (Server-Sent
- * Events with a long-poll fallback) and the signaling WebSocket /ws/signal
- * for WebRTC voice calls. Every class is an EventTarget; events are
+ * Events with a long-poll fallback, live or delayed), replays of recorded
+ * rooms (`listReplays`, `watchReplay`) and the signaling WebSocket
+ * /ws/signal for WebRTC voice calls. Every class is an EventTarget; events are
  * CustomEvents whose `detail` carries the message.
  *
  * msgpack comes from @msgpack/msgpack (vendor/msgpack.min.js), loaded by
@@ -201,6 +202,34 @@ export async function fetchICEServers({ server, token } = {}) {
   const res = await fetch(new URL("/api/ice", httpBase(server)), { headers: authHeaders(token) });
   if (!res.ok) throw new Error(`ice servers: ${await readError(res)}`);
   return res.json();
+}
+
+/**
+ * A recorded room as the server lists it (protocol 1.1, GET /api/replays).
+ * @typedef {object} ReplayInfo
+ * @property {string} room the room's id
+ * @property {string} mode its game mode
+ * @property {number} start when the room opened, Unix ms
+ * @property {number} [end] when it ended, Unix ms; absent while it runs
+ * @property {number} ticks ticks recorded
+ * @property {number} hz the room's tick rate
+ */
+
+/**
+ * Lists the recorded rooms (GET /api/replays), newest first. `before`
+ * (Unix ms) lists those that started before it: the `start` of the last
+ * entry of a page asks for the next page.
+ *
+ * @param {{limit?: number, before?: number, server?: string, token?: string, signal?: AbortSignal}} [options]
+ * @returns {Promise<ReplayInfo[]>}
+ */
+export async function listReplays({ limit, before, server, token, signal } = {}) {
+  const u = new URL("/api/replays", httpBase(server));
+  if (limit) u.searchParams.set("limit", String(limit));
+  if (before) u.searchParams.set("before", String(before));
+  const res = await fetch(u, { headers: authHeaders(token), cache: "no-store", signal });
+  if (!res.ok) throw new Error(`list replays: ${await readError(res)}`);
+  return (await res.json()).replays ?? [];
 }
 
 /**
@@ -695,14 +724,22 @@ export class SnapshotBuffer {
  * `now() + offset` is the server's time.
  */
 class Clock {
-  constructor() {
+  /** @param {() => number} [now] this side's clock, ms (Date.now) */
+  constructor(now = Date.now) {
+    this.now = now;
+    this.offset = null;
+    this.samples = [];
+  }
+
+  /** Forgets the estimate (the server's time jumped: a replay was sought). */
+  reset() {
     this.offset = null;
     this.samples = [];
   }
 
   /** A sample from a ping: the pong's `st` at round trip `rtt`. */
   fromPong(st, rtt) {
-    this.samples.push({ offset: st + rtt / 2 - Date.now(), rtt });
+    this.samples.push({ offset: st + rtt / 2 - this.now(), rtt });
     if (this.samples.length > 8) this.samples.shift();
     // The sample with the shortest round trip has the least error.
     this.offset = this.samples.reduce((a, b) => (b.rtt < a.rtt ? b : a)).offset;
@@ -710,7 +747,7 @@ class Clock {
 
   /** A rough sample from a message stamped `st` by the server. */
   fromStamp(st) {
-    const sample = st - Date.now();
+    const sample = st - this.now();
     if (this.offset === null || this.samples.length === 0) {
       // Messages arrive late, never early: the largest sample is the best
       // one, and the estimate drifts down slowly to follow clock changes.
@@ -719,7 +756,32 @@ class Clock {
   }
 
   serverNow() {
-    return Date.now() + (this.offset ?? 0);
+    return this.now() + (this.offset ?? 0);
+  }
+}
+
+/**
+ * The time a replay is at, in ms of this side's clock scaled by the
+ * replay's speed: it runs at `rate` times real time (0 while paused), so
+ * that snapshots stamped with the recorded server time are interpolated
+ * at the pace they are played.
+ */
+class PlaybackClock {
+  constructor(rate = 1) {
+    this.base = Date.now();
+    this.at = 0;
+    this.rate = rate;
+  }
+
+  now() {
+    return this.at + (Date.now() - this.base) * this.rate;
+  }
+
+  /** Goes on at another rate from where it is. */
+  setRate(rate) {
+    this.at = this.now();
+    this.base = Date.now();
+    this.rate = rate;
   }
 }
 
@@ -764,12 +826,14 @@ export function stepPosition(pos, dx, dy, world) {
  * @property {string} [name]
  * @property {string} text
  * @property {number} st server time (Unix ms) or local time for notices
+ * @property {number} [tick] in a replay, the tick the line came after
  */
 
 /**
  * Connection state of a client.
  * @typedef {object} ConnectionState
- * @property {"idle"|"connecting"|"connected"|"reconnecting"|"closed"} state
+ * @property {"idle"|"connecting"|"connected"|"reconnecting"|"paused"|"closed"} state
+ *   ("paused": a replay that was paused)
  * @property {string} [reason] why it is reconnecting or closed
  * @property {number} [retryAt] Date.now() time of the next attempt, when reconnecting
  * @property {number} attempt reconnection attempts since the last success
@@ -1752,15 +1816,36 @@ export function join(options) {
 
 const FEED_EVENTS = ["room", "snap", "joined", "left", "chat", "closed"];
 
+/** The longest `delay` of a live feed, s (protocol 1.1). */
+export const MAX_DELAY = 600;
+
+/** The speeds a replay may be played at (protocol 1.1): 0.25 to 16. */
+export const REPLAY_SPEEDS = { min: 0.25, max: 16 };
+
+/** A replay speed within REPLAY_SPEEDS; 1 for anything not a number. */
+function replaySpeed(x) {
+  x = Number(x);
+  return Number.isFinite(x) ? Math.min(REPLAY_SPEEDS.max, Math.max(REPLAY_SPEEDS.min, x)) : 1;
+}
+
 /**
  * A read-only view of a room through its spectator feed: Server-Sent
  * Events, or HTTP long-poll. With transport "auto" it uses SSE and falls
  * back to long-poll by itself when SSE fails; either way it resumes from
  * the last event id it saw, so no chat or join/leave is lost or repeated.
  *
- * Events: `state` (ConnectionState, state "connected" while live),
- * `transport` ("sse" | "poll"), `room`, `snap` (Snapshot), `joined`,
- * `left`, `chat` (ChatEntry), `closed` ({reason}).
+ * With `delay` (protocol 1.1) the feed is the room as it was that many
+ * seconds ago, with the live feed's events and ids.
+ *
+ * With `replay` (protocol 1.1; see `watchReplay`) it plays the room's
+ * recording over SSE instead: `pause()`, `play()`, `seek(tick)` and
+ * `setSpeed(x)` drive it, and `replay` holds where it is.
+ *
+ * Events: `state` (ConnectionState, state "connected" while live,
+ * "paused" while a replay is paused), `transport` ("sse" | "poll"),
+ * `room`, `snap` (Snapshot), `joined`, `left`, `chat` (ChatEntry),
+ * `closed` ({reason}; a replay's end is "end-of-replay"), and for replays
+ * `seek` ({tick}: the chat log was rebuilt).
  *
  * The `room` event names the room's game mode and schema (`mode`,
  * `schema`; arena when absent); snapshots carry every table of it.
@@ -1775,18 +1860,51 @@ export class Spectator extends EventTarget {
    * @param {number} [options.pollTimeout] long-poll wait, s (25)
    * @param {number} [options.sseFailures] SSE errors in a row before "auto"
    *   falls back to long-poll (3)
+   * @param {number} [options.delay] the live feed delayed by this many
+   *   seconds (0..MAX_DELAY; 0: live)
+   * @param {{from?: number, speed?: number, paused?: boolean}} [options.replay]
+   *   play the room's recording from tick `from` (0: the start) at `speed`,
+   *   paused (showing the first tick only) when `paused`
    */
-  constructor({ room, transport = "auto", server, token, pollTimeout = 25, sseFailures = 3 }) {
+  constructor({ room, transport = "auto", server, token, pollTimeout = 25, sseFailures = 3, delay = 0, replay = null }) {
     super();
     this.room = room;
     /** The transport asked for: "auto", "sse" or "poll". */
-    this.transportMode = transport;
+    this.transportMode = replay ? "sse" : transport;
     this.server = server;
     this.token = token;
     this.pollTimeout = pollTimeout;
     this.maxSSEFailures = sseFailures;
     /** Transport in use: "sse" or "poll". */
-    this.transport = transport === "poll" ? "poll" : "sse";
+    this.transport = this.transportMode === "poll" ? "poll" : "sse";
+    /** Seconds the live feed is behind the room (0: live). */
+    this.delay = !replay && Number.isFinite(delay) && delay > 0 ? Math.min(MAX_DELAY, delay) : 0;
+    /**
+     * Where a replay is, null for a live feed: `speed`, `paused`, `ended`
+     * (the `closed` event came), `from` (the tick asked last), `firstTick`
+     * and `lastTick` (the first and newest ticks seen, null before),
+     * `endTick` (the last tick, once the end was reached), `seek`
+     * ({asked, landed}: the newest seek and the tick of its first
+     * snapshot, null until it came).
+     */
+    this.replay = replay && {
+      speed: replaySpeed(replay.speed ?? 1),
+      paused: Boolean(replay.paused),
+      ended: false,
+      from: Math.max(0, Math.floor(Number(replay.from) || 0)),
+      firstTick: null,
+      lastTick: null,
+      endTick: null,
+      seek: null,
+    };
+    // For replays: every chat line and notice seen, by event id, with the
+    // tick it came after; and the stretches of ticks played ([from, to]),
+    // to tell whether the chat before a tick is known.
+    this.history = new Map();
+    this.shown = new Set(); // the ids of the history's lines in chatLog
+    this.played = [];
+    this.stretch = null;
+    this.whole = false; // this stream is the whole recording (its room event is id 0)
     /** Id of the last event received, null before the first. */
     this.lastEventId = null;
     /** @type {ConnectionState} */
@@ -1812,15 +1930,19 @@ export class Spectator extends EventTarget {
     this.counts = Object.fromEntries(FEED_EVENTS.map((t) => [t, 0]));
     /** Times the transport changed or a stream was reopened. */
     this.reconnects = 0;
-    this.clock = new Clock();
+    // A replay's snapshots are stamped with the recorded time: they are
+    // interpolated on a clock that runs at the replay's speed.
+    this.playback = this.replay ? new PlaybackClock(this.replay.paused ? 0 : this.replay.speed) : null;
+    this.clock = new Clock(this.playback ? () => this.playback.now() : undefined);
     this.es = null;
     this.abort = null;
+    this.probe = null;
     this.sseErrors = 0;
     this.stopped = false;
     this.retry = 0;
   }
 
-  /** Starts receiving; `spectate()` calls it for you. */
+  /** Starts receiving; `spectate()` and `watchReplay()` call it for you. */
   start() {
     if (this.transport === "sse") this.#openSSE();
     else this.#pollLoop();
@@ -1838,12 +1960,22 @@ export class Spectator extends EventTarget {
   #feedURL(kind) {
     const u = new URL(`/rooms/${encodeURIComponent(this.room)}/${kind}`, httpBase(this.server));
     if (this.token) u.searchParams.set("token", this.token);
+    if (this.delay > 0) u.searchParams.set("delay", String(this.delay));
+    return u;
+  }
+
+  /** The SSE stream to open: the live feed, or the replay from where it is. */
+  #streamURL() {
+    const r = this.replay;
+    const u = this.#feedURL(r ? "replay" : "events");
+    if (r) u.searchParams.set("speed", String(r.speed));
+    if (this.lastEventId !== null) u.searchParams.set("lastEventId", String(this.lastEventId));
+    else if (r?.from > 0) u.searchParams.set("from", String(r.from));
     return u;
   }
 
   #openSSE() {
-    const u = this.#feedURL("events");
-    if (this.lastEventId !== null) u.searchParams.set("lastEventId", String(this.lastEventId));
+    const u = this.#streamURL();
     this.#setConnection({ state: this.lastEventId === null ? "connecting" : "reconnecting", reason: this.connection.reason });
     const es = new EventSource(u);
     this.es = es;
@@ -1862,7 +1994,11 @@ export class Spectator extends EventTarget {
       if (this.es !== es) return;
       this.sseErrors++;
       const closed = es.readyState === EventSource.CLOSED;
-      if (this.transportMode === "auto" && (closed || this.sseErrors >= this.maxSSEFailures)) {
+      if (this.replay && closed) {
+        es.close();
+        this.es = null;
+        this.#replayFailed(u);
+      } else if (this.transportMode === "auto" && (closed || this.sseErrors >= this.maxSSEFailures)) {
         // An EventSource that got an error status on reconnect stays closed
         // for good; long-poll carries the same events and ids.
         es.close();
@@ -1883,6 +2019,41 @@ export class Spectator extends EventTarget {
         this.#setConnection({ state: "reconnecting", reason: "stream dropped" });
       }
     };
+  }
+
+  /**
+   * A replay stream that EventSource gave up on: an error status (which
+   * EventSource does not tell) ends the replay, anything else is retried
+   * from the last event.
+   */
+  async #replayFailed(u) {
+    const probe = new AbortController();
+    this.probe = probe;
+    let status = 0;
+    let reason = "";
+    try {
+      const res = await fetch(u, { cache: "no-store", signal: probe.signal });
+      status = res.status;
+      if (!res.ok) reason = await readError(res);
+    } catch {
+      // the server is unreachable: retried below
+    } finally {
+      probe.abort();
+    }
+    if (this.probe !== probe || this.stopped) return; // sought or closed meanwhile
+    this.probe = null;
+    if (status === 404) return this.#finish("replay not found");
+    if (status >= 400 && status < 500) return this.#finish(reason);
+    this.reconnects++;
+    const delay = backoffDelay(this.retry++);
+    this.#setConnection({ state: "reconnecting", reason: status ? `HTTP ${status}` : "stream failed", retryAt: Date.now() + delay });
+    this.probe = new AbortController(); // a seek or pause meanwhile cancels the retry
+    const retry = this.probe;
+    setTimeout(() => {
+      if (this.probe !== retry || this.stopped) return;
+      this.probe = null;
+      this.#openSSE();
+    }, delay);
   }
 
   async #pollLoop() {
@@ -1930,6 +2101,10 @@ export class Spectator extends EventTarget {
         this.world = { w: data.w, h: data.h, r: data.r ?? 16, hz: data.hz };
         this.names = new Map((data.players ?? []).map((p) => [p.id, p.name]));
         this.buffer.clear();
+        if (this.replay) {
+          this.clock.reset(); // the recorded time starts over
+          this.whole = id === 0;
+        }
         return this.#emit("room", data);
       case "snap": {
         const ids = new Set(this.names.keys());
@@ -1938,22 +2113,27 @@ export class Spectator extends EventTarget {
         this.latest = snap;
         this.buffer.push(snap);
         this.clock.fromStamp(snap.st);
+        if (this.replay) this.#played(snap.n);
         return this.#emit("snap", snap);
       }
       case "joined":
         this.names.set(data.id, data.name);
-        this.#log({ kind: "joined", id: data.id, name: data.name, text: `${data.name} joined`, st: Date.now() });
+        this.#log(id, { kind: "joined", id: data.id, name: data.name, text: `${data.name} joined`, st: Date.now() });
         return this.#emit("joined", data);
       case "left": {
         const name = this.names.get(data.id) ?? `#${data.id}`;
         this.names.delete(data.id);
-        this.#log({ kind: "left", id: data.id, name, text: `${name} left (${data.reason})`, st: Date.now() });
+        this.#log(id, { kind: "left", id: data.id, name, text: `${name} left (${data.reason})`, st: Date.now() });
         return this.#emit("left", { ...data, name });
       }
       case "chat":
-        this.#log({ kind: "chat", id: data.id, name: data.name, text: data.text, st: data.st });
+        this.#log(id, { kind: "chat", id: data.id, name: data.name, text: data.text, st: data.st });
         return;
       case "closed":
+        if (this.replay) {
+          this.replay.ended = true;
+          this.replay.endTick = this.latest?.n ?? this.replay.lastTick;
+        }
         this.#finish(data.reason || "room closed");
         return;
       default:
@@ -1961,10 +2141,44 @@ export class Spectator extends EventTarget {
     }
   }
 
-  #log(entry) {
+  /** A replay's snapshot of tick n was played. */
+  #played(n) {
+    const r = this.replay;
+    if (r.firstTick === null && this.whole && !this.stretch) r.firstTick = n;
+    r.lastTick = Math.max(r.lastTick ?? n, n);
+    if (r.seek && r.seek.landed === null) r.seek.landed = n;
+    if (this.stretch) this.stretch[1] = n;
+    else this.played.push((this.stretch = [n, n]));
+    if (r.paused && this.es) {
+      // Paused: a seek shows the tick it lands on, and waits there.
+      this.#closeStream();
+      this.#setConnection({ state: "paused", attempt: 0 });
+    }
+  }
+
+  #log(id, entry) {
+    if (this.replay && Number.isInteger(id)) {
+      if (this.shown.has(id)) return; // in the log since the seek
+      entry.tick = this.latest?.n ?? 0;
+      this.history.set(id, entry);
+      this.shown.add(id);
+    }
     this.chatLog.push(entry);
     if (this.chatLog.length > 200) this.chatLog.shift();
     this.#emit("chat", entry);
+  }
+
+  /** Whether every tick of the recording before `tick` was played here. */
+  #chatKnownBefore(tick) {
+    const first = this.replay.firstTick;
+    if (first === null) return tick === 0;
+    if (tick <= first) return true;
+    let reach = first - 1;
+    for (const [a, b] of [...this.played].sort((x, y) => x[0] - y[0])) {
+      if (a > reach + 1) break;
+      reach = Math.max(reach, b);
+    }
+    return reach >= tick - 1;
   }
 
   #finish(reason) {
@@ -1973,10 +2187,16 @@ export class Spectator extends EventTarget {
     this.#emit("closed", { reason });
   }
 
-  #stop() {
-    this.stopped = true;
+  #closeStream() {
     this.es?.close();
     this.es = null;
+    this.probe?.abort();
+    this.probe = null;
+  }
+
+  #stop() {
+    this.stopped = true;
+    this.#closeStream();
     this.abort?.abort();
   }
 
@@ -1986,7 +2206,89 @@ export class Spectator extends EventTarget {
     this.#setConnection({ state: "closed", reason: "closed" });
   }
 
-  /** The server's clock now, Unix ms (estimated from the snapshots). */
+  /**
+   * Replays: closes the stream where the replay is; `play()` goes on from
+   * the last event received.
+   */
+  pause() {
+    const r = this.replay;
+    if (!r || r.paused) return;
+    r.paused = true;
+    this.playback.setRate(0);
+    if (r.ended || this.stopped) return;
+    // A stream that has not brought the tick it was opened for (a seek,
+    // or the start) is kept until it has, so that the pause shows it.
+    const landing = this.es && (this.latest === null || (r.seek !== null && r.seek.landed === null));
+    if (!landing) {
+      this.#closeStream();
+      this.#setConnection({ state: "paused", attempt: 0 });
+    }
+  }
+
+  /** Replays: goes on from where the replay was paused; from the start after the end. */
+  play() {
+    const r = this.replay;
+    if (!r) return;
+    if (r.ended || this.stopped) {
+      r.paused = false;
+      this.playback.setRate(r.speed);
+      this.seek(r.ended ? 0 : (this.latest?.n ?? r.from));
+      return;
+    }
+    if (!r.paused) return;
+    r.paused = false;
+    this.playback.setRate(r.speed);
+    if (!this.es) this.#openSSE(); // resumes after lastEventId
+  }
+
+  /**
+   * Replays: plays from `tick` (the first recorded tick at or after it),
+   * over a new stream. The chat log becomes the lines already seen from
+   * before that tick, with a notice when part of the recording before it
+   * was never played here. While paused, the replay shows that tick and
+   * stays paused.
+   */
+  seek(tick) {
+    const r = this.replay;
+    if (!r) return;
+    tick = Math.max(0, Math.floor(Number(tick) || 0));
+    this.#closeStream();
+    this.stopped = false;
+    this.retry = 0;
+    r.ended = false;
+    r.from = tick;
+    r.seek = { asked: tick, landed: null };
+    this.lastEventId = null;
+    this.stretch = null;
+    // From the first tick or before, the stream is the whole recording and
+    // brings every line again; from a later tick, the lines said after it.
+    const whole = r.firstTick === null ? tick === 0 : tick <= r.firstTick;
+    const before = whole ? [] : [...this.history.entries()].filter(([, e]) => e.tick < tick).sort((a, b) => a[0] - b[0]);
+    this.chatLog = before.map(([, e]) => e).slice(-200);
+    this.shown = new Set(before.map(([id]) => id));
+    if (!this.#chatKnownBefore(tick)) {
+      this.chatLog.push({ kind: "info", text: `chat before tick ${tick} that was not played here is not shown`, st: Date.now() });
+    }
+    this.#emit("seek", { tick });
+    this.#openSSE();
+  }
+
+  /** Replays: plays at `x` times the room's pace (0.25 to 16) from now on. */
+  setSpeed(x) {
+    const r = this.replay;
+    if (!r) return;
+    r.speed = replaySpeed(x);
+    if (r.paused) return;
+    this.playback.setRate(r.speed);
+    if (this.es) {
+      // The pace is the server's: the stream is reopened after the last
+      // event (or from the tick asked, before any came).
+      this.#closeStream();
+      this.#openSSE();
+    }
+  }
+
+  /** The server's clock now, Unix ms (estimated from the snapshots); a replay's recorded time. */
   serverNow() {
     return this.clock.serverNow();
   }
@@ -2003,13 +2305,31 @@ export class Spectator extends EventTarget {
 }
 
 /**
- * Opens a room's spectator feed and returns the running view.
+ * Opens a room's spectator feed and returns the running view; with
+ * `delay` the feed is that many seconds behind the room.
  *
  * @param {ConstructorParameters<typeof Spectator>[0]} options
  * @returns {Spectator}
  */
 export function spectate(options) {
   const s = new Spectator(options);
+  s.start();
+  return s;
+}
+
+/**
+ * Plays a room's recording (GET /rooms/{room}/replay) and returns the
+ * view, a Spectator with `pause()`, `play()`, `seek(tick)` and
+ * `setSpeed(x)`. Pausing closes the stream; playing reopens it after the
+ * last event received; seeking reopens it from a tick; at the end
+ * (`closed` with reason "end-of-replay") the stream is closed and nothing
+ * reconnects.
+ *
+ * @param {{room: string, from?: number, speed?: number, paused?: boolean, server?: string, token?: string}} options
+ * @returns {Spectator}
+ */
+export function watchReplay({ room, from = 0, speed = 1, paused = false, server, token }) {
+  const s = new Spectator({ room, server, token, replay: { from, speed, paused } });
   s.start();
   return s;
 }

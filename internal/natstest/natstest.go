@@ -14,7 +14,22 @@ import (
 // (nats://127.0.0.1:PORT).
 func Start(t testing.TB) string {
 	t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	return start(t, &natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+}
+
+// StartJetStream is Start with JetStream on, its files in a directory of
+// the test's.
+func StartJetStream(t testing.TB) string {
+	t.Helper()
+	return start(t, &natsserver.Options{
+		Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		JetStream: true, StoreDir: t.TempDir(),
+	})
+}
+
+func start(t testing.TB, opts *natsserver.Options) string {
+	t.Helper()
+	ns, err := natsserver.NewServer(opts)
 	if err != nil {
 		t.Fatalf("nats server: %v", err)
 	}

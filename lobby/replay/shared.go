@@ -90,6 +90,25 @@ type shared struct {
 
 	mu   sync.Mutex // guards view
 	view map[string]remoteSum
+	// warned is when a recording last logged that JetStream is
+	// unreachable (Unix ms): once per warnEvery for every recording.
+	warned atomic.Int64
+}
+
+// warnEvery spaces the warnings of recordings that cannot reach
+// JetStream.
+const warnEvery = 30 * time.Second
+
+// unreachable logs that a recording's copy waits for JetStream: a warning
+// at most every warnEvery over all recordings, a debug line otherwise.
+func (sh *shared) unreachable(room string, err error) {
+	now, last := time.Now().UnixMilli(), sh.warned.Load()
+	msg := "replay: JetStream unreachable: the recordings' shared copies wait"
+	if now-last >= warnEvery.Milliseconds() && sh.warned.CompareAndSwap(last, now) {
+		sh.s.cfg.Logger.Warn(msg, "room", room, "err", err)
+		return
+	}
+	sh.s.cfg.Logger.Debug(msg, "room", room, "err", err)
 }
 
 func newShared(s *Store, nc *nats.Conn, replicas int) (*shared, error) {
@@ -141,29 +160,31 @@ func (sh *shared) bucket() jetstream.KeyValue {
 }
 
 // run makes the stream and bucket, retrying while JetStream cannot be
-// reached, then watches the bucket into the view until ctx ends.
+// reached, then watches the bucket into the view until ctx ends. The
+// watch starts over after each reconnection to NATS (a restarted server
+// may have lost the watch's consumer); every listing comes again then.
 func (sh *shared) run(ctx context.Context) {
 	defer sh.s.wg.Done()
 	log := sh.s.cfg.Logger
+	reconnected := sh.nc.StatusChanged(nats.CONNECTED)
+	defer sh.nc.RemoveStatusListener(reconnected)
 	failing := false
 	for ctx.Err() == nil {
-		kv := sh.bucket()
-		if kv == nil {
-			var err error
-			if kv, err = sh.ensure(ctx); err != nil {
-				if !failing && ctx.Err() == nil {
-					log.Warn("replay: JetStream unavailable: recordings are kept on this node only until it is back", "err", err)
-				}
-				failing = true
-				sleep(ctx, ensureEvery)
-				continue
+		// Each time, as a server that lost its files has lost them too.
+		kv, err := sh.ensure(ctx)
+		if err != nil {
+			if !failing && ctx.Err() == nil {
+				log.Warn("replay: JetStream unavailable: recordings are kept on this node only until it is back", "err", err)
 			}
-			if failing {
-				log.Info("replay: JetStream available: recordings are shared again")
-			}
-			failing = false
-			sh.kv.Store(&kv)
+			failing = true
+			sleep(ctx, ensureEvery)
+			continue
 		}
+		if failing {
+			log.Info("replay: JetStream available: recordings are shared again")
+		}
+		failing = false
+		sh.kv.Store(&kv)
 		w, err := kv.WatchAll(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -172,16 +193,23 @@ func (sh *shared) run(ctx context.Context) {
 			sleep(ctx, ensureEvery)
 			continue
 		}
-		sh.watch(ctx, w)
+		began := time.Now()
+		sh.watch(ctx, w, reconnected)
 		_ = w.Stop()
+		if time.Since(began) < time.Second {
+			sleep(ctx, time.Second) // no busy loop over a watch that fails
+		}
 	}
 }
 
-// watch applies the bucket's updates to the view until the watcher ends.
-func (sh *shared) watch(ctx context.Context, w jetstream.KeyWatcher) {
+// watch applies the bucket's updates to the view until the watcher ends,
+// ctx ends or the connection to NATS is made again.
+func (sh *shared) watch(ctx context.Context, w jetstream.KeyWatcher, reconnected <-chan nats.Status) {
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-reconnected:
 			return
 		case e, ok := <-w.Updates():
 			if !ok {
@@ -375,7 +403,7 @@ func (p *shipper) run() {
 		}
 		if err != nil {
 			if !failing {
-				log.Warn("replay: JetStream unreachable: the recording's shared copy waits", "room", p.room, "err", err)
+				p.sh.unreachable(p.room, err)
 			}
 			failing = true
 			t := time.NewTimer(pause)
@@ -384,7 +412,7 @@ func (p *shipper) run() {
 			continue
 		}
 		if failing {
-			log.Info("replay: the recording's shared copy caught up", "room", p.room)
+			log.Debug("replay: the recording's shared copy caught up", "room", p.room)
 		}
 		failing, pause = false, 250*time.Millisecond
 		<-p.kick
@@ -484,6 +512,7 @@ func (sh *shared) fetch(ctx context.Context, e *entry, rs remoteSum) {
 		s.cfg.Logger.Warn("replay: copying a recording", "room", rs.Room, "err", err)
 		return
 	}
+	fetchBytes := max(8<<20, 2*int(sh.nc.MaxPayload()))
 	began, lastMsg := time.Now(), time.Now()
 	for ctx.Err() == nil {
 		// The listing says the recording ended before the fetch: what the
@@ -491,7 +520,7 @@ func (sh *shared) fetch(ctx context.Context, e *entry, rs remoteSum) {
 		cur, ok := sh.lookup(rs.Room)
 		now := time.Now().UnixMilli()
 		endedBefore := !ok || cur.Start != rs.Start || cur.ended(now)
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		batch, err := cons.FetchBytes(fetchBytes, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			if time.Since(lastMsg) > staleAfter {
 				return

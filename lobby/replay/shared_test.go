@@ -158,3 +158,52 @@ func TestRecordingGoesOnWithoutJetStream(t *testing.T) {
 		t.Fatalf("Close took %v", d)
 	}
 }
+
+func TestSharedCopyCatchesUpAfterAnOutage(t *testing.T) {
+	ns := natstest.NewJetStream(t)
+	dial := func() *nats.Conn {
+		nc, err := nats.Connect(ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	a := openStore(t, replay.Config{Dir: t.TempDir(), NATS: dial(), FlushEvery: 20 * time.Millisecond})
+	b := openStore(t, replay.Config{Dir: t.TempDir(), NATS: dial()})
+	f := feed.New(feed.Config{}, nil)
+	rec, err := a.Record("r1", replay.RecordOptions{LiveID: f.LastID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMatch(arenaSpec, 42, "r1", room.Observers{f, rec})
+	script(t, m, f, 1)
+	waitListed(t, b, "r1", func(s replay.Summary) bool { return s.End == 0 })
+
+	// NATS goes away: the room records on at its pace, here.
+	ns.Stop()
+	for range 3 {
+		began := time.Now()
+		script(t, m, f, 1)
+		if d := time.Since(began); d > 500*time.Millisecond {
+			t.Fatalf("a second of ticks took %v without NATS", d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st := rec.Stats(); st.Dropped != 0 {
+		t.Fatalf("%d records dropped", st.Dropped)
+	}
+	// It comes back: the shared copy catches up, and is whole.
+	ns.Restart()
+	script(t, m, f, 1)
+	m.obs.Closed("idle")
+	<-rec.Done()
+	want := play(t, a, "r1", nil)
+	if countSnaps(want) != 150 {
+		t.Fatalf("a plays %d ticks", countSnaps(want))
+	}
+	waitListed(t, b, "r1", func(s replay.Summary) bool { return s.End != 0 && s.Ticks == 150 })
+	if err := sameEvents(want, play(t, b, "r1", nil)); err != nil {
+		t.Fatalf("played on b: %v", err)
+	}
+}

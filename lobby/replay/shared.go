@@ -520,50 +520,59 @@ func (sh *shared) fetch(ctx context.Context, e *entry, rs remoteSum) {
 		cur, ok := sh.lookup(rs.Room)
 		now := time.Now().UnixMilli()
 		endedBefore := !ok || cur.Start != rs.Start || cur.ended(now)
-		batch, err := cons.FetchBytes(fetchBytes, jetstream.FetchMaxWait(time.Second))
+		fctx, fcancel := context.WithTimeout(ctx, time.Second)
+		batch, err := cons.FetchBytes(fetchBytes, jetstream.FetchContext(fctx))
 		if err != nil {
+			fcancel()
 			if time.Since(lastMsg) > staleAfter {
 				return
 			}
 			sleep(ctx, 250*time.Millisecond)
 			continue
 		}
-		got, pending := 0, uint64(1)
+		// Each message is handed to the readers as it comes.
+		got, pending, stop := 0, uint64(1), false
 		for m := range batch.Messages() {
 			if _, err := f.Write(m.Data()); err != nil {
 				s.cfg.Logger.Warn("replay: copying a recording", "room", rs.Room, "err", err)
-				return
+				stop = true
+				break
 			}
 			size += int64(len(m.Data()))
 			got++
+			lastMsg = time.Now()
 			if md, err := m.Metadata(); err == nil {
 				pending = md.NumPending
 			}
-		}
-		if got > 0 {
-			lastMsg = time.Now()
 			if x == nil {
 				if x, err = index(f, size); err != nil {
-					x = nil
-					return // the first message is the magic and the header
+					x, stop = nil, true // the first message is the magic and the header
+					break
 				}
 			} else {
 				x.damaged = false
 				x.extend(f, size)
 			}
 			if x.damaged && x.end < size {
-				return // not frames that follow on: the copy stops here
+				stop = true // not frames that follow on: the copy stops here
+				break
 			}
 			s.copied(e, x)
-			if x.closed {
-				complete = true
-				return
+			if x.closed || endedBefore && pending == 0 {
+				complete, stop = true, true
+				break
 			}
 		}
-		if x == nil && time.Since(began) > fetchWait {
-			return
+		fcancel()
+		for range batch.Messages() {
+			// What the fetch still holds: its end comes with its context's.
 		}
-		if x != nil && endedBefore && (got == 0 || pending == 0) {
+		switch {
+		case stop:
+			return
+		case x == nil && time.Since(began) > fetchWait:
+			return
+		case x != nil && endedBefore && got == 0:
 			complete = true
 			return
 		}

@@ -289,7 +289,8 @@ type shipper struct {
 	seq     uint64     // messages queued so far: their ids
 }
 
-// newShipper starts shipping the recording of e, whose header is written.
+// newShipper starts the shipper of the recording of room that started at
+// start (Unix ms), once its header is in its file.
 func (sh *shared) newShipper(room string, start int64) *shipper {
 	p := &shipper{sh: sh, room: room, start: start, subj: sharedSubject(room, start), kick: make(chan struct{}, 1)}
 	sh.s.wg.Add(1)
@@ -341,10 +342,9 @@ func (p *shipper) breakCopy(why string) {
 	p.broken, p.queue, p.queued = true, nil, 0
 }
 
-// splitFrames cuts out, a sequence of whole frames (after the magic, when
-// it starts with it), into messages of at most limit bytes, each of whole
-// frames, the magic with the first. It fails when one frame does not fit
-// in a message.
+// splitFrames cuts out, whole frames (after the magic when out starts with
+// it), into messages of at most limit bytes, each of whole frames, the
+// magic in the first. It fails when a frame does not fit in a message.
 func splitFrames(out []byte, limit int) ([][]byte, bool) {
 	var msgs [][]byte
 	start, off, lead := 0, 0, 0 // lead: the magic before the message's first frame

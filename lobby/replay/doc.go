@@ -92,8 +92,9 @@
 // was put) to the key-value bucket SharedBucket, key <room>, at its start,
 // at most every 5 s while it runs, and at its end. The writer never waits
 // for NATS: while JetStream cannot be reached, the frames wait in memory,
-// up to 16 MiB per recording (beyond that, or 5 s after the recording
-// ended, its JetStream copy ends there).
+// up to 16 MiB per recording and 256 MiB per store (beyond that, or 5 s
+// after the recording ended, its JetStream copy ends there); while the
+// stream cannot be set up at all, nothing waits.
 //
 // Every store watches the bucket: List and Has include the other nodes'
 // recordings (a room's own file wins). Open of a room the store has no

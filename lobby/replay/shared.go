@@ -42,8 +42,10 @@ const (
 	// hand its last frames to JetStream.
 	shipDrain = 5 * time.Second
 	// maxShipQueue caps the bytes a recording holds for JetStream while it
-	// is unreachable; beyond it the recording's JetStream copy ends there.
-	maxShipQueue = 16 << 20
+	// is unreachable, maxSharedQueue those of all the recordings of a
+	// store; beyond them the recording's JetStream copy ends there.
+	maxShipQueue   = 16 << 20
+	maxSharedQueue = 256 << 20
 	// fetchWait is how long a copy waits for a recording's first frames.
 	fetchWait = 10 * time.Second
 	// ensureEvery is how often the stream and bucket are asked for again
@@ -90,25 +92,29 @@ type shared struct {
 
 	mu   sync.Mutex // guards view
 	view map[string]remoteSum
-	// warned is when a recording last logged that JetStream is
-	// unreachable (Unix ms): once per warnEvery for every recording.
-	warned atomic.Int64
+	// down: the stream and bucket could not be set up the last time:
+	// recordings do not wait for them.
+	down atomic.Bool
+	// queued is the bytes every shipper holds.
+	queued atomic.Int64
+	// waitWarned and lossWarned are when a recording last logged that
+	// its copy waits, or lost frames (Unix ms).
+	waitWarned, lossWarned atomic.Int64
 }
 
-// warnEvery spaces the warnings of recordings that cannot reach
-// JetStream.
+// warnEvery spaces the warnings of recordings about JetStream.
 const warnEvery = 30 * time.Second
 
-// unreachable logs that a recording's copy waits for JetStream: a warning
-// at most every warnEvery over all recordings, a debug line otherwise.
-func (sh *shared) unreachable(room string, err error) {
-	now, last := time.Now().UnixMilli(), sh.warned.Load()
-	msg := "replay: JetStream unreachable: the recordings' shared copies wait"
-	if now-last >= warnEvery.Milliseconds() && sh.warned.CompareAndSwap(last, now) {
-		sh.s.cfg.Logger.Warn(msg, "room", room, "err", err)
+// warn logs msg as a warning at most every warnEvery (last keeps when),
+// as a debug line otherwise, so that a trouble with JetStream does not
+// log once per recording.
+func (sh *shared) warn(last *atomic.Int64, msg string, args ...any) {
+	now, prev := time.Now().UnixMilli(), last.Load()
+	if now-prev >= warnEvery.Milliseconds() && last.CompareAndSwap(prev, now) {
+		sh.s.cfg.Logger.Warn(msg, args...)
 		return
 	}
-	sh.s.cfg.Logger.Debug(msg, "room", room, "err", err)
+	sh.s.cfg.Logger.Debug(msg, args...)
 }
 
 func newShared(s *Store, nc *nats.Conn, replicas int) (*shared, error) {
@@ -176,6 +182,7 @@ func (sh *shared) run(ctx context.Context) {
 			if !failing && ctx.Err() == nil {
 				log.Warn("replay: JetStream unavailable: recordings are kept on this node only until it is back", "err", err)
 			}
+			sh.down.Store(true)
 			failing = true
 			sleep(ctx, ensureEvery)
 			continue
@@ -185,6 +192,7 @@ func (sh *shared) run(ctx context.Context) {
 		}
 		failing = false
 		sh.kv.Store(&kv)
+		sh.down.Store(false)
 		w, err := kv.WatchAll(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -316,13 +324,18 @@ func (p *shipper) add(out []byte, sum Summary, end bool) {
 	defer p.mu.Unlock()
 	if !p.broken && len(out) > 0 {
 		msgs, ok := splitFrames(out, p.maxMsg())
-		if !ok || p.queued+len(out) > maxShipQueue {
-			p.breakCopy("the recording's frames could not be kept for JetStream: its shared copy ends here")
-		} else {
+		switch {
+		case p.sh.down.Load():
+			// No JetStream to wait for: this recording stays here.
+			p.breakCopy("replay: JetStream unavailable: a recording is kept on its node only")
+		case !ok || p.queued+len(out) > maxShipQueue || p.sh.queued.Load()+int64(len(out)) > maxSharedQueue:
+			p.breakCopy("replay: JetStream unreachable for too long: a recording's shared copy ends early")
+		default:
 			for _, m := range msgs {
 				p.queue = append(p.queue, m)
 				p.queued += len(m)
 			}
+			p.sh.queued.Add(int64(len(out)))
 		}
 	}
 	p.sum = remoteSum{Summary: sum}
@@ -337,8 +350,9 @@ func (p *shipper) add(out []byte, sum Summary, end bool) {
 // breakCopy drops what waits and ships nothing more; p.mu is held.
 func (p *shipper) breakCopy(why string) {
 	if !p.broken {
-		p.sh.s.cfg.Logger.Warn("replay: "+why, "room", p.room, "queued", p.queued)
+		p.sh.warn(&p.sh.lossWarned, why, "room", p.room, "queued", p.queued)
 	}
+	p.sh.queued.Add(-int64(p.queued))
 	p.broken, p.queue, p.queued = true, nil, 0
 }
 
@@ -394,7 +408,7 @@ func (p *shipper) run() {
 		// A stream never set up is not waited for: JetStream has been
 		// unreachable since the store opened.
 		if err != nil && !p.broken && p.ending && (time.Since(endedAt) > shipDrain || p.sh.bucket() == nil) {
-			p.breakCopy("JetStream unreachable as the recording ended: its shared copy lacks the end")
+			p.breakCopy("replay: JetStream unreachable as a recording ended: its shared copy lacks the end")
 			done = true
 		}
 		p.mu.Unlock()
@@ -403,7 +417,7 @@ func (p *shipper) run() {
 		}
 		if err != nil {
 			if !failing {
-				p.sh.unreachable(p.room, err)
+				p.sh.warn(&p.sh.waitWarned, "replay: JetStream unreachable: the recordings' shared copies wait", "room", p.room, "err", err)
 			}
 			failing = true
 			t := time.NewTimer(pause)
@@ -450,6 +464,7 @@ func (p *shipper) ship() error {
 			p.queue[0] = nil
 			p.queue = p.queue[1:]
 			p.queued -= len(m)
+			p.sh.queued.Add(-int64(len(m)))
 			p.seq = id
 		}
 		p.mu.Unlock()

@@ -535,6 +535,9 @@ func (sh *shared) fetch(ctx context.Context, e *entry, rs remoteSum) {
 		cur, ok := sh.lookup(rs.Room)
 		now := time.Now().UnixMilli()
 		endedBefore := !ok || cur.Start != rs.Start || cur.ended(now)
+		if ok && cur.Start == rs.Start {
+			rs = cur // the newest listing, for the end of the copy
+		}
 		fctx, fcancel := context.WithTimeout(ctx, time.Second)
 		batch, err := cons.FetchBytes(fetchBytes, jetstream.FetchContext(fctx))
 		if err != nil {

@@ -35,12 +35,6 @@ const (
 	// summaryEvery is how often a running recording's listing is put to
 	// SharedBucket at most (and at its start and end).
 	summaryEvery = 5 * time.Second
-	// staleAfter: a running recording whose listing was not put for this
-	// long is taken as ended (its node stopped without saying so).
-	staleAfter = 30 * time.Second
-	// shipDrain is how long a recording that has ended goes on trying to
-	// hand its last frames to JetStream.
-	shipDrain = 5 * time.Second
 	// maxShipQueue caps the bytes a recording holds for JetStream while it
 	// is unreachable, maxSharedQueue those of all the recordings of a
 	// store; beyond them the recording's JetStream copy ends there.
@@ -51,6 +45,16 @@ const (
 	// ensureEvery is how often the stream and bucket are asked for again
 	// while JetStream cannot be reached.
 	ensureEvery = 5 * time.Second
+)
+
+// Timings of the JetStream copy that tests shorten.
+var (
+	// staleAfter: a running recording whose listing was not put for this
+	// long is taken as ended (its node stopped without saying so).
+	staleAfter = 30 * time.Second
+	// shipDrain is how long a recording that has ended goes on trying to
+	// hand its last frames to JetStream.
+	shipDrain = 5 * time.Second
 )
 
 // remoteSum is a recording's listing as SharedBucket holds it.

@@ -207,3 +207,52 @@ func TestSharedCopyCatchesUpAfterAnOutage(t *testing.T) {
 		t.Fatalf("played on b: %v", err)
 	}
 }
+
+func TestCopyOfADeadNodesRecordingEnds(t *testing.T) {
+	t.Cleanup(replay.SetSharedTimings(time.Second, 200*time.Millisecond))
+	url := natstest.StartJetStream(t)
+	ncA := connect(t, url)
+	a := openStore(t, replay.Config{Dir: t.TempDir(), NATS: ncA, FlushEvery: 20 * time.Millisecond})
+	b := openStore(t, replay.Config{Dir: t.TempDir(), NATS: connect(t, url)})
+	f := feed.New(feed.Config{}, nil)
+	rec, err := a.Record("r1", replay.RecordOptions{LiveID: f.LastID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMatch(arenaSpec, 42, "r1", room.Observers{f, rec})
+	script(t, m, f, 2)
+	shipped := waitListed(t, b, "r1", func(s replay.Summary) bool { return s.End == 0 && s.Ticks == 60 })
+	rd, err := b.Open("r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	followed := make(chan []event, 1)
+	go func() {
+		defer rd.Close()
+		followed <- drain(t, rd, false)
+	}()
+
+	// a loses NATS for good, as a node that dies: b's copy ends a
+	// second after a's last listing, with what reached JetStream.
+	time.Sleep(100 * time.Millisecond)
+	ncA.Close()
+	script(t, m, f, 1)
+	m.obs.Closed("idle")
+	<-rec.Done()
+	want := play(t, a, "r1", nil)
+	select {
+	case got := <-followed:
+		if err := prefixOf(want, got); err != nil {
+			t.Fatal(err)
+		}
+		if n := countSnaps(got); n != 60 {
+			t.Fatalf("b played %d ticks, %d were shipped", n, shipped.Ticks)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the copy of a dead node's recording did not end")
+	}
+	sum, ok := b.Summary("r1")
+	if !ok || sum.End == 0 || sum.Ticks != 60 {
+		t.Fatalf("b lists %+v", sum)
+	}
+}

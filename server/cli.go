@@ -186,6 +186,7 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 	dataDir := fs.String("data-dir", "./data", "directory of the recordings")
 	replayKeep := fs.Duration("replay-keep", 24*time.Hour, "how long a recording is kept after its room ended")
 	replayMaxBytes := fs.Int64("replay-max-bytes", DefaultReplayMaxBytes, "total size of the recordings, the oldest removed first (0: no limit)")
+	replayReplicas := fs.Int("replay-replicas", 1, "with -nats: how many JetStream servers keep each recording (1-5; 3 on a NATS cluster survives the loss of one)")
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/")
 	overloadOn := fs.Bool("overload", true, "refuse new players, rooms and viewers (503, close 1013) while ticks run late, so that the players in play keep their snapshots")
 	overloadHold := fs.Duration("overload-hold", 5*time.Second, "an overload lasts at least this long after ticks are on time again; also the retry hint")
@@ -200,6 +201,9 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 	}
 	if *replayKeep <= 0 {
 		return serveOptions{}, fmt.Errorf("-replay-keep %v: above 0", *replayKeep)
+	}
+	if *replayReplicas < 1 || *replayReplicas > 5 {
+		return serveOptions{}, fmt.Errorf("-replay-replicas %d: 1 to 5", *replayReplicas)
 	}
 	if *record && *dataDir == "" {
 		return serveOptions{}, fmt.Errorf("-data-dir: empty (use -record=false not to record)")
@@ -253,6 +257,7 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 		RoomIdle: *roomIdle, Grace: *grace, Drain: *drain,
 		NoRTC: !*rtcOn, RTCUDP: *rtcUDP, RTCPublicIPs: flagenv.SplitList(*rtcPublicIP),
 		DataDir: *dataDir, ReplayKeep: *replayKeep, ReplayMaxBytes: zeroIsNone(&bad, "replay-max-bytes", *replayMaxBytes),
+		ReplayReplicas: *replayReplicas,
 	}
 	for _, ip := range cfg.RTCPublicIPs {
 		if net.ParseIP(ip) == nil {

@@ -127,10 +127,14 @@ type Config struct {
 	// unless told where; `tickwire serve` records into ./data unless
 	// -record=false). ReplayKeep is how long a recording is kept after its
 	// room ended (24h); ReplayMaxBytes caps the recordings' total size, the
-	// oldest removed first (8 GiB; NoLimit: no cap).
+	// oldest removed first (8 GiB; NoLimit: no cap). With NATS, the
+	// recordings are also kept in NATS JetStream, where every node lists
+	// and plays them; ReplayReplicas is how many JetStream servers keep
+	// each (1).
 	DataDir        string
 	ReplayKeep     time.Duration
 	ReplayMaxBytes int64
+	ReplayReplicas int
 
 	Pprof bool // serve /debug/pprof/
 	// NoOverload turns off refusing new players, rooms and viewers while
@@ -295,7 +299,11 @@ func Open(cfg Config) (*Server, error) {
 		case maxBytes < 0:
 			maxBytes = 0 // no cap
 		}
-		s.replays, err = replay.Open(replay.Config{Dir: cfg.DataDir, Keep: cfg.ReplayKeep, MaxBytes: maxBytes, Logger: cfg.Logger})
+		rc := replay.Config{Dir: cfg.DataDir, Keep: cfg.ReplayKeep, MaxBytes: maxBytes, Logger: cfg.Logger, Replicas: cfg.ReplayReplicas}
+		if nb, ok := s.bus.(*bus.NATS); ok {
+			rc.NATS = nb.Conn() // closed after the store
+		}
+		s.replays, err = replay.Open(rc)
 		if err != nil {
 			_ = s.bus.Close()
 			return nil, fmt.Errorf("server: recordings: %w", err)

@@ -78,6 +78,35 @@
 // without a good header is removed. A Reader applies the same checks, so
 // a damaged file plays as a shorter replay.
 //
+// # Several nodes
+//
+// With Config.NATS, a store also keeps its recordings in NATS JetStream,
+// where every store on the same NATS lists and plays them, even once the
+// recording one is gone. Each recording has a shipper goroutine, fed by
+// its writer after each write to the file, that publishes the same bytes
+// to the stream SharedStream, subject tickwire.replay.<room>.<start>: the
+// magic and the header frame in the first message, then whole frames,
+// each message retried until stored (JetStream drops duplicates by
+// message id), so that the messages of a subject, put end to end, are a
+// recording file. It puts the recording's listing (a Summary and when it
+// was put) to the key-value bucket SharedBucket, key <room>, at its start,
+// at most every 5 s while it runs, and at its end. The writer never waits
+// for NATS: while JetStream cannot be reached, the frames wait in memory,
+// up to 16 MiB per recording and 256 MiB per store (beyond that, or 5 s
+// after the recording ended, its JetStream copy ends there); while the
+// stream cannot be set up at all, nothing waits.
+//
+// Every store watches the bucket: List and Has include the other nodes'
+// recordings (a room's own file wins). Open of a room the store has no
+// file of copies the subject into Dir/remote/<room>.twr and reads the
+// copy as any other file: the copy is an entry of the store, live (a
+// Reader follows it) until the recording's `closed` frame is in, or its
+// listing says it ended (or was not put for 30 s) and the stream holds
+// no more of it. Copies are retained and pruned like the store's own
+// recordings; the directory of copies is emptied when a store opens. The
+// stream and the bucket keep what they hold for Config.Keep (their max
+// age), on Config.Replicas JetStream servers.
+//
 // # Replaying
 //
 // A replay is a sequence of spectator events (`room`, `snap`, `joined`,

@@ -133,7 +133,7 @@ func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "no recording of room "+room)
 		return
 	}
-	rd, err := h.cfg.Store.Open(room)
+	rd, err := h.cfg.Store.OpenContext(r.Context(), room)
 	if errors.Is(err, ErrNotFound) {
 		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "no recording of room "+room)
 		return

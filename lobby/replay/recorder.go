@@ -259,6 +259,7 @@ type writer struct {
 	synced  bool  // nothing written since the last sync
 	lastN   uint64
 	ticks   uint64
+	ship    *shipper // to JetStream (Config.NATS), from the header's write on
 }
 
 // run is the writer goroutine: every FlushEvery, and when the recording
@@ -412,7 +413,14 @@ func (w *writer) published(closed bool) {
 	}
 	close(e.flushed)
 	e.flushed = make(chan struct{})
+	sum := e.sum
 	s.mu.Unlock()
+	if s.shared != nil {
+		if w.ship == nil {
+			w.ship = s.shared.newShipper(sum.Room, sum.Start)
+		}
+		w.ship.add(w.out, sum, false)
+	}
 }
 
 func (w *writer) sync() {
@@ -438,6 +446,9 @@ func (w *writer) close() {
 	}
 	close(e.flushed)
 	e.flushed = nil
+	if w.ship != nil {
+		w.ship.add(nil, e.sum, true)
+	}
 	delete(s.recorders, w.r)
 	if !e.ready {
 		delete(s.entries, e.sum.Room) // nothing worth keeping

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // Config sets up a Store. Zero fields take the defaults.
@@ -39,6 +41,14 @@ type Config struct {
 	// PruneEvery is how often retention runs (1 min).
 	PruneEvery time.Duration
 	Logger     *slog.Logger
+	// NATS, when set, also keeps every recording in NATS JetStream through
+	// that connection, where every store on the same NATS lists and plays
+	// it, even after this one is gone (see the package doc, "Several
+	// nodes"). The store does not close it; close the store first.
+	NATS *nats.Conn
+	// Replicas is how many JetStream servers keep each recording (1): 3
+	// on a NATS cluster survives the loss of one of its servers.
+	Replicas int
 }
 
 func (c Config) withDefaults() Config {
@@ -63,6 +73,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
 	return c
 }
 
@@ -79,6 +92,11 @@ var (
 
 // ext ends the name of every recording file: <room>.twr.
 const ext = ".twr"
+
+// copies is the directory, under Config.Dir, of the copies of other
+// nodes' recordings fetched from JetStream. It is emptied when a store
+// opens.
+const copies = "remote"
 
 // Summary describes a recording, as GET /api/replays lists it.
 type Summary struct {
@@ -98,6 +116,11 @@ type entry struct {
 	live    bool          // a Recorder of this store writes it
 	size    int64         // bytes on disk
 	flushed chan struct{} // closed and replaced after each write of a live recording
+	// A copy of another node's recording (Config.NATS): live while it is
+	// being fetched; got is closed once its header is on disk (ready) or
+	// the fetch has failed.
+	copy bool
+	got  chan struct{}
 }
 
 // Store keeps the recordings of a directory: it makes Recorders, lists
@@ -106,7 +129,9 @@ type entry struct {
 // recorded. All its methods are safe for concurrent use.
 type Store struct {
 	cfg    Config
+	ctx    context.Context // ends at Close: the pruner, the copies' fetches
 	cancel context.CancelFunc
+	shared *shared        // nil without Config.NATS
 	wg     sync.WaitGroup // the pruner and every recorder's writer
 	prune  chan struct{}  // asks the pruner to run now (capacity 1)
 	// pruning is held by a Prune from its choice of recordings to the
@@ -154,11 +179,26 @@ func Open(cfg Config) (*Store, error) {
 		s.entries[room] = e
 		s.lastStart = max(s.lastStart, e.sum.Start)
 	}
+	cdir := filepath.Join(cfg.Dir, copies)
+	if err := os.RemoveAll(cdir); err != nil {
+		return nil, fmt.Errorf("replay: %w", err)
+	}
+	if cfg.NATS != nil {
+		if err := os.Mkdir(cdir, 0o755); err != nil {
+			return nil, fmt.Errorf("replay: %w", err)
+		}
+		if s.shared, err = newShared(s, cfg.NATS, cfg.Replicas); err != nil {
+			return nil, err
+		}
+	}
 	s.Prune()
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
-	go s.pruner(ctx)
+	go s.pruner(s.ctx)
+	if s.shared != nil {
+		s.wg.Add(1)
+		go s.shared.run(s.ctx)
+	}
 	return s, nil
 }
 
@@ -248,22 +288,38 @@ func (s *Store) nextStart(now time.Time) int64 {
 }
 
 // Has reports whether the store holds a recording of the room (running
-// or not).
+// or not), or, with Config.NATS, lists one of another node.
 func (s *Store) Has(room string) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.entries[room] != nil
+	has := s.entries[room] != nil
+	s.mu.Unlock()
+	if !has && s.shared != nil {
+		_, has = s.shared.lookup(room)
+	}
+	return has
 }
 
 // List returns up to limit recordings (all when limit <= 0) that started
 // before the Unix ms before (any when before <= 0), newest first.
 // Recordings not begun yet (no tick and no header on disk) are left out.
+// With Config.NATS, the recordings every node keeps in JetStream are
+// listed too, a room's own file (recorded here, or a copy) first.
 func (s *Store) List(limit int, before int64) []Summary {
+	var remote []remoteSum
+	if s.shared != nil {
+		remote = s.shared.list(time.Now().UnixMilli())
+	}
+	now := time.Now().UnixMilli()
 	s.mu.Lock()
-	out := make([]Summary, 0, len(s.entries))
+	out := make([]Summary, 0, len(s.entries)+len(remote))
 	for _, e := range s.entries {
 		if e.ready && (before <= 0 || e.sum.Start < before) {
 			out = append(out, e.sum)
+		}
+	}
+	for _, rs := range remote {
+		if e := s.entries[rs.Room]; (e == nil || !e.ready) && (before <= 0 || rs.Start < before) {
+			out = append(out, rs.listing(now))
 		}
 	}
 	s.mu.Unlock()
@@ -372,11 +428,38 @@ func (s *Store) Close() error {
 
 // Open opens the recording of a room for playing, ErrNotFound when there
 // is none. A running room's recording can be played too: the Reader
-// follows it as it is written.
+// follows it as it is written. With Config.NATS, a recording of another
+// node is copied from JetStream into the store (and followed while it is
+// recorded); Open waits for the start of the copy.
 func (s *Store) Open(room string) (*Reader, error) {
+	return s.OpenContext(context.Background(), room)
+}
+
+// OpenContext is Open, with ctx bounding the wait for the start of a copy
+// from JetStream.
+func (s *Store) OpenContext(ctx context.Context, room string) (*Reader, error) {
 	s.mu.Lock()
 	e := s.entries[room]
-	if e == nil || !e.ready {
+	if e == nil && s.shared != nil && !s.closed {
+		if rs, ok := s.shared.lookup(room); ok {
+			e = s.startCopy(rs)
+		}
+	}
+	if e == nil {
+		s.mu.Unlock()
+		return nil, ErrNotFound
+	}
+	got := e.got
+	s.mu.Unlock()
+	if got != nil {
+		select {
+		case <-got:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	s.mu.Lock()
+	if !e.ready {
 		s.mu.Unlock()
 		return nil, ErrNotFound
 	}
@@ -397,6 +480,20 @@ func (s *Store) Open(room string) (*Reader, error) {
 	return r, nil
 }
 
+// startCopy registers a copy of the recording of another node that rs
+// lists and starts fetching it; s.mu is held.
+func (s *Store) startCopy(rs remoteSum) *entry {
+	e := &entry{
+		path: filepath.Join(s.cfg.Dir, copies, rs.Room+ext), sum: rs.Summary, live: true,
+		flushed: make(chan struct{}), copy: true, got: make(chan struct{}),
+	}
+	e.sum.End = 0
+	s.entries[rs.Room] = e
+	s.wg.Add(1)
+	go s.shared.fetch(s.ctx, e, rs)
+	return e
+}
+
 // follow returns whether the room's recording is still being written and
 // the channel closed at its next write.
 func (s *Store) follow(room string) (live bool, next <-chan struct{}) {
@@ -409,13 +506,20 @@ func (s *Store) follow(room string) (live bool, next <-chan struct{}) {
 	return true, e.flushed
 }
 
-// Summary returns the listing of one recording.
+// Summary returns the listing of one recording, from JetStream's when
+// the store has no file of it.
 func (s *Store) Summary(room string) (Summary, bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	e := s.entries[room]
-	if e == nil || !e.ready {
-		return Summary{}, false
+	if e != nil && e.ready {
+		defer s.mu.Unlock()
+		return e.sum, true
 	}
-	return e.sum, true
+	s.mu.Unlock()
+	if s.shared != nil {
+		if rs, ok := s.shared.lookup(room); ok {
+			return rs.listing(time.Now().UnixMilli()), true
+		}
+	}
+	return Summary{}, false
 }

@@ -358,7 +358,9 @@ func TestReplayPage(t *testing.T) {
 
 	// The end: "end" shown, the stream closed, and no reconnection after
 	// the server's retry delay (2 s).
-	s = tb.waitReplay("the end", func(s replayPage) bool { return s.Replay.Ended })
+	s = tb.waitReplay("the end", func(s replayPage) bool { // the state, then the controls drawn from it
+		return s.Replay.Ended && s.Replay.Controls.End
+	})
 	r = s.Replay
 	if r.Connection.State != "closed" || r.Connection.Reason != "end-of-replay" || !r.Controls.End ||
 		r.Controls.Button != "Replay" || r.EndTick == nil || r.Range.Last != *r.EndTick {

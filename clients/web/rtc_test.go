@@ -329,13 +329,15 @@ func TestPageStateOverLossyUDPBeatsTCP(t *testing.T) {
 		t.Fatalf("UDP relay forwarded %d datagrams to the page (%d lost) for %d snapshots: the channel does not go through it",
 			down, after.Down.Lost-before.Down.Lost, len(udpGaps))
 	}
+	// The pair the newest connection that has one uses (a re-offer after a
+	// fallback while measuring may still be connecting).
 	selected := eval[string](tb, `(async () => {
-		const pc = window.pcs[window.pcs.length - 1];
-		const stats = await pc.getStats();
-		for (const s of stats.values()) {
-			if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
-				const r = stats.get(s.remoteCandidateId);
-				return r ? r.address + ":" + r.port : "";
+		for (const pc of [...window.pcs].reverse()) {
+			const stats = await pc.getStats();
+			for (const s of stats.values()) {
+				const pair = s.type === "transport" && s.selectedCandidatePairId && stats.get(s.selectedCandidatePairId);
+				const r = pair && stats.get(pair.remoteCandidateId);
+				if (r) return r.address + ":" + r.port;
 			}
 		}
 		return "";

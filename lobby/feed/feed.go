@@ -164,6 +164,10 @@ type Feed struct {
 	relay    func(e *Event)           // tells the other nodes of every event; nil when none watch
 	watched  atomic.Int64             // unix nanoseconds until which other nodes watch
 	remote   map[string]remoteViewers // viewers on other nodes, by node
+
+	delay   *delayTap // the delayed feeds' tap of this live feed, nil when none
+	live    *Feed     // for a delayed feed: the live feed it plays late; nil for a live one
+	waiting bool      // a delayed feed that has not reached its first state yet
 }
 
 // remoteViewers are the viewers of a feed on another node.
@@ -195,8 +199,14 @@ func (f *Feed) addViewer(delta int) {
 // publishLocked appends a reliable event, or makes a snapshot the newest,
 // and wakes every waiting viewer.
 func (f *Feed) publishLocked(typ string, data []byte) {
-	e := newEvent(f.nextID, typ, data)
-	f.nextID++
+	f.publishEventLocked(newEvent(f.nextID, typ, data))
+}
+
+// publishEventLocked is publishLocked for an encoded event whose id is
+// the feed's next.
+func (f *Feed) publishEventLocked(e *Event) {
+	typ := e.Type
+	f.nextID = e.ID + 1
 	if typ == wire.EventSnap {
 		f.snap, f.snapOrig = e, e.ID
 		if len(f.recent) == recentSnaps {
@@ -211,8 +221,12 @@ func (f *Feed) publishLocked(typ string, data []byte) {
 		}
 	}
 	f.tip = e.ID
+	now := time.Now()
 	if f.relay != nil && f.watchedRemotely() {
 		f.relay(e)
+	}
+	if f.delay != nil {
+		f.delay.push(delayItem{at: now, ev: e, size: e.size()})
 	}
 	if typ != wire.EventSnap && typ != wire.EventClosed && f.snap != nil {
 		// The newest snapshot now precedes a reliable event: give it a
@@ -223,7 +237,7 @@ func (f *Feed) publishLocked(typ string, data []byte) {
 		f.snap = newEvent(f.nextID, wire.EventSnap, f.snap.Data)
 		f.nextID++
 	}
-	f.lastPub = time.Now()
+	f.lastPub = now
 	close(f.wake)
 	f.wake = make(chan struct{})
 }
@@ -334,7 +348,7 @@ func (f *Feed) Snap(n uint64, st int64, tables []wire.Table) {
 		f.last[i].Data = append(f.last[i].Data[:0], tables[i].Data...)
 	}
 	f.pending = true
-	if f.viewers.Load() > 0 || f.watchedRemotely() {
+	if f.viewers.Load() > 0 || f.watchedRemotely() || f.delay != nil {
 		f.publishSnapLocked()
 	}
 }
@@ -405,6 +419,12 @@ func (f *Feed) Resume(after int64, stream bool) Batch { return f.read(after, str
 func (f *Feed) read(after int64, stream, resume bool) Batch {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.waiting { // a delayed feed before its start: nothing yet
+		return Batch{Last: uint64(max(after, 0)), Wake: f.wake}
+	}
+	if f.live != nil && after == 0 {
+		after = -1 // no event has id 0: a delayed viewer that has seen nothing starts over
+	}
 	if f.pending && !f.closed {
 		f.publishSnapLocked()
 	}

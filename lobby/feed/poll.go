@@ -59,7 +59,7 @@ func (h *Handlers) Poll(w http.ResponseWriter, r *http.Request) {
 		secs = min(max(secs, MinPollTimeout), MaxPollTimeout)
 		timeout = time.Duration(secs * float64(time.Second))
 	}
-	f := h.lookup(w, r)
+	f := h.feedFor(w, r)
 	if f == nil {
 		return
 	}

@@ -114,7 +114,8 @@ type Config struct {
 	FeedHeartbeat    time.Duration
 	PollTimeout      time.Duration
 	// Delayed feeds (?delay=S): FeedDelayBytes caps what the node queues
-	// for them (256 MiB; beyond it new delays are refused), FeedDelayIdle
+	// for them (256 MiB; beyond it new delays are refused; NoLimit: no
+	// cap), FeedDelayIdle
 	// is how long a room's feed at one delay outlives its last viewer
 	// (30s).
 	FeedDelayBytes int64
@@ -366,7 +367,7 @@ func Open(cfg Config) (*Server, error) {
 	}
 	s.feeds = feed.NewHandlers(feed.HandlerConfig{
 		Lookup: s.cluster.Feed, Heartbeat: cfg.FeedHeartbeat, PollTimeout: cfg.PollTimeout,
-		MaxViewers: maxViewers, MaxDelayBytes: cfg.FeedDelayBytes, DelayIdle: cfg.FeedDelayIdle,
+		MaxViewers: maxViewers, MaxDelayBytes: noByteCap(cfg.FeedDelayBytes), DelayIdle: cfg.FeedDelayIdle,
 	})
 	relayRate, relayBurst := rate.Limit(cfg.SignalRate), cfg.SignalBurst
 	if cfg.SignalRate < 0 || cfg.SignalBurst < 0 {

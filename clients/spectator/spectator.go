@@ -4,7 +4,8 @@
 // resumes from the last event id it saw, so no joined, left or chat event
 // of the resume window is lost; it ends when the room is closed. It also
 // plays a room's recording (/rooms/{room}/replay, Options.Replay), which
-// ends with `closed` "end-of-replay".
+// ends with `closed` "end-of-replay". With Options.Delay it watches the
+// live feed that much late (?delay=S).
 //
 // A Viewer's methods are safe for concurrent use; events arrive in order
 // on Events.

@@ -611,7 +611,11 @@ func (f *Feed) load(a *syncAnswer) {
 		f.snap, f.snapOrig = fromSync(*a.Snap), a.Orig
 	}
 	f.lastPub = time.Now()
-	f.waiting = false
+	if f.waiting { // a delayed feed's first state
+		f.waiting = false
+		f.start = f.startOverLocked()
+		f.startLast = f.start[len(f.start)-1].ID
+	}
 	if f.delay != nil { // the delayed feeds start again from this state
 		st := f.stateLocked(0, math.MaxInt)
 		f.delay.push(delayItem{at: f.lastPub, state: &st, size: st.size()})

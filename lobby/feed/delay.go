@@ -45,8 +45,13 @@ import (
 // with Last-Event-ID within that time reads on, still delayed; after it, a
 // resume finds a new line, waits S seconds and gets the events after its
 // id that the new line's history holds (it starts over with `room` when
-// that history does not reach back to its id). On a delayed feed the
-// cursor 0 (no event has id 0) starts over as a new viewer does.
+// that history does not reach back to its id). A viewer that comes while
+// its line waits holds the cursor 0 (no event has id 0; a long-poll that
+// times out then answers "last":0): it reads the line's start, `room` and
+// `snap` as the line started, then every event since, however many have
+// been applied before it reads. Later, the cursor 0 gets the same while
+// the delayed feed's history reaches back to the start, else it starts
+// over as a new viewer does.
 //
 // Limits: the queue of a room holds S seconds of its feed (at the default
 // 10 snapshots per second, 6,000 snapshots for S = 600); the queues of

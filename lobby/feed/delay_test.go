@@ -3,6 +3,8 @@ package feed
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -127,4 +129,64 @@ func TestDelayLimits(t *testing.T) {
 		t.Fatalf("delay over the bytes cap: %v", err)
 	}
 	h.delayBytes.Add(-h.cfg.MaxDelayBytes)
+}
+
+// TestDelayedPollFromStart has a long-poll wait on a delayed feed for its
+// start while events are published right after: its first answers carry
+// the start and then every one of those events, none skipped.
+func TestDelayedPollFromStart(t *testing.T) {
+	live := New(Config{}, nil)
+	opened(live)
+	snap(live, 1)
+	h := NewHandlers(HandlerConfig{Lookup: func(string) (*Feed, error) { return live, nil }})
+	defer h.Shutdown()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /rooms/{room}/poll", h.Poll)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	type answer struct {
+		Events []struct {
+			ID   uint64 `json:"id"`
+			Type string `json:"type"`
+		} `json:"events"`
+		Last uint64 `json:"last"`
+	}
+	poll := func(query string) answer {
+		t.Helper()
+		resp, err := http.Get(srv.URL + "/rooms/r/poll?delay=1&timeout=2" + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var a answer
+		if err := json.NewDecoder(resp.Body).Decode(&a); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("poll: %d %v", resp.StatusCode, err)
+		}
+		return a
+	}
+	began := time.Now()
+	first := make(chan answer, 1)
+	go func() { first <- poll("") }()
+	for h.Stats().DelayLines == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	live.Joined(&wire.Joined{ID: 2, Name: "bo"})
+	chat(live, "a")
+	a := <-first
+	if d := time.Since(began); d < time.Second {
+		t.Fatalf("answered %v after the poll, before the delay", d)
+	}
+	var got []string
+	for i := 0; ; i++ {
+		for _, e := range a.Events {
+			got = append(got, e.Type)
+		}
+		if len(got) >= 4 || i == 3 {
+			break
+		}
+		a = poll(fmt.Sprint("&after=", a.Last))
+	}
+	if fmt.Sprint(got) != "[room snap joined chat]" {
+		t.Fatalf("delayed poll got %v", got)
+	}
 }

@@ -519,3 +519,44 @@ func TestDelayedFeedMemory(t *testing.T) {
 	t.Logf("16 players, delay %v: %d bytes queued (%d per second of delay; %.1f MiB for 600 s); snapshots of %d bytes on average",
 		delay, st.DelayBytes, st.DelayBytes/int64(delay/time.Second), float64(st.DelayBytes)*60/(1<<20), snapBytes/snaps)
 }
+
+// TestDelayedFeedOnAnotherNode watches a room of node a from node b, live
+// on a and 1 s late on b (b's delay line plays b's mirror of the room):
+// the same events and ids, 1 s later, and b's delayed viewer counts among
+// the room's spectators on a.
+func TestDelayedFeedOnAnotherNode(t *testing.T) {
+	const delay = time.Second
+	nodes := startNodes(t, 2, Config{Hz: 30, SpectateHz: 10})
+	a, b := nodes[0], nodes[1]
+	p := a.join(t, "ana", createRoom(t, a, `{}`))
+	keepMoving(t, p)
+	room := p.Welcome().Room
+	waitListing(t, b, entries(entry(room, a, 1)), 3*time.Second)
+	delayedView := b.watch(t, spectator.Options{Room: room, Delay: delay})
+	liveView := a.watch(t, spectator.Options{Room: room})
+	live, delayed := record(liveView), record(delayedView)
+	ready(t, b, 1, live)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if rooms := listRooms(t, a); len(rooms) == 1 && rooms[0].Spectators == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a lists %+v, want 2 spectators", listRooms(t, a))
+		}
+	}
+	var sent []string
+	for i := range 10 {
+		text := fmt.Sprint("line ", i)
+		if err := p.Chat(text); err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, text)
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(delay + 500*time.Millisecond)
+	de := delayed.list()
+	checkDelayed(t, live.list(), de, delay, false)
+	if got := chatTexts(t, de); !slices.Equal(got, sent) {
+		t.Errorf("delayed chat on b %q, sent %q", got, sent)
+	}
+}

@@ -28,7 +28,10 @@ import (
 // events (see cluster.go). Delayed viewers are served by the same SSE and
 // long-poll code as live ones, reading the delayed feed; the queue is
 // trimmed of what every line has applied, so it holds about the longest
-// delay in use of the room's events.
+// delay in use of the room's events. The room's recording (lobby/replay)
+// is not played instead: it holds every tick, not which of them the live
+// feed published as snapshots nor their ids, which depend on the viewers
+// present then.
 //
 // A line starts with the live feed's state at that moment (room info,
 // history, newest snapshot), which it applies S seconds later: a line has
@@ -60,6 +63,10 @@ import (
 // lines already running go on; a room has at most
 // HandlerConfig.MaxDelaysPerRoom (8) distinct delays. A delayed feed's
 // history counts against the node's history Budget as a live feed's does.
+// The cap is on admission: the lines running keep queueing past it (a
+// room's queue is bounded by its event rate times its longest delay; a
+// 16-player arena room queues about 12 KB per second of delay, 7 MiB at
+// 600 s, see BENCHMARKS.md).
 // A delayed feed is the node's own: on server shutdown its viewers' streams
 // end without a `closed` (which lies in the future for them).
 

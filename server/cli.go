@@ -174,6 +174,7 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 	maxSpectators := fs.Int("max-spectators", 5000, "SSE streams and parked polls per room (0: no limit)")
 	feedHistoryBytes := fs.Int64("feed-history-bytes", 1<<20, "bytes of events a room's feed keeps for resumes, oldest dropped first (0: no limit but the count, 1024 events)")
 	feedBudgetBytes := fs.Int64("feed-budget-bytes", 64<<20, "bytes of events every feed of the node keeps in all, oldest dropped first (0: no limit)")
+	feedDelayBytes := fs.Int64("feed-delay-bytes", 256<<20, "bytes the node queues for delayed spectator feeds (?delay=S); beyond, new delays are refused (0: no limit)")
 	chatRate := fs.Float64("chat-rate", 5, "chat lines per second per player (0: no limit)")
 	chatBurst := fs.Int("chat-burst", 20, "chat lines a player may send at once (0: no limit)")
 	msgRate := fs.Float64("msg-rate", 0, "messages per second a player stays under, default 2 x hz; 10x that for 2s closes with 4029 (0: no limit)")
@@ -246,6 +247,7 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 		MaxSpectators:    zeroIsNone(&bad, "max-spectators", *maxSpectators),
 		FeedHistoryBytes: noByteCap(zeroIsNone(&bad, "feed-history-bytes", *feedHistoryBytes)),
 		FeedBudgetBytes:  noByteCap(zeroIsNone(&bad, "feed-budget-bytes", *feedBudgetBytes)),
+		FeedDelayBytes:   noByteCap(zeroIsNone(&bad, "feed-delay-bytes", *feedDelayBytes)),
 		ChatRate:         zeroIsNone(&bad, "chat-rate", *chatRate),
 		ChatBurst:        zeroIsNone(&bad, "chat-burst", *chatBurst),
 		MessageRate:      *msgRate,

@@ -79,7 +79,7 @@ func TestOverloadRefusesNewcomersAndRecovers(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"overloaded"`) {
 		t.Fatalf("POST /api/rooms while overloaded: %d %s %q", resp.StatusCode, body, resp.Header.Get("Retry-After"))
 	}
-	for _, path := range []string{"/events", "/poll"} {
+	for _, path := range []string{"/events", "/poll", "/events?delay=2", "/poll?delay=2"} {
 		resp, err := http.Get(ts.http.URL + "/rooms/" + room + path)
 		if err != nil {
 			t.Fatal(err)

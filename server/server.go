@@ -113,6 +113,13 @@ type Config struct {
 	FeedBudgetBytes  int64
 	FeedHeartbeat    time.Duration
 	PollTimeout      time.Duration
+	// Delayed feeds (?delay=S): FeedDelayBytes caps what the node queues
+	// for them (256 MiB; beyond it new delays are refused; NoLimit: no
+	// cap), FeedDelayIdle
+	// is how long a room's feed at one delay outlives its last viewer
+	// (30s).
+	FeedDelayBytes int64
+	FeedDelayIdle  time.Duration
 	// PublicURL is the base URL clients reach this node at, shown with its
 	// rooms to the other nodes' clients (default: http(s)://Addr, or the
 	// address Listen opened).
@@ -368,7 +375,7 @@ func Open(cfg Config) (*Server, error) {
 	}
 	s.feeds = feed.NewHandlers(feed.HandlerConfig{
 		Lookup: s.cluster.Feed, Heartbeat: cfg.FeedHeartbeat, PollTimeout: cfg.PollTimeout,
-		MaxViewers: maxViewers,
+		MaxViewers: maxViewers, MaxDelayBytes: noByteCap(cfg.FeedDelayBytes), DelayIdle: cfg.FeedDelayIdle,
 	})
 	relayRate, relayBurst := rate.Limit(cfg.SignalRate), cfg.SignalBurst
 	if cfg.SignalRate < 0 || cfg.SignalBurst < 0 {
@@ -483,6 +490,10 @@ func (s *Server) registerMetrics() {
 			"sse": float64(fs.BytesSSE), "poll": float64(fs.BytesPoll), "webrtc": float64(rtcOut),
 		}
 	})
+	m.Gauge("tickwire_feed_delay_bytes", "Bytes queued for the delayed spectator feeds (?delay=S).",
+		func() float64 { return float64(s.feeds.Stats().DelayBytes) })
+	m.Gauge("tickwire_feed_delay_lines", "Delayed spectator feeds running, one per room and delay.",
+		func() float64 { return float64(s.feeds.Stats().DelayLines) })
 	m.Counter("tickwire_snapshots_replaced_total", "Snapshots replaced by a newer one before a slow player got them (latest wins).",
 		func() float64 { return float64(s.play.StatesReplaced.Load()) })
 	m.Counter("tickwire_state_channel_drops_total", "State frames dropped on players' WebRTC state channels (buffer over its threshold: latest wins).",

@@ -4,7 +4,8 @@
 // resumes from the last event id it saw, so no joined, left or chat event
 // of the resume window is lost; it ends when the room is closed. It also
 // plays a room's recording (/rooms/{room}/replay, Options.Replay), which
-// ends with `closed` "end-of-replay".
+// ends with `closed` "end-of-replay". With Options.Delay it watches the
+// live feed that much late (?delay=S).
 //
 // A Viewer's methods are safe for concurrent use; events arrive in order
 // on Events.
@@ -52,6 +53,10 @@ type Options struct {
 	LastID uint64
 	// PollTimeout is the long-poll wait asked of the server (25s).
 	PollTimeout time.Duration
+	// Delay, when set, watches the live feed that much late (?delay=S,
+	// whole seconds up to 10 minutes; a fraction is dropped): the same
+	// events, each sent Delay after the live feed sent it.
+	Delay time.Duration
 	// Replay, when set, watches the room's recording instead of its live
 	// feed (GET /rooms/{room}/replay, SSE only); a reconnection resumes
 	// after the last event id seen.
@@ -223,6 +228,14 @@ func (v *Viewer) run(ctx context.Context) {
 	}
 }
 
+// delayQuery adds Options.Delay to a feed request's query.
+func (v *Viewer) delayQuery(q url.Values) url.Values {
+	if s := int64(v.opts.Delay / time.Second); s > 0 {
+		q.Set("delay", strconv.FormatInt(s, 10))
+	}
+	return q
+}
+
 func (v *Viewer) url(path string, q url.Values) string {
 	return strings.TrimSuffix(v.opts.Server, "/") + "/rooms/" + v.opts.Room + path + "?" + q.Encode()
 }
@@ -276,7 +289,7 @@ func (v *Viewer) stream(ctx context.Context, retry *time.Duration) error {
 	if id, ok := v.LastID(); ok {
 		h.Set("Last-Event-ID", strconv.FormatUint(id, 10))
 	}
-	path, q := "/events", url.Values(nil)
+	path, q := "/events", v.delayQuery(url.Values{})
 	if rp := v.opts.Replay; rp != nil {
 		path, q = "/replay", url.Values{}
 		if rp.From > 0 {
@@ -347,7 +360,7 @@ type pollAnswer struct {
 // poll runs long-polls until one fails.
 func (v *Viewer) poll(ctx context.Context) error {
 	for {
-		q := url.Values{"timeout": {strconv.Itoa(int(v.opts.PollTimeout / time.Second))}}
+		q := v.delayQuery(url.Values{"timeout": {strconv.Itoa(int(v.opts.PollTimeout / time.Second))}})
 		if id, ok := v.LastID(); ok {
 			q.Set("after", strconv.FormatUint(id, 10))
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -555,6 +556,12 @@ func (f *Feed) watchedRemotely() bool {
 func (f *Feed) syncPage(after uint64) syncAnswer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.stateLocked(after, syncPageBytes)
+}
+
+// stateLocked returns the feed's state with the reliable events after an
+// id, at most about maxBytes of them (at least one). f.mu is held.
+func (f *Feed) stateLocked(after uint64, maxBytes int) syncAnswer {
 	a := syncAnswer{
 		Info: f.info, InfoID: f.infoID, NextID: f.nextID, Evicted: f.evicted, Closed: f.closed,
 		History: []syncEvent{}, Recent: []syncEvent{},
@@ -562,7 +569,7 @@ func (f *Feed) syncPage(after uint64) syncAnswer {
 	a.Info.Players = slices.Clone(f.info.Players)
 	size := 0
 	for _, e := range f.history[firstAfter(f.history, after):] {
-		if size += len(e.Data); size > syncPageBytes && len(a.History) > 0 {
+		if size += len(e.Data); size > maxBytes && len(a.History) > 0 {
 			a.More = true
 			break
 		}
@@ -604,6 +611,15 @@ func (f *Feed) load(a *syncAnswer) {
 		f.snap, f.snapOrig = fromSync(*a.Snap), a.Orig
 	}
 	f.lastPub = time.Now()
+	if f.waiting { // a delayed feed's first state
+		f.waiting = false
+		f.start = f.startOverLocked()
+		f.startLast = f.start[len(f.start)-1].ID
+	}
+	if f.delay != nil { // the delayed feeds start again from this state
+		st := f.stateLocked(0, math.MaxInt)
+		f.delay.push(delayItem{at: f.lastPub, state: &st, size: st.size()})
+	}
 	close(f.wake)
 	f.wake = make(chan struct{})
 	f.mu.Unlock()
@@ -631,20 +647,31 @@ func (f *Feed) applyLocked(e relayed) bool {
 	if f.closed || e.id != f.nextID {
 		return f.closed
 	}
-	switch e.typ {
+	return f.applyEventLocked(newEvent(e.id, e.typ, e.data))
+}
+
+// applyEventLocked publishes an event of the feed this one copies (a
+// host's, or the live feed a delayed one plays late), under its id, as
+// that feed did; it returns false, changing nothing, when the event is not
+// the next one.
+func (f *Feed) applyEventLocked(e *Event) bool {
+	if f.closed || e.ID != f.nextID {
+		return f.closed
+	}
+	switch e.Type {
 	case wire.EventJoined:
 		var m wire.Joined
-		if json.Unmarshal(e.data, &m) == nil {
+		if json.Unmarshal(e.Data, &m) == nil {
 			f.joinedLocked(&m)
 		}
 	case wire.EventLeft:
 		var m wire.Left
-		if json.Unmarshal(e.data, &m) == nil {
+		if json.Unmarshal(e.Data, &m) == nil {
 			f.leftLocked(&m)
 		}
 	}
-	f.publishLocked(e.typ, e.data)
-	if e.typ == wire.EventClosed {
+	f.publishEventLocked(e)
+	if e.Type == wire.EventClosed {
 		f.closed = true
 	}
 	return true

@@ -16,6 +16,14 @@
 // over with `room` and the newest `snap`. With the defaults a room keeps at
 // least its last 1,000 reliable events of normal size (chat lines of up to
 // 280 ASCII characters) until the process-wide budget runs out.
+//
+// A delayed feed (?delay=S, see delay.go) is a Feed of its own that plays a
+// live one S seconds late: an in-memory delay line, fed by the live feed's
+// publications, applies each event to it under its live id S seconds after
+// it was published, so its viewers, served by the same SSE and long-poll
+// code, get the live events and ids and never anything newer than now−S.
+// A line keeps only what its delay needs and starts without a past: the
+// first viewer of a delay waits S seconds for its first event.
 package feed
 
 import (
@@ -164,6 +172,15 @@ type Feed struct {
 	relay    func(e *Event)           // tells the other nodes of every event; nil when none watch
 	watched  atomic.Int64             // unix nanoseconds until which other nodes watch
 	remote   map[string]remoteViewers // viewers on other nodes, by node
+
+	delay   *delayTap // the delayed feeds' tap of this live feed, nil when none
+	live    *Feed     // for a delayed feed: the live feed it plays late; nil for a live one
+	waiting bool      // a delayed feed that has not reached its first state yet
+	// start is what a delayed feed's first viewers, who came while it
+	// waited, get first: `room` and `snap` as of its first state, whose
+	// last id is startLast.
+	start     []*Event
+	startLast uint64
 }
 
 // remoteViewers are the viewers of a feed on another node.
@@ -195,8 +212,14 @@ func (f *Feed) addViewer(delta int) {
 // publishLocked appends a reliable event, or makes a snapshot the newest,
 // and wakes every waiting viewer.
 func (f *Feed) publishLocked(typ string, data []byte) {
-	e := newEvent(f.nextID, typ, data)
-	f.nextID++
+	f.publishEventLocked(newEvent(f.nextID, typ, data))
+}
+
+// publishEventLocked is publishLocked for an encoded event whose id is
+// the feed's next.
+func (f *Feed) publishEventLocked(e *Event) {
+	typ := e.Type
+	f.nextID = e.ID + 1
 	if typ == wire.EventSnap {
 		f.snap, f.snapOrig = e, e.ID
 		if len(f.recent) == recentSnaps {
@@ -211,8 +234,12 @@ func (f *Feed) publishLocked(typ string, data []byte) {
 		}
 	}
 	f.tip = e.ID
+	now := time.Now()
 	if f.relay != nil && f.watchedRemotely() {
 		f.relay(e)
+	}
+	if f.delay != nil {
+		f.delay.push(delayItem{at: now, ev: e, size: e.size()})
 	}
 	if typ != wire.EventSnap && typ != wire.EventClosed && f.snap != nil {
 		// The newest snapshot now precedes a reliable event: give it a
@@ -223,7 +250,7 @@ func (f *Feed) publishLocked(typ string, data []byte) {
 		f.snap = newEvent(f.nextID, wire.EventSnap, f.snap.Data)
 		f.nextID++
 	}
-	f.lastPub = time.Now()
+	f.lastPub = now
 	close(f.wake)
 	f.wake = make(chan struct{})
 }
@@ -334,7 +361,7 @@ func (f *Feed) Snap(n uint64, st int64, tables []wire.Table) {
 		f.last[i].Data = append(f.last[i].Data[:0], tables[i].Data...)
 	}
 	f.pending = true
-	if f.viewers.Load() > 0 || f.watchedRemotely() {
+	if f.viewers.Load() > 0 || f.watchedRemotely() || f.delay != nil {
 		f.publishSnapLocked()
 	}
 }
@@ -405,6 +432,24 @@ func (f *Feed) Resume(after int64, stream bool) Batch { return f.read(after, str
 func (f *Feed) read(after int64, stream, resume bool) Batch {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.live != nil {
+		switch {
+		case f.waiting: // a delayed feed before its start: nothing yet
+			return Batch{Last: uint64(max(after, 0)), Wake: f.wake}
+		case after == 0 && f.start != nil && f.startLast >= f.evicted:
+			// A viewer that came while the delayed feed waited for its
+			// start (no event has id 0): the start, then all since.
+			b := f.readLocked(int64(f.startLast), stream, resume)
+			b.Events = append(slices.Clone(f.start), b.Events...)
+			return b
+		case after == 0:
+			after = -1 // start over
+		}
+	}
+	return f.readLocked(after, stream, resume)
+}
+
+func (f *Feed) readLocked(after int64, stream, resume bool) Batch {
 	if f.pending && !f.closed {
 		f.publishSnapLocked()
 	}
@@ -417,11 +462,7 @@ func (f *Feed) read(after int64, stream, resume bool) Batch {
 		case f.closed: // nothing to start over from: just the end
 			b.Events = append(b.Events, f.end)
 		default:
-			data, _ := json.Marshal(f.info)
-			b.Events = append(b.Events, newEvent(f.infoID, wire.EventRoom, data))
-			if s := f.snapAfterLocked(f.infoID); s != nil {
-				b.Events = append(b.Events, s)
-			}
+			b.Events = f.startOverLocked()
 		}
 		b.Last = b.Events[len(b.Events)-1].ID
 		return b
@@ -464,6 +505,17 @@ func firstAfter(events []*Event, id uint64) int {
 		return int(int64(e.ID) - int64(id))
 	})
 	return i
+}
+
+// startOverLocked returns what a new viewer gets first: `room` and the
+// newest snapshot.
+func (f *Feed) startOverLocked() []*Event {
+	data, _ := json.Marshal(f.info)
+	events := []*Event{newEvent(f.infoID, wire.EventRoom, data)}
+	if s := f.snapAfterLocked(f.infoID); s != nil {
+		events = append(events, s)
+	}
+	return events
 }
 
 // snapAfterLocked returns the newest snapshot if its id is above id

@@ -28,7 +28,14 @@ type HandlerConfig struct {
 	PollTimeout     time.Duration // default long-poll wait (25s)
 	MaxPollsPerRoom int           // parked polls per room (5000)
 	MaxPolls        int           // parked polls in the server (20000)
-	MaxViewers      int           // SSE streams and parked polls per room (5000)
+	MaxViewers      int           // SSE streams and parked polls per room, delayed ones included (5000)
+	// MaxDelayBytes caps the queues of the delayed feeds of all rooms
+	// (256 MiB): beyond it a new delay line is refused. MaxDelaysPerRoom
+	// is the number of distinct delays a room may have at once (8).
+	// DelayIdle is how long a delay line outlives its last viewer (30s).
+	MaxDelayBytes    int64
+	MaxDelaysPerRoom int
+	DelayIdle        time.Duration
 }
 
 func (c HandlerConfig) withDefaults() HandlerConfig {
@@ -53,6 +60,15 @@ func (c HandlerConfig) withDefaults() HandlerConfig {
 	if c.MaxViewers <= 0 {
 		c.MaxViewers = 5000
 	}
+	if c.MaxDelayBytes <= 0 {
+		c.MaxDelayBytes = 256 << 20
+	}
+	if c.MaxDelaysPerRoom <= 0 {
+		c.MaxDelaysPerRoom = 8
+	}
+	if c.DelayIdle <= 0 {
+		c.DelayIdle = 30 * time.Second
+	}
 	return c
 }
 
@@ -69,12 +85,15 @@ type Handlers struct {
 	sseOpen   atomic.Int64 // SSE streams open
 	bytesSSE  atomic.Int64
 	bytesPoll atomic.Int64
-	done      chan struct{}
-	doneOnce  sync.Once
-	wg        sync.WaitGroup // pumps and catch-up writers of idle streams
+	// delayBytes is the bytes queued by the delayed feeds' taps.
+	delayBytes atomic.Int64
+	done       chan struct{}
+	doneOnce   sync.Once
+	wg         sync.WaitGroup // pumps and catch-up writers of idle streams, delay taps
 
-	mu      sync.Mutex // guards idle and closing
+	mu      sync.Mutex // guards idle, taps and closing
 	idle    map[*Feed]*idleStreams
+	taps    map[string]*delayTap // the delayed feeds, by room
 	closing bool
 }
 
@@ -84,16 +103,28 @@ type Stats struct {
 	ParkedPolls int64 // long-polls waiting
 	BytesSSE    int64 // bytes written to SSE streams, headers included
 	BytesPoll   int64 // bytes of long-poll answers' bodies
+	DelayBytes  int64 // bytes queued for the delayed feeds
+	DelayLines  int64 // delayed feeds running (one per room and delay)
 }
 
 // Stats returns the handlers' counters.
 func (h *Handlers) Stats() Stats {
-	return Stats{Streams: h.sseOpen.Load(), ParkedPolls: h.parked.Load(), BytesSSE: h.bytesSSE.Load(), BytesPoll: h.bytesPoll.Load()}
+	st := Stats{Streams: h.sseOpen.Load(), ParkedPolls: h.parked.Load(), BytesSSE: h.bytesSSE.Load(),
+		BytesPoll: h.bytesPoll.Load(), DelayBytes: h.delayBytes.Load()}
+	h.mu.Lock()
+	for _, t := range h.taps {
+		t.mu.Lock()
+		st.DelayLines += int64(len(t.lines))
+		t.mu.Unlock()
+	}
+	h.mu.Unlock()
+	return st
 }
 
 // NewHandlers returns the feed handlers.
 func NewHandlers(cfg HandlerConfig) *Handlers {
-	return &Handlers{cfg: cfg.withDefaults(), done: make(chan struct{}), idle: make(map[*Feed]*idleStreams)}
+	return &Handlers{cfg: cfg.withDefaults(), done: make(chan struct{}), idle: make(map[*Feed]*idleStreams),
+		taps: make(map[string]*delayTap)}
 }
 
 // Shutdown ends every SSE stream, after the events already published, and
@@ -142,11 +173,12 @@ func parseID(s string) (int64, error) {
 	return id, nil
 }
 
-// parkPoll counts a waiting poll against the room's and the server's caps.
+// parkPoll counts a waiting poll against the room's and the server's caps
+// (a delayed feed's polls count in its live feed's room).
 func (h *Handlers) parkPoll(f *Feed) bool {
-	inRoom, inServer := f.parked.Add(1), h.parked.Add(1)
+	inRoom, inServer := f.room().parked.Add(1), h.parked.Add(1)
 	if inRoom > int64(h.cfg.MaxPollsPerRoom) || inServer > int64(h.cfg.MaxPolls) {
-		f.parked.Add(-1)
+		f.room().parked.Add(-1)
 		h.parked.Add(-1)
 		return false
 	}
@@ -156,6 +188,6 @@ func (h *Handlers) parkPoll(f *Feed) bool {
 
 func (h *Handlers) unparkPoll(f *Feed) {
 	f.addViewer(-1)
-	f.parked.Add(-1)
+	f.room().parked.Add(-1)
 	h.parked.Add(-1)
 }

@@ -59,13 +59,18 @@ func (h *Handlers) Poll(w http.ResponseWriter, r *http.Request) {
 		secs = min(max(secs, MinPollTimeout), MaxPollTimeout)
 		timeout = time.Duration(secs * float64(time.Second))
 	}
-	f := h.lookup(w, r)
+	f := h.feedFor(w, r)
 	if f == nil {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	b := f.Read(after, Coalesce)
+	if after < 0 && len(b.Events) == 0 {
+		// A new viewer of a delayed feed that waits for its start: it
+		// waits with the cursor Read gave it, to get the start.
+		after = int64(b.Last)
+	}
 	if len(b.Events) == 0 && !b.Closed {
 		if !h.parkPoll(f) {
 			httpapi.WriteRetryError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable,

@@ -98,7 +98,7 @@ func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "Last-Event-ID: "+err.Error())
 		return
 	}
-	f := h.lookup(w, r)
+	f := h.feedFor(w, r)
 	if f == nil {
 		return
 	}

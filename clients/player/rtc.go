@@ -182,12 +182,7 @@ func (c *Client) Offer() error {
 		}
 	})
 	pc.OnICECandidate(func(ic *webrtc.ICECandidate) {
-		var cand *wire.ICECandidate
-		if ic != nil {
-			init := ic.ToJSON()
-			cand = &wire.ICECandidate{Candidate: init.Candidate, SDPMid: init.SDPMid,
-				SDPMLineIndex: init.SDPMLineIndex, UsernameFragment: init.UsernameFragment}
-		}
+		cand := rtc.WireCandidate(ic)
 		rc.mu.Lock()
 		defer rc.mu.Unlock()
 		if !rc.offered {
@@ -281,8 +276,7 @@ func (r *rtcPeer) candidate(cand *wire.ICECandidate) {
 	if rc == nil || cand == nil {
 		return
 	}
-	init := webrtc.ICECandidateInit{Candidate: cand.Candidate, SDPMid: cand.SDPMid,
-		SDPMLineIndex: cand.SDPMLineIndex, UsernameFragment: cand.UsernameFragment}
+	init := rtc.PionCandidate(cand)
 	rc.mu.Lock()
 	if !rc.remoteSet {
 		rc.pending = append(rc.pending, init)

@@ -72,12 +72,7 @@ func (b *bot) offer(api *webrtc.API, counter *Counter, onFrame func(at time.Time
 		onFrame(time.Now(), m.Data)
 	})
 	pc.OnICECandidate(func(ic *webrtc.ICECandidate) {
-		var cand *wire.ICECandidate
-		if ic != nil {
-			init := ic.ToJSON()
-			cand = &wire.ICECandidate{Candidate: init.Candidate, SDPMid: init.SDPMid,
-				SDPMLineIndex: init.SDPMLineIndex, UsernameFragment: init.UsernameFragment}
-		}
+		cand := rtc.WireCandidate(ic)
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if !l.offered {
@@ -145,8 +140,7 @@ func (l *rtcLink) signal(f []byte) bool {
 		if m.Candidate == nil {
 			return true
 		}
-		c := webrtc.ICECandidateInit{Candidate: m.Candidate.Candidate, SDPMid: m.Candidate.SDPMid,
-			SDPMLineIndex: m.Candidate.SDPMLineIndex, UsernameFragment: m.Candidate.UsernameFragment}
+		c := rtc.PionCandidate(m.Candidate)
 		l.mu.Lock()
 		if !l.remoteSet {
 			l.pending = append(l.pending, c)

@@ -147,12 +147,7 @@ func (p *Peer) Offer(sdp string) error {
 // watch installs c's callbacks.
 func (p *Peer) watch(c *conn) {
 	c.pc.OnICECandidate(func(ic *webrtc.ICECandidate) {
-		var cand *wire.ICECandidate // nil: the end of the candidates
-		if ic != nil {
-			init := ic.ToJSON()
-			cand = &wire.ICECandidate{Candidate: init.Candidate, SDPMid: init.SDPMid,
-				SDPMLineIndex: init.SDPMLineIndex, UsernameFragment: init.UsernameFragment}
-		}
+		cand := WireCandidate(ic) // nil: the end of the candidates
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if !c.answered {
@@ -238,8 +233,7 @@ func (p *Peer) AddCandidate(cand *wire.ICECandidate) error {
 	if cand == nil || cand.Candidate == "" {
 		return nil
 	}
-	init := webrtc.ICECandidateInit{Candidate: cand.Candidate, SDPMid: cand.SDPMid,
-		SDPMLineIndex: cand.SDPMLineIndex, UsernameFragment: cand.UsernameFragment}
+	init := PionCandidate(cand)
 	p.sig.Lock()
 	defer p.sig.Unlock()
 	c := p.cur.Load()

@@ -4,7 +4,11 @@ package replay_test
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -174,4 +178,73 @@ func BenchmarkMatchMinuteOnDisk(b *testing.B) {
 	}
 	b.ReportMetric(float64(size), "disk-B/match-min")
 	b.ReportMetric(float64(size)/float64(len(t.ticks)), "disk-B/tick")
+}
+
+// discardSSE is a response writer that drops what a replay stream writes,
+// so that a benchmark counts the handler's work alone.
+type discardSSE struct {
+	h     http.Header
+	bytes atomic.Int64
+}
+
+func (d *discardSSE) Header() http.Header { return d.h }
+func (d *discardSSE) Write(p []byte) (int, error) {
+	d.bytes.Add(int64(len(p)))
+	return len(p), nil
+}
+func (d *discardSSE) WriteHeader(int) {}
+func (d *discardSSE) Flush()          {}
+
+// BenchmarkReplayViewers records a minute of a 16-player arena match once,
+// then plays it at 16x to N viewers at once through the replay handler
+// (GET /rooms/{room}/replay?speed=16, its writes dropped), one op being
+// the whole replay for all of them. cpu-us/viewer-s is the process's CPU
+// per viewer per second of the recording; viewers/core@1x its inverse, the
+// viewers one core serves at the room's pace.
+func BenchmarkReplayViewers(b *testing.B) {
+	t := arenaMinute()
+	s := openStore(b, replay.Config{Dir: b.TempDir(), MaxPending: 1 << 30})
+	rec, err := s.Record("bench", replay.RecordOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec.Opened(t.info())
+	st0 := time.Now().UnixMilli()
+	for i := 0; i < len(t.ticks); i += t.hz {
+		// A block a second, as the writer makes them at the room's pace.
+		t.play(rec, 1, st0, i, min(i+t.hz, len(t.ticks)))
+		rec.Kick()
+		time.Sleep(5 * time.Millisecond)
+	}
+	rec.Closed("idle")
+	<-rec.Done()
+	seconds := float64(len(t.ticks)) / float64(t.hz)
+	h := replay.NewHandlers(replay.HandlerConfig{Store: s})
+	defer h.Shutdown()
+	for _, n := range []int{1, 50} {
+		b.Run(fmt.Sprint("viewers=", n), func(b *testing.B) {
+			var sent atomic.Int64
+			cpu0 := cpuTime()
+			b.ResetTimer()
+			for range b.N {
+				var wg sync.WaitGroup
+				for range n {
+					wg.Go(func() {
+						req := httptest.NewRequest(http.MethodGet, "/rooms/bench/replay?speed=16", nil)
+						req.SetPathValue("room", "bench")
+						w := &discardSSE{h: http.Header{}}
+						h.SSE(w, req)
+						sent.Add(w.bytes.Load())
+					})
+				}
+				wg.Wait()
+			}
+			b.StopTimer()
+			viewerSeconds := seconds * float64(n) * float64(b.N)
+			cpu := float64(cpuTime()-cpu0) / float64(time.Second)
+			b.ReportMetric(cpu/viewerSeconds*1e6, "cpu-us/viewer-s")
+			b.ReportMetric(viewerSeconds/cpu, "viewers/core@1x")
+			b.ReportMetric(float64(sent.Load())/viewerSeconds, "B/viewer-s")
+		})
+	}
 }

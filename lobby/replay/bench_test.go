@@ -95,6 +95,26 @@ func (t *tape) play(o room.Observer, n0 uint64, st0 int64, from, to int) {
 	}
 }
 
+// record records the tape as room id, its writer writing about a block a
+// second as it does at the room's pace: a keyframe block, then one that
+// goes on from it.
+func (t *tape) record(tb testing.TB, s *replay.Store, id string) {
+	tb.Helper()
+	rec, err := s.Record(id, replay.RecordOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rec.Opened(t.info())
+	st0 := time.Now().UnixMilli()
+	for i := 0; i < len(t.ticks); i += t.hz {
+		t.play(rec, 1, st0, i, min(i+t.hz, len(t.ticks)))
+		rec.Kick()
+		time.Sleep(5 * time.Millisecond)
+	}
+	rec.Closed("idle")
+	<-rec.Done()
+}
+
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
@@ -204,20 +224,7 @@ func (d *discardSSE) Flush()          {}
 func BenchmarkReplayViewers(b *testing.B) {
 	t := arenaMinute()
 	s := openStore(b, replay.Config{Dir: b.TempDir(), MaxPending: 1 << 30})
-	rec, err := s.Record("bench", replay.RecordOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	rec.Opened(t.info())
-	st0 := time.Now().UnixMilli()
-	for i := 0; i < len(t.ticks); i += t.hz {
-		// A block a second, as the writer makes them at the room's pace.
-		t.play(rec, 1, st0, i, min(i+t.hz, len(t.ticks)))
-		rec.Kick()
-		time.Sleep(5 * time.Millisecond)
-	}
-	rec.Closed("idle")
-	<-rec.Done()
+	t.record(b, s, "bench")
 	seconds := float64(len(t.ticks)) / float64(t.hz)
 	h := replay.NewHandlers(replay.HandlerConfig{Store: s})
 	defer h.Shutdown()

@@ -218,40 +218,63 @@ func (d *discardSSE) Flush()          {}
 // BenchmarkReplayViewers records a minute of a 16-player arena match once,
 // then plays it at 16x to N viewers at once through the replay handler
 // (GET /rooms/{room}/replay?speed=16, its writes dropped), one op being
-// the whole replay for all of them. cpu-us/viewer-s is the process's CPU
-// per viewer per second of the recording; viewers/core@1x its inverse, the
-// viewers one core serves at the room's pace.
+// the whole replay for all of them, from a store opened for the op (its
+// cache empty), with the store's cache of decoded blocks or without it.
+// cpu-us/viewer-s is the process's CPU per viewer per second of the
+// recording; viewers/core@1x its inverse, the viewers one core serves at
+// the room's pace.
 func BenchmarkReplayViewers(b *testing.B) {
 	t := arenaMinute()
-	s := openStore(b, replay.Config{Dir: b.TempDir(), MaxPending: 1 << 30})
-	t.record(b, s, "bench")
+	src := b.TempDir()
+	t.record(b, openStore(b, replay.Config{Dir: src, MaxPending: 1 << 30}), "bench")
+	data, err := os.ReadFile(recordingFile(src, "bench"))
+	if err != nil {
+		b.Fatal(err)
+	}
 	seconds := float64(len(t.ticks)) / float64(t.hz)
-	h := replay.NewHandlers(replay.HandlerConfig{Store: s})
-	defer h.Shutdown()
-	for _, n := range []int{1, 50} {
-		b.Run(fmt.Sprint("viewers=", n), func(b *testing.B) {
-			var sent atomic.Int64
-			cpu0 := cpuTime()
-			b.ResetTimer()
-			for range b.N {
-				var wg sync.WaitGroup
-				for range n {
-					wg.Go(func() {
-						req := httptest.NewRequest(http.MethodGet, "/rooms/bench/replay?speed=16", nil)
-						req.SetPathValue("room", "bench")
-						w := &discardSSE{h: http.Header{}}
-						h.SSE(w, req)
-						sent.Add(w.bytes.Load())
-					})
-				}
-				wg.Wait()
+	for _, cache := range []int64{-1, 0} {
+		for _, n := range []int{1, 50} {
+			name := fmt.Sprintf("cache=on/viewers=%d", n)
+			if cache < 0 {
+				name = fmt.Sprintf("cache=off/viewers=%d", n)
 			}
-			b.StopTimer()
-			viewerSeconds := seconds * float64(n) * float64(b.N)
-			cpu := float64(cpuTime()-cpu0) / float64(time.Second)
-			b.ReportMetric(cpu/viewerSeconds*1e6, "cpu-us/viewer-s")
-			b.ReportMetric(viewerSeconds/cpu, "viewers/core@1x")
-			b.ReportMetric(float64(sent.Load())/viewerSeconds, "B/viewer-s")
-		})
+			b.Run(name, func(b *testing.B) {
+				var sent atomic.Int64
+				var cpu time.Duration
+				for range b.N {
+					b.StopTimer()
+					dir := b.TempDir()
+					if err := os.WriteFile(recordingFile(dir, "bench"), data, 0o644); err != nil {
+						b.Fatal(err)
+					}
+					s, err := replay.Open(replay.Config{Dir: dir, CacheBytes: cache, Logger: quiet()})
+					if err != nil {
+						b.Fatal(err)
+					}
+					h := replay.NewHandlers(replay.HandlerConfig{Store: s})
+					cpu0 := cpuTime()
+					b.StartTimer()
+					var wg sync.WaitGroup
+					for range n {
+						wg.Go(func() {
+							req := httptest.NewRequest(http.MethodGet, "/rooms/bench/replay?speed=16", nil)
+							req.SetPathValue("room", "bench")
+							w := &discardSSE{h: http.Header{}}
+							h.SSE(w, req)
+							sent.Add(w.bytes.Load())
+						})
+					}
+					wg.Wait()
+					b.StopTimer()
+					cpu += cpuTime() - cpu0
+					h.Shutdown()
+					_ = s.Close()
+				}
+				viewerSeconds := seconds * float64(n) * float64(b.N)
+				b.ReportMetric(cpu.Seconds()/viewerSeconds*1e6, "cpu-us/viewer-s")
+				b.ReportMetric(viewerSeconds/cpu.Seconds(), "viewers/core@1x")
+				b.ReportMetric(float64(sent.Load())/viewerSeconds, "B/viewer-s")
+			})
+		}
 	}
 }

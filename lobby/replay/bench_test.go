@@ -222,7 +222,8 @@ func (d *discardSSE) Flush()          {}
 // cache empty), with the store's cache of decoded blocks or without it.
 // cpu-us/viewer-s is the process's CPU per viewer per second of the
 // recording; viewers/core@1x its inverse, the viewers one core serves at
-// the room's pace.
+// the room's pace; cache-B/replay-s the cache's bytes per second of the
+// recording once played.
 func BenchmarkReplayViewers(b *testing.B) {
 	t := arenaMinute()
 	src := b.TempDir()
@@ -241,6 +242,7 @@ func BenchmarkReplayViewers(b *testing.B) {
 			b.Run(name, func(b *testing.B) {
 				var sent atomic.Int64
 				var cpu time.Duration
+				var cached int64
 				for range b.N {
 					b.StopTimer()
 					dir := b.TempDir()
@@ -267,6 +269,7 @@ func BenchmarkReplayViewers(b *testing.B) {
 					wg.Wait()
 					b.StopTimer()
 					cpu += cpuTime() - cpu0
+					cached = s.CacheStats().Bytes
 					h.Shutdown()
 					_ = s.Close()
 				}
@@ -274,6 +277,7 @@ func BenchmarkReplayViewers(b *testing.B) {
 				b.ReportMetric(cpu.Seconds()/viewerSeconds*1e6, "cpu-us/viewer-s")
 				b.ReportMetric(viewerSeconds/cpu.Seconds(), "viewers/core@1x")
 				b.ReportMetric(float64(sent.Load())/viewerSeconds, "B/viewer-s")
+				b.ReportMetric(float64(cached)/seconds, "cache-B/replay-s")
 			})
 		}
 	}

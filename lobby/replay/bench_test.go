@@ -4,7 +4,11 @@ package replay_test
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -91,6 +95,26 @@ func (t *tape) play(o room.Observer, n0 uint64, st0 int64, from, to int) {
 	}
 }
 
+// record records the tape as room id, its writer writing about a block a
+// second as it does at the room's pace: a keyframe block, then one that
+// goes on from it.
+func (t *tape) record(tb testing.TB, s *replay.Store, id string) {
+	tb.Helper()
+	rec, err := s.Record(id, replay.RecordOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rec.Opened(t.info())
+	st0 := time.Now().UnixMilli()
+	for i := 0; i < len(t.ticks); i += t.hz {
+		t.play(rec, 1, st0, i, min(i+t.hz, len(t.ticks)))
+		rec.Kick()
+		time.Sleep(5 * time.Millisecond)
+	}
+	rec.Closed("idle")
+	<-rec.Done()
+}
+
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
@@ -174,4 +198,87 @@ func BenchmarkMatchMinuteOnDisk(b *testing.B) {
 	}
 	b.ReportMetric(float64(size), "disk-B/match-min")
 	b.ReportMetric(float64(size)/float64(len(t.ticks)), "disk-B/tick")
+}
+
+// discardSSE is a response writer that drops what a replay stream writes,
+// so that a benchmark counts the handler's work alone.
+type discardSSE struct {
+	h     http.Header
+	bytes atomic.Int64
+}
+
+func (d *discardSSE) Header() http.Header { return d.h }
+func (d *discardSSE) Write(p []byte) (int, error) {
+	d.bytes.Add(int64(len(p)))
+	return len(p), nil
+}
+func (d *discardSSE) WriteHeader(int) {}
+func (d *discardSSE) Flush()          {}
+
+// BenchmarkReplayViewers records a minute of a 16-player arena match once,
+// then plays it at 16x to N viewers at once through the replay handler
+// (GET /rooms/{room}/replay?speed=16, its writes dropped), one op being
+// the whole replay for all of them, from a store opened for the op (its
+// cache empty), with the store's cache of decoded blocks or without it.
+// cpu-us/viewer-s is the process's CPU per viewer per second of the
+// recording; viewers/core@1x its inverse, the viewers one core serves at
+// the room's pace; cache-B/replay-s the cache's bytes per second of the
+// recording once played.
+func BenchmarkReplayViewers(b *testing.B) {
+	t := arenaMinute()
+	src := b.TempDir()
+	t.record(b, openStore(b, replay.Config{Dir: src, MaxPending: 1 << 30}), "bench")
+	data, err := os.ReadFile(recordingFile(src, "bench"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	seconds := float64(len(t.ticks)) / float64(t.hz)
+	for _, cache := range []int64{-1, 0} {
+		for _, n := range []int{1, 50} {
+			name := fmt.Sprintf("cache=on/viewers=%d", n)
+			if cache < 0 {
+				name = fmt.Sprintf("cache=off/viewers=%d", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				var sent atomic.Int64
+				var cpu time.Duration
+				var cached int64
+				for range b.N {
+					b.StopTimer()
+					dir := b.TempDir()
+					if err := os.WriteFile(recordingFile(dir, "bench"), data, 0o644); err != nil {
+						b.Fatal(err)
+					}
+					s, err := replay.Open(replay.Config{Dir: dir, CacheBytes: cache, Logger: quiet()})
+					if err != nil {
+						b.Fatal(err)
+					}
+					h := replay.NewHandlers(replay.HandlerConfig{Store: s})
+					cpu0 := cpuTime()
+					b.StartTimer()
+					var wg sync.WaitGroup
+					for range n {
+						wg.Go(func() {
+							req := httptest.NewRequest(http.MethodGet, "/rooms/bench/replay?speed=16", nil)
+							req.SetPathValue("room", "bench")
+							w := &discardSSE{h: http.Header{}}
+							h.SSE(w, req)
+							sent.Add(w.bytes.Load())
+						})
+					}
+					wg.Wait()
+					b.StopTimer()
+					cpu += cpuTime() - cpu0
+					cached = s.CacheStats().Bytes
+					h.Shutdown()
+					_ = s.Close()
+				}
+				viewerSeconds := seconds * float64(n) * float64(b.N)
+				b.ReportMetric(cpu.Seconds()/viewerSeconds*1e6, "cpu-us/viewer-s")
+				b.ReportMetric(viewerSeconds/cpu.Seconds(), "viewers/core@1x")
+				b.ReportMetric(float64(sent.Load())/viewerSeconds, "B/viewer-s")
+				b.ReportMetric(float64(cached)/seconds, "cache-B/replay-s")
+			})
+		}
+	}
 }

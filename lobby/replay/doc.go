@@ -115,4 +115,17 @@
 // on where the replay started; a snapshot's `n` is its recorded tick and
 // its values are whole multiples of their columns' steps, within half a
 // step of the room's.
+//
+// The viewers of a recording share the work of playing it: a store keeps
+// the blocks its readers decoded in a cache, least recently used first
+// out, up to Config.CacheBytes (64 MiB). A decoded block holds the events
+// of its records, each encoded once as the Server-Sent Event the handler
+// writes, and the decoder's state after them, so that a reader that finds
+// the next block missing decodes it from there. The first reader to reach
+// a block decodes it and the others that reach it meanwhile wait for it;
+// what a block decodes to depends only on the blocks up to it, which are
+// whole frames, never rewritten (a running room's data not yet written is
+// in no block). Blocks are named by file, recording start and offset, so
+// that a new recording of a room is never played from an old one's.
+// Store.CacheStats counts the blocks decoded and those shared.
 package replay

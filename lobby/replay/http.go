@@ -263,14 +263,13 @@ type sseWriter struct {
 	buf  []byte
 }
 
+// event buffers e, as the store's readers encoded it when they did.
 func (s *sseWriter) event(e *Event) {
-	s.buf = append(s.buf, "id: "...)
-	s.buf = strconv.AppendUint(s.buf, e.ID, 10)
-	s.buf = append(s.buf, "\nevent: "...)
-	s.buf = append(s.buf, e.Type...)
-	s.buf = append(s.buf, "\ndata: "...)
-	s.buf = append(s.buf, e.Data...)
-	s.buf = append(s.buf, "\n\n"...)
+	if e.sse != nil {
+		s.buf = append(s.buf, e.sse...)
+		return
+	}
+	s.buf = appendSSE(s.buf, e)
 }
 
 func (s *sseWriter) flush() error {

@@ -111,8 +111,8 @@ func (x *fileIndex) summary() Summary {
 const ReasonEnd = "end-of-replay"
 
 // Event is one event of a replay, as the spectator feed has it: Type is a
-// wire.Event* and Data its JSON data. Data and Tables are valid until the
-// next call of Next.
+// wire.Event* and Data its JSON data. Data and Tables must not be
+// modified: the readers of a store share them.
 type Event struct {
 	// ID increases within a replay: each event's is its record's ordinal
 	// in the recording (a `room` event takes the one before the event
@@ -132,6 +132,8 @@ type Event struct {
 	// Tables are a snapshot's tables in the schema's order, every value
 	// a whole number of its column's steps.
 	Tables []wire.Table
+
+	sse []byte // the event as a Server-Sent Event, when encoded; Data is within it
 }
 
 // Reader plays one recording from a point: Seek or ResumeAfter, then Next
@@ -145,25 +147,28 @@ type Reader struct {
 	codec *wire.DeltaCodec // nil when the room has no schema
 
 	// The position.
-	started bool   // the first event was chosen
-	from    uint64 // Seek: the first tick to send
-	after   int64  // ResumeAfter: the last id the viewer has; -1: a Seek
-	bi      int    // index of the next block to load
-	recs    []byte // the records of the current block not read yet
-	ord     uint64 // ordinal of the last record read
-	emit    bool   // past the starting point: events are sent
-	ended   bool   // the `closed` event was returned
-	broken  bool   // a block read back differs from its scan: nothing after it is read
+	started bool          // the first event was chosen
+	from    uint64        // Seek: the first tick to send
+	after   int64         // ResumeAfter: the last id the viewer has; -1: a Seek
+	bi      int           // index of the next block to load
+	blk     *decodedBlock // the current block
+	ei      int           // index in blk.events of the next event
+	n       uint64        // the tick of the last event read
+	ord     uint64        // ordinal of the last record read
+	emit    bool          // past the starting point: events are sent
+	ended   bool          // the `closed` event was returned
+	broken  bool          // a block read back differs from its scan: nothing after it is read
 
-	frame   []byte
-	body    []byte
-	states  [2]wire.DeltaState
-	cur     int  // states[cur] is the newest tick's
-	hasTick bool // states[cur] holds a tick
-	players []wire.PlayerInfo
-	tables  []wire.Table
-	queue   []Event
-	snapBuf []byte
+	// The decoder: decodedLast is the block it decoded last; its state
+	// is that after that block.
+	decodedLast *decodedBlock
+	frame       []byte
+	body        []byte
+	states      [2]wire.DeltaState
+	cur         int  // states[cur] is the newest tick's
+	hasTick     bool // states[cur] holds a tick
+	players     []wire.PlayerInfo
+	queue       []Event
 }
 
 func newReader(f *os.File, s *Store, room string) (*Reader, error) {
@@ -178,7 +183,6 @@ func newReader(f *os.File, s *Store, room string) (*Reader, error) {
 	r := &Reader{f: f, store: s, room: room, x: x, after: -1}
 	if sc := x.hdr.Info.Schema; sc != nil {
 		r.codec = wire.NewDeltaCodec(sc, x.hdr.Hz)
-		r.tables = wire.NewTables(sc)
 	}
 	return r, nil
 }
@@ -271,48 +275,32 @@ func (r *Reader) Next(ctx context.Context) (*Event, error) {
 	return &e, nil
 }
 
-// step reads one record and queues what it sends.
+// step reads one event of the current block, or moves to the next block,
+// and queues what it sends.
 func (r *Reader) step(ctx context.Context) error {
-	typ, p, err := r.record(ctx)
-	if err != nil {
-		return err
-	}
-	if typ == 0 || typ == recClosed {
-		r.end(typ == recClosed)
-		return nil
-	}
-	r.ord++
-	ev := Event{ID: r.ord, N: r.tick()}
-	switch typ {
-	case recKey, recTick:
-		d := p
-		if typ == recKey {
-			v := &varints{b: p}
-			players := v.bytes()
-			var list []wire.PlayerInfo
-			if v.bad || json.Unmarshal(players, &list) != nil {
-				r.end(false)
+	if r.blk == nil || r.ei == len(r.blk.events) {
+		if b := r.blk; b != nil {
+			r.ord = b.endOrd
+			if b.closed || b.broken {
+				r.end(b.closed)
 				return nil
 			}
-			r.players, d = list, v.b
 		}
-		if !r.decode(d) {
+		b, err := r.nextBlock(ctx)
+		if err != nil {
+			return err
+		}
+		if b == nil {
 			r.end(false)
 			return nil
 		}
-		s := &r.states[r.cur]
-		ev.Type, ev.N, ev.ST = wire.EventSnap, s.N, s.ST
-	case recJoined, recLeft, recChat:
-		v := &varints{b: p}
-		ev.LiveID = v.u()
-		ev.Data = v.b
-		if v.bad || !r.event(typ, &ev) {
-			r.end(false)
-			return nil
-		}
-	default:
-		return nil // a record type of a later version: skipped
+		r.blk, r.ei = b, 0
+		return nil
 	}
+	ce := &r.blk.events[r.ei]
+	r.ei++
+	r.ord, r.n, r.players = ce.ID, ce.N, ce.players
+	ev := ce.Event
 	if !r.emit {
 		switch {
 		case r.after >= 0 && ev.ID > uint64(r.after):
@@ -324,11 +312,125 @@ func (r *Reader) step(ctx context.Context) error {
 			return nil
 		}
 	}
-	if ev.Type == wire.EventSnap {
-		r.snapEvent(&ev)
-	}
 	r.queue = append(r.queue, ev)
 	return nil
+}
+
+// nextBlock returns the next block's events, from the store's cache or
+// decoded here, waiting for more of a recording being written; nil when
+// there is no more.
+func (r *Reader) nextBlock(ctx context.Context) (*decodedBlock, error) {
+	for r.bi >= len(r.x.blocks) {
+		if r.broken {
+			return nil, nil
+		}
+		more, err := r.more(ctx)
+		if err != nil || !more {
+			return nil, err
+		}
+	}
+	if r.broken {
+		return nil, nil
+	}
+	i := r.bi
+	ref := &r.x.blocks[i]
+	var c *blockCache
+	if r.store != nil {
+		c = r.store.cache
+	}
+	key := blockKey{path: r.f.Name(), start: r.x.hdr.Start, off: ref.off}
+	b := c.get(key, ref, func(b *decodedBlock) { r.decodeBlock(i, b) })
+	if !b.ok {
+		r.broken = true // damaged since the scan: the replay ends here
+		return nil, nil
+	}
+	r.bi++
+	return b, nil
+}
+
+// decodeBlock decodes block i into b, going on from the state after the
+// current block (which may be another reader's, from the cache).
+func (r *Reader) decodeBlock(i int, b *decodedBlock) {
+	if p := r.blk; p != nil && r.decodedLast != p {
+		r.hasTick = p.hasTick
+		if p.hasTick {
+			copyState(&r.states[r.cur], &p.state)
+		}
+	}
+	r.decodedLast = b
+	recs, ok := r.load(i)
+	if !ok {
+		return
+	}
+	b.ok = true
+	// A block's records are counted by its head; the reader trusts the
+	// ordinals of the head over a count of what it read.
+	ord := b.head.firstOrd - 1
+	players := r.players
+	defer func() {
+		b.endOrd, b.players, b.hasTick = ord, players, r.hasTick
+		if r.hasTick {
+			copyState(&b.state, &r.states[r.cur])
+		}
+	}()
+	for len(recs) > 0 {
+		typ, p, rest, err := nextRecord(recs)
+		if err != nil {
+			b.broken = true
+			return
+		}
+		recs = rest
+		if typ == recClosed {
+			b.closed = true
+			return
+		}
+		ord++
+		ev := Event{ID: ord, N: r.tick()}
+		switch typ {
+		case recKey, recTick:
+			d := p
+			if typ == recKey {
+				v := &varints{b: p}
+				list := v.bytes()
+				var ps []wire.PlayerInfo
+				if v.bad || json.Unmarshal(list, &ps) != nil {
+					b.broken = true
+					return
+				}
+				players, d = ps, v.b
+			}
+			if !r.decode(d) {
+				b.broken = true
+				return
+			}
+			s := &r.states[r.cur]
+			ev.Type, ev.N, ev.ST = wire.EventSnap, s.N, s.ST
+			r.snapEvent(&ev)
+		case recJoined, recLeft, recChat:
+			v := &varints{b: p}
+			ev.LiveID = v.u()
+			ev.Data = v.b
+			if v.bad || !event(typ, &ev, &players) {
+				b.broken = true
+				return
+			}
+			ev.Data = slices.Clone(ev.Data) // not the inflate buffer's
+		default:
+			continue // a record type of a later version: skipped
+		}
+		encodeSSE(&ev)
+		b.events = append(b.events, cachedEvent{Event: ev, players: players})
+	}
+}
+
+// copyState makes dst a copy of src.
+func copyState(dst, src *wire.DeltaState) {
+	dst.N, dst.ST = src.N, src.ST
+	dst.T = slices.Grow(dst.T[:0], len(src.T))[:len(src.T)]
+	for i, t := range src.T {
+		dst.T[i].Cols = t.Cols
+		dst.T[i].Q = append(dst.T[i].Q[:0], t.Q...)
+	}
 }
 
 // tick returns the newest tick decoded, 0 before any.
@@ -359,8 +461,9 @@ func (r *Reader) decode(d []byte) bool {
 	return true
 }
 
-// event checks a joined, left or chat event and follows the players.
-func (r *Reader) event(typ byte, ev *Event) bool {
+// event checks a joined, left or chat event and follows the players
+// (making a new slice when they change).
+func event(typ byte, ev *Event, players *[]wire.PlayerInfo) bool {
 	switch typ {
 	case recJoined:
 		var m wire.Joined
@@ -368,14 +471,14 @@ func (r *Reader) event(typ byte, ev *Event) bool {
 			return false
 		}
 		ev.Type = wire.EventJoined
-		r.players = append(r.players, wire.PlayerInfo{ID: m.ID, Name: m.Name})
+		*players = append(slices.Clip(*players), wire.PlayerInfo{ID: m.ID, Name: m.Name})
 	case recLeft:
 		var m wire.Left
 		if json.Unmarshal(ev.Data, &m) != nil {
 			return false
 		}
 		ev.Type = wire.EventLeft
-		r.players = slices.DeleteFunc(r.players, func(p wire.PlayerInfo) bool { return p.ID == m.ID })
+		*players = slices.DeleteFunc(slices.Clone(*players), func(p wire.PlayerInfo) bool { return p.ID == m.ID })
 	case recChat:
 		var m wire.ChatLine
 		if json.Unmarshal(ev.Data, &m) != nil {
@@ -401,8 +504,9 @@ func (r *Reader) roomEvent(id, n uint64) Event {
 func (r *Reader) snapEvent(ev *Event) {
 	s := &r.states[r.cur]
 	sc := r.x.hdr.Info.Schema
-	for ti := range r.tables {
-		t, q := &r.tables[ti], &s.T[ti]
+	tables := wire.NewTables(sc)
+	for ti := range tables {
+		t, q := &tables[ti], &s.T[ti]
 		cols := sc.Tables[ti].Columns
 		t.Data = t.Data[:0]
 		for i, v := range q.Q {
@@ -414,8 +518,7 @@ func (r *Reader) snapEvent(ev *Event) {
 			}
 		}
 	}
-	r.snapBuf = wire.AppendSnapJSON(r.snapBuf[:0], s.N, s.ST, sc, r.tables)
-	ev.Data, ev.Tables = r.snapBuf, r.tables
+	ev.Data, ev.Tables = wire.AppendSnapJSON(nil, s.N, s.ST, sc, tables), tables
 }
 
 // end queues the last events: `room` when none was sent yet (a Seek past
@@ -427,66 +530,34 @@ func (r *Reader) end(closedRecord bool) {
 		id = r.ord
 	}
 	if !r.emit && r.after < 0 {
-		r.queue = append(r.queue, r.roomEvent(id-1, r.tick()))
+		r.queue = append(r.queue, r.roomEvent(id-1, r.n))
 	}
 	data, _ := json.Marshal(wire.SpectatorClosed{Reason: ReasonEnd})
-	r.queue = append(r.queue, Event{ID: id, Type: wire.EventClosed, N: r.tick(), Data: data})
+	r.queue = append(r.queue, Event{ID: id, Type: wire.EventClosed, N: r.n, Data: data})
 	r.emit, r.ended = true, true
 }
 
-// record returns the next record, loading blocks as needed and waiting
-// for more of a recording being written; type 0 when there is no more.
-func (r *Reader) record(ctx context.Context) (byte, []byte, error) {
-	for len(r.recs) == 0 {
-		if r.broken {
-			return 0, nil, nil
-		}
-		if r.bi >= len(r.x.blocks) {
-			more, err := r.more(ctx)
-			if err != nil || !more {
-				return 0, nil, err
-			}
-			continue
-		}
-		if !r.load(r.bi) {
-			r.broken = true // damaged since the scan: the replay ends here
-			return 0, nil, nil
-		}
-		r.bi++
-	}
-	typ, p, rest, err := nextRecord(r.recs)
-	if err != nil {
-		r.recs, r.broken = nil, true
-		return 0, nil, nil
-	}
-	r.recs = rest
-	return typ, p, nil
-}
-
-// load reads block i's records.
-func (r *Reader) load(i int) bool {
+// load reads block i's records; false when it does not read back as
+// scanned.
+func (r *Reader) load(i int) ([]byte, bool) {
 	b := &r.x.blocks[i]
 	buf, err := readFrame(r.f, b.frameRef, r.frame)
 	if err != nil {
-		return false
+		return nil, false
 	}
 	r.frame = buf
 	p := buf[frameHead:]
 	h, body, err := parseBlockHead(p)
 	if err != nil || h != b.blockHead {
-		return false
+		return nil, false
 	}
 	if h.flags&flagFlate != 0 {
 		if body, err = inflate(r.body, body); err != nil {
-			return false
+			return nil, false
 		}
 		r.body = body
 	}
-	r.recs = body
-	// A block's records are counted by its head; the reader trusts the
-	// ordinals of the head over a count of what it read.
-	r.ord = h.firstOrd - 1
-	return true
+	return body, true
 }
 
 // more looks for blocks written since the last scan, waiting for them while

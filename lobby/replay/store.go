@@ -40,6 +40,10 @@ type Config struct {
 	MaxPending int
 	// PruneEvery is how often retention runs (1 min).
 	PruneEvery time.Duration
+	// CacheBytes caps the store's cache of decoded blocks, shared by the
+	// readers of its recordings (DefaultCacheBytes); less than zero: no
+	// cache, each reader decodes what it plays.
+	CacheBytes int64
 	Logger     *slog.Logger
 	// NATS, when set, also keeps every recording in NATS JetStream through
 	// that connection, where every store on the same NATS lists and plays
@@ -69,6 +73,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PruneEvery <= 0 {
 		c.PruneEvery = time.Minute
+	}
+	if c.CacheBytes == 0 {
+		c.CacheBytes = DefaultCacheBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -132,6 +139,7 @@ type Store struct {
 	ctx    context.Context // ends at Close: the pruner, the copies' fetches
 	cancel context.CancelFunc
 	shared *shared        // nil without Config.NATS
+	cache  *blockCache    // nil when Config.CacheBytes < 0
 	wg     sync.WaitGroup // the pruner and every recorder's writer
 	prune  chan struct{}  // asks the pruner to run now (capacity 1)
 	// pruning is held by a Prune from its choice of recordings to the
@@ -160,6 +168,9 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("replay: %w", err)
 	}
 	s := &Store{cfg: cfg, prune: make(chan struct{}, 1), entries: map[string]*entry{}, recorders: map[*Recorder]struct{}{}}
+	if cfg.CacheBytes > 0 {
+		s.cache = newBlockCache(cfg.CacheBytes)
+	}
 	names, err := os.ReadDir(cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("replay: %w", err)
@@ -506,8 +517,18 @@ func (s *Store) follow(room string) (live bool, next <-chan struct{}) {
 	return true, e.flushed
 }
 
+// CacheStats returns the counters of the store's cache of decoded blocks
+// (all zero without one).
+func (s *Store) CacheStats() CacheStats {
+	if s.cache == nil {
+		return CacheStats{}
+	}
+	return s.cache.stats()
+}
+
 // Summary returns the listing of one recording, from JetStream's when
 // the store has no file of it.
+
 func (s *Store) Summary(room string) (Summary, bool) {
 	s.mu.Lock()
 	e := s.entries[room]

@@ -42,7 +42,7 @@ func startFlags(t *testing.T, args ...string) *testServer {
 var limitFlags = []string{
 	"max-conns", "max-conns-per-ip", "max-rooms", "max-spectators", "max-players",
 	"chat-rate", "chat-burst", "msg-rate", "signal-rate", "signal-burst",
-	"room-rate", "room-burst", "read-limit", "spectate-hz", "feed-history-bytes", "feed-budget-bytes",
+	"room-rate", "room-burst", "read-limit", "spectate-hz", "feed-history-bytes", "feed-budget-bytes", "rtc-max-frame",
 	"replay-max-bytes",
 }
 
@@ -123,6 +123,16 @@ func TestLimitFlagsAtZeroLiftTheLimit(t *testing.T) {
 			if _, err := ts.Lobby().CreateRoom(lobby.RoomOptions{Private: true}); err != nil {
 				t.Fatalf("room %d: %v", i+1, err)
 			}
+		}
+	})
+
+	t.Run("rtc-max-frame", func(t *testing.T) {
+		// The channel's own limit is internal/rtc's (negative: none).
+		if ts := startFlags(t, "-rtc-max-frame", "0"); ts.cfg.RTCMaxFrame >= 0 {
+			t.Fatalf("-rtc-max-frame 0: a limit of %d", ts.cfg.RTCMaxFrame)
+		}
+		if def := startFlags(t); def.cfg.RTCMaxFrame != 1100 {
+			t.Fatalf("default -rtc-max-frame %d", def.cfg.RTCMaxFrame)
 		}
 	})
 

@@ -159,10 +159,13 @@ type Config struct {
 	// over UDP; a server served through Handler alone, without Listen,
 	// takes a free port on Addr's host at the first offer). RTCPublicIPs
 	// are announced in its candidates instead of the machine's addresses,
-	// behind a 1:1 NAT.
+	// behind a 1:1 NAT. RTCMaxFrame is the largest state frame sent on a
+	// channel (zero: 1,100 bytes, one SCTP chunk; NoLimit: every frame);
+	// larger ones go on the WebSocket.
 	NoRTC        bool
 	RTCUDP       string
 	RTCPublicIPs []string
+	RTCMaxFrame  int
 }
 
 func (c Config) withDefaults() Config {
@@ -333,7 +336,7 @@ func Open(cfg Config) (*Server, error) {
 	}
 	var channels func(lobby.StateChannelConfig) lobby.StateChannel
 	if !cfg.NoRTC {
-		s.rtc = rtc.New(rtc.Config{UDP: cfg.rtcFallbackUDP(), PublicIPs: cfg.RTCPublicIPs, Logger: cfg.Logger})
+		s.rtc = rtc.New(rtc.Config{UDP: cfg.rtcFallbackUDP(), PublicIPs: cfg.RTCPublicIPs, MaxFrame: cfg.RTCMaxFrame, Logger: cfg.Logger})
 		channels = s.stateChannel
 	}
 	// The lobby reads its limits as Config does: 0 the default, negative

@@ -497,7 +497,9 @@ func TestReplayOfARunningRoom(t *testing.T) {
 	tb.navigate(e.url + "/?replay=" + room + "&speed=4")
 	s := tb.waitReplay("caught up with the room", func(s replayPage) bool {
 		live := bot.Latest().N
-		return s.Replay.Tick+60 >= live && hasEntry(s.Replay.Chat, "chat", "still playing")
+		r := s.Replay // and drawn: the page draws on its next frame
+		return r.Tick+60 >= live && hasEntry(r.Chat, "chat", "still playing") &&
+			len(s.Drawn) == 1 && r.Range != nil && r.Range.Last >= r.Tick
 	})
 	if r := s.Replay; r.Ended || r.Range == nil || r.Range.Last < r.Tick || len(s.Drawn) != 1 {
 		t.Fatalf("replay of a running room: %+v, drawn %v", r, s.Drawn)

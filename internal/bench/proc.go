@@ -115,16 +115,16 @@ type ServerOptions struct {
 }
 
 // StartServer starts `tickwire serve -addr 127.0.0.1:0` as a child process
-// and waits for its `listening on` line. Unless o.Args set -data-dir or
-// -record, the child records its rooms into a temporary directory, removed
-// by Close.
+// and waits for its `listening on` line. Unless o.Args set -data-dir, the
+// child records its rooms (when it records) into a temporary directory,
+// removed by Close.
 func StartServer(ctx context.Context, o ServerOptions) (*Target, error) {
 	args := []string{"serve", "-addr", "127.0.0.1:0", "-log-level", "warn"}
 	if o.Hz > 0 {
 		args = append(args, "-hz", strconv.Itoa(o.Hz))
 	}
 	var dataDir string
-	if !hasFlag(o.Args, "data-dir") && !hasFlag(o.Args, "record") {
+	if !hasFlag(o.Args, "data-dir") {
 		var err error
 		if dataDir, err = os.MkdirTemp("", "tickwire-data-"); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)

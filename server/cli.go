@@ -195,7 +195,7 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	rtcOn := fs.Bool("rtc", true, "take state over WebRTC DataChannels (rtc-offer on /ws/play); false answers offers with unsupported")
 	rtcUDP := fs.String("rtc-udp", "", "the one UDP address of every player's WebRTC peer connection (default: -addr's host and port, over UDP)")
-	rtcMaxFrame := fs.Int("rtc-max-frame", 1100, "largest state frame sent on a player's WebRTC channel, in bytes; larger ones (keyframes of big rooms) go on the WebSocket, as a lost piece of a message split over several SCTP chunks loses it all (0: no limit, every frame on the channel)")
+	rtcMaxFrame := fs.Int("rtc-max-frame", 0, "largest state frame sent on a player's WebRTC channel, in bytes, larger ones going on the WebSocket; 1100 keeps keyframes of big rooms, which a lossy path loses whole when one of their SCTP chunks is lost, on the WebSocket (0: no limit, every state frame on the channel, as the protocol says)")
 	rtcPublicIP := fs.String("rtc-public-ip", "", "comma-separated addresses announced in WebRTC candidates instead of the machine's, behind 1:1 NAT")
 	modeList := fs.String("modes", strings.Join(names, ","), "comma-separated game modes rooms may run, the default first")
 	if err := flagenv.ParseWithEnv(fs, args); err != nil {

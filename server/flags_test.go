@@ -127,12 +127,12 @@ func TestLimitFlagsAtZeroLiftTheLimit(t *testing.T) {
 	})
 
 	t.Run("rtc-max-frame", func(t *testing.T) {
-		// The channel's own limit is internal/rtc's (negative: none).
-		if ts := startFlags(t, "-rtc-max-frame", "0"); ts.cfg.RTCMaxFrame >= 0 {
-			t.Fatalf("-rtc-max-frame 0: a limit of %d", ts.cfg.RTCMaxFrame)
+		// internal/rtc takes a negative limit as none.
+		if ts := startFlags(t, "-rtc-max-frame", "0"); ts.cfg.rtcMaxFrame() >= 0 {
+			t.Fatalf("-rtc-max-frame 0: a limit of %d", ts.cfg.rtcMaxFrame())
 		}
-		if def := startFlags(t); def.cfg.RTCMaxFrame != 1100 {
-			t.Fatalf("default -rtc-max-frame %d", def.cfg.RTCMaxFrame)
+		if ts := startFlags(t, "-rtc-max-frame", "1100"); ts.cfg.rtcMaxFrame() != 1100 {
+			t.Fatalf("-rtc-max-frame 1100: a limit of %d", ts.cfg.rtcMaxFrame())
 		}
 	})
 

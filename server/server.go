@@ -159,9 +159,10 @@ type Config struct {
 	// over UDP; a server served through Handler alone, without Listen,
 	// takes a free port on Addr's host at the first offer). RTCPublicIPs
 	// are announced in its candidates instead of the machine's addresses,
-	// behind a 1:1 NAT. RTCMaxFrame is the largest state frame sent on a
-	// channel (zero: 1,100 bytes, one SCTP chunk; NoLimit: every frame);
-	// larger ones go on the WebSocket.
+	// behind a 1:1 NAT. RTCMaxFrame, when positive, is the largest state
+	// frame sent on a channel, larger ones going on the WebSocket (1,100
+	// bytes keeps every frame within one SCTP chunk); zero or NoLimit:
+	// every state frame goes on the channel, as the contract says.
 	NoRTC        bool
 	RTCUDP       string
 	RTCPublicIPs []string
@@ -336,7 +337,7 @@ func Open(cfg Config) (*Server, error) {
 	}
 	var channels func(lobby.StateChannelConfig) lobby.StateChannel
 	if !cfg.NoRTC {
-		s.rtc = rtc.New(rtc.Config{UDP: cfg.rtcFallbackUDP(), PublicIPs: cfg.RTCPublicIPs, MaxFrame: cfg.RTCMaxFrame, Logger: cfg.Logger})
+		s.rtc = rtc.New(rtc.Config{UDP: cfg.rtcFallbackUDP(), PublicIPs: cfg.RTCPublicIPs, MaxFrame: cfg.rtcMaxFrame(), Logger: cfg.Logger})
 		channels = s.stateChannel
 	}
 	// The lobby reads its limits as Config does: 0 the default, negative
@@ -423,6 +424,15 @@ func Open(cfg Config) (*Server, error) {
 	// and its body bounded.
 	s.handler = s.proxies.Attribute(s.bound(s.originGuard(mux)))
 	return s, nil
+}
+
+// rtcMaxFrame is RTCMaxFrame as internal/rtc takes it (negative: no
+// limit).
+func (c Config) rtcMaxFrame() int {
+	if c.RTCMaxFrame <= 0 {
+		return -1
+	}
+	return c.RTCMaxFrame
 }
 
 // rtcFallbackUDP is the UDP address of state channels when neither

@@ -34,7 +34,8 @@
 // minus headers), so frames above MaxFrame (default 1,100 bytes) go on the
 // reliable WebSocket instead: in practice keyframes of large rooms, while
 // every delta and the snapshots of ordinary rooms take the channel. A
-// negative MaxFrame sends every frame on the channel. Measured on a Pion
+// negative MaxFrame sends every frame on the channel, which the server
+// does unless told otherwise (serve -rtc-max-frame), as the protocol says. Measured on a Pion
 // virtual network losing 20% of packets (loss_test.go): about 80% of
 // 500-byte frames arrive, never more than about 130 ms apart, while of
 // 3,000-byte frames anywhere from none to half arrive, with stalls of up

@@ -557,11 +557,19 @@ func slowTLSViewer(ctx context.Context, ts *tlsServer, room string, h2 bool) str
 	var protos http.Protocols
 	protos.SetHTTP1(!h2)
 	protos.SetHTTP2(h2)
-	// The viewer's connection is closed when it goes, idle or not.
-	var conn net.Conn
+	// The viewer's connections are closed when it goes, idle or not, also
+	// one whose dial ends after Do gave up on it.
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		gone  bool
+	)
 	defer func() {
-		if conn != nil {
-			conn.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		gone = true
+		for _, c := range conns {
+			c.Close()
 		}
 	}()
 	tr := &http.Transport{Protocols: &protos,
@@ -573,8 +581,17 @@ func slowTLSViewer(ctx context.Context, ts *tlsServer, room string, h2 bool) str
 				cfg.NextProtos = []string{"h2"}
 			}
 			c, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
-			conn = c
-			return c, err
+			if err != nil {
+				return nil, err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if gone {
+				c.Close()
+				return nil, net.ErrClosed
+			}
+			conns = append(conns, c)
+			return c, nil
 		}}
 	req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+ts.addr+"/rooms/"+room+"/events", nil)
 	resp, err := (&http.Client{Transport: tr}).Do(req)

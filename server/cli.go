@@ -248,7 +248,7 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 		MaxSpectators:    zeroIsNone(&bad, "max-spectators", *maxSpectators),
 		FeedHistoryBytes: noByteCap(zeroIsNone(&bad, "feed-history-bytes", *feedHistoryBytes)),
 		FeedBudgetBytes:  noByteCap(zeroIsNone(&bad, "feed-budget-bytes", *feedBudgetBytes)),
-		FeedDelayBytes:   noByteCap(zeroIsNone(&bad, "feed-delay-bytes", *feedDelayBytes)),
+		FeedDelayBytes:   zeroIsNone(&bad, "feed-delay-bytes", *feedDelayBytes), // no cap: see Server.New
 		ChatRate:         zeroIsNone(&bad, "chat-rate", *chatRate),
 		ChatBurst:        zeroIsNone(&bad, "chat-burst", *chatBurst),
 		MessageRate:      *msgRate,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"os"
-	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -38,8 +37,7 @@ func waitReplay(t *testing.T, ts *testServer, room string) replay.Summary {
 }
 
 func TestReplayOfAStoppedNodePlaysFromTheOthers(t *testing.T) {
-	base := runtime.NumGoroutine()
-	t.Cleanup(func() { checkGoroutines(t, base) })
+	checkNoLeaks(t)
 	url := natstest.StartJetStream(t)
 	node := func(dir string) *testServer {
 		return startNode(t, url, Config{DataDir: dir, RoomIdle: 300 * time.Millisecond,
@@ -49,26 +47,7 @@ func TestReplayOfAStoppedNodePlaysFromTheOthers(t *testing.T) {
 	a, b, c := node(dirA), node(t.TempDir()), node(t.TempDir())
 
 	// A match on a, watched live there: it ends as its players leave.
-	ana := a.join(t, "ana", "auto")
-	room := ana.Welcome().Room
-	live := a.watch(t, spectator.Options{Room: room})
-	nextEvent(t, live, wire.EventSnap)
-	ben := a.join(t, "ben", room)
-	for i := range 45 {
-		_, _ = ana.Input(1, 0.5)
-		_, _ = ben.Input(-0.5, float64(i%3-1))
-		if i == 10 {
-			_ = ana.Chat("hello")
-		}
-		if i == 30 {
-			_ = ben.Chat("hi ana")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	_ = ben.Leave()
-	time.Sleep(100 * time.Millisecond)
-	_ = ana.Leave()
-	liveEvents := collect(t, live, 10*time.Second)
+	room, liveEvents := playMatch(t, a)
 	// Another room still runs on a when it stops.
 	cid := a.join(t, "cid", "auto")
 	running := cid.Welcome().Room

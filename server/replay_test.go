@@ -71,8 +71,11 @@ func snapOf(t *testing.T, e spectator.Event) wire.SpectatorSnap {
 	return s
 }
 
-func TestRecordedMatchReplaysOverSSE(t *testing.T) {
-	ts := start(t, Config{DataDir: t.TempDir(), RoomIdle: 300 * time.Millisecond})
+// playMatch plays a short match on ts, two players moving and chatting
+// then leaving, and returns its room and what a live spectator saw of it
+// up to the room's end.
+func playMatch(t *testing.T, ts *testServer) (string, []spectator.Event) {
+	t.Helper()
 	ana := ts.join(t, "ana", "auto")
 	room := ana.Welcome().Room
 	live := ts.watch(t, spectator.Options{Room: room})
@@ -93,6 +96,12 @@ func TestRecordedMatchReplaysOverSSE(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	_ = ana.Leave()
 	liveEvents := collect(t, live, 10*time.Second)
+	return room, liveEvents
+}
+
+func TestRecordedMatchReplaysOverSSE(t *testing.T) {
+	ts := start(t, Config{DataDir: t.TempDir(), RoomIdle: 300 * time.Millisecond})
+	room, liveEvents := playMatch(t, ts)
 
 	// The recording ends with the room, and is listed.
 	var sum replay.Summary

@@ -16,38 +16,13 @@ import (
 	"github.com/tickwire/tickwire/internal/rtc"
 )
 
-// relayIP is the address the server announces in its candidates (as behind
-// a 1:1 NAT) and the lossy relay listens on, on the server's UDP port.
-var relayIP = net.IPv4(127, 0, 0, 2)
-
-// lossyRTCPort finds a UDP port free on both 127.0.0.1 (the server's) and
-// relayIP (the relay's).
-func lossyRTCPort(t *testing.T) int {
-	t.Helper()
-	for range 20 {
-		a, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := a.LocalAddr().(*net.UDPAddr).Port
-		b, err := net.ListenUDP("udp", &net.UDPAddr{IP: relayIP, Port: port})
-		a.Close()
-		if err == nil {
-			b.Close()
-			return port
-		}
-	}
-	t.Fatal("no UDP port free on both 127.0.0.1 and 127.0.0.2")
-	return 0
-}
-
 // relayOnlySettings keeps a client's ICE on loopback and lets it reach the
-// server only at relayIP: a path that skips the relay is never checked.
+// server only at lossy.RelayIP: a path that skips the relay is never checked.
 func relayOnlySettings() *webrtc.SettingEngine {
 	var se webrtc.SettingEngine
 	se.LoggerFactory = &logging.DefaultLoggerFactory{DefaultLogLevel: logging.LogLevelDisabled}
 	rtc.Loopback(&se)
-	se.SetRemoteIPFilter(func(ip net.IP) bool { return ip.Equal(relayIP) })
+	se.SetRemoteIPFilter(func(ip net.IP) bool { return ip.Equal(lossy.RelayIP) })
 	return &se
 }
 
@@ -105,14 +80,17 @@ func TestRTCDeltaClientConvergesUnderLoss(t *testing.T) {
 		within  = 60 * time.Second // want ticks on a loaded machine
 	)
 	checkNoLeaks(t)
-	port := lossyRTCPort(t)
+	port, err := lossy.FreeRelayPort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	serverUDP := fmt.Sprintf("127.0.0.1:%d", port)
-	ts := start(t, Config{Hz: hz, RTCUDP: serverUDP, RTCPublicIPs: []string{relayIP.String()}})
+	ts := start(t, Config{Hz: hz, RTCUDP: serverUDP, RTCPublicIPs: []string{lossy.RelayIP.String()}})
 	if err := ts.rtc.Listen(""); err != nil { // now, rather than at the offer: the port was free a moment ago
 		t.Fatal(err)
 	}
 	link := lossy.Link{Loss: 0.1, Delay: 20 * time.Millisecond, Jitter: 10 * time.Millisecond, Seed: seed}
-	relay, err := lossy.ListenUDP(lossy.Config{Listen: fmt.Sprintf("%s:%d", relayIP, port), Target: serverUDP, Link: link})
+	relay, err := lossy.ListenUDP(lossy.Config{Listen: fmt.Sprintf("%s:%d", lossy.RelayIP, port), Target: serverUDP, Link: link})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +102,7 @@ func TestRTCDeltaClientConvergesUnderLoss(t *testing.T) {
 		if err := relay.Close(); !errors.Is(err, lossy.ErrClosed) {
 			t.Errorf("second Close of the relay: %v, want %v", err, lossy.ErrClosed)
 		}
-		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: relayIP, Port: port})
+		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: lossy.RelayIP, Port: port})
 		if err != nil {
 			t.Errorf("the relay's port is still held after Close: %v", err)
 			return

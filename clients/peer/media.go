@@ -11,8 +11,6 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
-
-	"github.com/tickwire/tickwire/wire"
 )
 
 // opusSilence is one valid Opus packet: TOC 0xf8 (CELT fullband, 20 ms,
@@ -90,13 +88,4 @@ func (p *Peer) sendAudio() {
 			_ = p.track.WriteSample(media.Sample{Data: opusSilence, Duration: frameDuration})
 		}
 	}
-}
-
-// iceServers converts the welcome's ICE servers to Pion's type.
-func iceServers(in []wire.SignalICEServer) []webrtc.ICEServer {
-	out := make([]webrtc.ICEServer, 0, len(in))
-	for _, s := range in {
-		out = append(out, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
-	}
-	return out
 }

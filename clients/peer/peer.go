@@ -28,6 +28,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/tickwire/tickwire/internal/rtc"
 	"github.com/tickwire/tickwire/wire"
 )
 
@@ -120,7 +121,7 @@ func Join(ctx context.Context, cfg Config) (*Peer, error) {
 		readerDone: make(chan struct{}),
 	}
 	if p.ice == nil {
-		p.ice = iceServers(welcome.ICEServers)
+		p.ice = rtc.ICEServers(welcome.ICEServers)
 	}
 	if !cfg.NoAudio {
 		if p.track, err = newAudioTrack(p.id); err != nil {

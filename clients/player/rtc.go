@@ -39,28 +39,16 @@ type rtcPeer struct {
 	ice  []webrtc.ICEServer
 	keep time.Duration
 
-	mu       sync.Mutex // guards the fields below
-	cur      *rtcConn   // the newest offer's connection, nil when none
-	gen      int        // offers sent
-	answered int        // answers (or refusals) received
+	mu       sync.Mutex   // guards the fields below
+	cur      *rtc.Offerer // the newest offer's connection, nil when none
+	gen      int          // offers sent
+	answered int          // answers (or refusals) received
 	refused  bool
 	closed   bool
 
 	open     atomic.Bool  // cur's channel is open
 	lastSent atomic.Int64 // unix ns of the newest message sent on the channel
 	keepDone chan struct{}
-}
-
-// rtcConn is one offer's peer connection.
-type rtcConn struct {
-	pc *webrtc.PeerConnection
-	dc *webrtc.DataChannel
-
-	mu        sync.Mutex // guards the fields below
-	offered   bool       // the offer has been sent: candidates may follow
-	queued    []*wire.ICECandidate
-	remoteSet bool
-	pending   []webrtc.ICECandidateInit // the server's candidates before its answer
 }
 
 // newRTCPeer builds the Pion API of a client; ICE servers come from the
@@ -122,11 +110,7 @@ func fetchICE(ctx context.Context, o Options) []webrtc.ICEServer {
 	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&body) != nil {
 		return nil
 	}
-	out := make([]webrtc.ICEServer, 0, len(body.ICEServers))
-	for _, s := range body.ICEServers {
-		out = append(out, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
-	}
-	return out
+	return rtc.ICEServers(body.ICEServers)
 }
 
 // Offer offers a new state channel to the server, replacing the current
@@ -151,19 +135,19 @@ func (c *Client) Offer() error {
 	r.open.Store(false)
 	r.mu.Unlock()
 	if old != nil {
-		_ = old.pc.GracefulClose()
+		_ = old.PC.GracefulClose()
 	}
-	pc, err := r.api.NewPeerConnection(webrtc.Configuration{ICEServers: r.ice})
+	var rc *rtc.Offerer
+	rc, err := rtc.NewOfferer(r.api, webrtc.Configuration{ICEServers: r.ice}, func(m wire.ClientMessage) error {
+		if _, offer := m.(*wire.RTCOffer); !offer && !r.current(rc) {
+			return nil // a candidate of a superseded offer
+		}
+		return c.send(m)
+	})
 	if err != nil {
 		return err
 	}
-	ordered, retransmits := false, uint16(0)
-	dc, err := pc.CreateDataChannel(wire.StateChannelLabel, &webrtc.DataChannelInit{Ordered: &ordered, MaxRetransmits: &retransmits})
-	if err != nil {
-		_ = pc.Close()
-		return err
-	}
-	rc := &rtcConn{pc: pc, dc: dc}
+	dc := rc.DC
 	dc.OnOpen(func() {
 		if r.current(rc) {
 			r.lastSent.Store(time.Now().UnixNano())
@@ -176,59 +160,27 @@ func (c *Client) Offer() error {
 		}
 	})
 	dc.OnMessage(func(m webrtc.DataChannelMessage) { c.receive(m.Data, true) })
-	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+	rc.PC.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		if (st == webrtc.PeerConnectionStateFailed || st == webrtc.PeerConnectionStateClosed) && r.current(rc) {
 			r.open.Store(false)
 		}
 	})
-	pc.OnICECandidate(func(ic *webrtc.ICECandidate) {
-		cand := rtc.WireCandidate(ic)
-		rc.mu.Lock()
-		defer rc.mu.Unlock()
-		if !rc.offered {
-			rc.queued = append(rc.queued, cand)
-			return
-		}
-		if r.current(rc) {
-			_ = c.send(&wire.RTCICE{Candidate: cand})
-		}
-	})
-	offer, err := pc.CreateOffer(nil)
-	if err == nil {
-		err = pc.SetLocalDescription(offer)
-	}
-	if err != nil {
-		_ = pc.Close()
-		return err
-	}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		_ = pc.GracefulClose()
+		_ = rc.PC.GracefulClose()
 		return errClosed
 	}
 	r.cur = rc
 	r.gen++
 	r.mu.Unlock()
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	if err := c.send(&wire.RTCOffer{SDP: pc.LocalDescription().SDP}); err != nil {
-		return err
-	}
-	rc.offered = true
-	for _, cand := range rc.queued {
-		if err := c.send(&wire.RTCICE{Candidate: cand}); err != nil {
-			return err
-		}
-	}
-	rc.queued = nil
-	return nil
+	return rc.Send()
 }
 
 // errClosed is what Offer returns after Close.
 var errClosed = errors.New("player: connection closed")
 
-func (r *rtcPeer) current(rc *rtcConn) bool {
+func (r *rtcPeer) current(rc *rtc.Offerer) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.cur == rc
@@ -237,7 +189,7 @@ func (r *rtcPeer) current(rc *rtcConn) bool {
 // matched returns the current connection when the answers received so far
 // match the offers sent, that is when the newest answer is the current
 // offer's; else nil (an answer or candidate of an older offer).
-func (r *rtcPeer) matched() *rtcConn {
+func (r *rtcPeer) matched() *rtc.Offerer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.answered != r.gen {
@@ -256,17 +208,7 @@ func (r *rtcPeer) answer(sdp string) {
 	if rc == nil {
 		return
 	}
-	if err := rc.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
-		return
-	}
-	rc.mu.Lock()
-	rc.remoteSet = true
-	pending := rc.pending
-	rc.pending = nil
-	rc.mu.Unlock()
-	for _, ci := range pending {
-		_ = rc.pc.AddICECandidate(ci)
-	}
+	_ = rc.Answer(sdp)
 }
 
 // candidate adds one of the server's candidates to the current connection,
@@ -276,15 +218,7 @@ func (r *rtcPeer) candidate(cand *wire.ICECandidate) {
 	if rc == nil || cand == nil {
 		return
 	}
-	init := rtc.PionCandidate(cand)
-	rc.mu.Lock()
-	if !rc.remoteSet {
-		rc.pending = append(rc.pending, init)
-		rc.mu.Unlock()
-		return
-	}
-	rc.mu.Unlock()
-	_ = rc.pc.AddICECandidate(init)
+	rc.Candidate(cand)
 }
 
 // refuse records the server's `unsupported`: the client stays on the
@@ -298,7 +232,7 @@ func (r *rtcPeer) refuse(string) {
 	r.open.Store(false)
 	r.mu.Unlock()
 	if old != nil {
-		go func() { _ = old.pc.Close() }() // not on the reader: it may wait on callbacks
+		go func() { _ = old.PC.Close() }() // not on the reader: it may wait on callbacks
 	}
 }
 
@@ -311,7 +245,7 @@ func (r *rtcPeer) sendInput(frame []byte) bool {
 	r.mu.Lock()
 	rc := r.cur
 	r.mu.Unlock()
-	if rc == nil || rc.dc.Send(frame) != nil {
+	if rc == nil || rc.DC.Send(frame) != nil {
 		return false
 	}
 	r.lastSent.Store(time.Now().UnixNano())
@@ -362,7 +296,7 @@ func (r *rtcPeer) close() {
 	r.open.Store(false)
 	r.mu.Unlock()
 	if old != nil {
-		_ = old.pc.GracefulClose()
+		_ = old.PC.GracefulClose()
 	}
 	<-r.keepDone
 }
@@ -382,7 +316,7 @@ func (c *Client) KillChannel() error {
 	r.open.Store(false)
 	r.mu.Unlock()
 	if old != nil {
-		return old.pc.GracefulClose()
+		return old.PC.GracefulClose()
 	}
 	return nil
 }

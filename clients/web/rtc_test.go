@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -208,12 +207,15 @@ type lossyEnv struct {
 
 func startLossyEnv(t *testing.T, link lossy.Link) *lossyEnv {
 	t.Helper()
-	port := freeUDPPort(t)
+	port, err := lossy.FreeRelayPort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	e := startEnv(t, server.Config{
 		RTCUDP:       fmt.Sprintf("127.0.0.1:%d", port),
-		RTCPublicIPs: []string{"127.0.0.2"},
+		RTCPublicIPs: []string{lossy.RelayIP.String()},
 	})
-	udp, err := lossy.ListenUDP(lossy.Config{Listen: fmt.Sprintf("127.0.0.2:%d", port), Target: fmt.Sprintf("127.0.0.1:%d", port), Link: link})
+	udp, err := lossy.ListenUDP(lossy.Config{Listen: fmt.Sprintf("%s:%d", lossy.RelayIP, port), Target: fmt.Sprintf("127.0.0.1:%d", port), Link: link})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,26 +228,6 @@ func startLossyEnv(t *testing.T, link lossy.Link) *lossyEnv {
 	}
 	t.Cleanup(func() { tcp.Close() })
 	return &lossyEnv{env: e, url: "http://" + tcp.Addr().String(), udp: udp, udpTarget: fmt.Sprintf("127.0.0.1:%d", port), tcp: tcp}
-}
-
-// freeUDPPort finds a UDP port free on both 127.0.0.1 and 127.0.0.2.
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	for range 20 {
-		a, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := a.LocalAddr().(*net.UDPAddr).Port
-		b, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: port})
-		a.Close()
-		if err == nil {
-			b.Close()
-			return port
-		}
-	}
-	t.Fatal("no UDP port free on both 127.0.0.1 and 127.0.0.2")
-	return 0
 }
 
 // startGaps makes the page record, from now on, the time between

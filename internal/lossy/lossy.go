@@ -46,7 +46,9 @@ package lossy
 import (
 	"container/heap"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -268,4 +270,28 @@ func (p *pipe) run() error {
 			return nil
 		}
 	}
+}
+
+// RelayIP is the loopback address a relay listens on in front of a server's
+// UDP port on 127.0.0.1: the server announces it as its public address (a
+// 1:1 NAT), so that every packet goes through the relay.
+var RelayIP = net.IPv4(127, 0, 0, 2)
+
+// FreeRelayPort finds a UDP port free on both 127.0.0.1 (the server's) and
+// RelayIP (the relay's).
+func FreeRelayPort() (int, error) {
+	for range 20 {
+		a, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return 0, fmt.Errorf("lossy: %w", err)
+		}
+		port := a.LocalAddr().(*net.UDPAddr).Port
+		b, err := net.ListenUDP("udp", &net.UDPAddr{IP: RelayIP, Port: port})
+		a.Close()
+		if err == nil {
+			b.Close()
+			return port, nil
+		}
+	}
+	return 0, errors.New("lossy: no UDP port free on both 127.0.0.1 and " + RelayIP.String())
 }

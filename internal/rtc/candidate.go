@@ -23,3 +23,13 @@ func PionCandidate(c *wire.ICECandidate) webrtc.ICECandidateInit {
 	return webrtc.ICECandidateInit{Candidate: c.Candidate, SDPMid: c.SDPMid,
 		SDPMLineIndex: c.SDPMLineIndex, UsernameFragment: c.UsernameFragment}
 }
+
+// ICEServers converts ICE servers as /api/ice and the signaling `welcome`
+// list them to Pion's type.
+func ICEServers(in []wire.SignalICEServer) []webrtc.ICEServer {
+	out := make([]webrtc.ICEServer, 0, len(in))
+	for _, s := range in {
+		out = append(out, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	return out
+}

@@ -913,10 +913,3 @@ func (g *gorillaConn) SetWriteDeadline(t time.Time) error {
 	}
 	return nil
 }
-
-func (g *gorillaConn) SetDeadline(t time.Time) error {
-	if g.owner.Load() == nil {
-		return g.Conn.SetDeadline(t)
-	}
-	return g.Conn.SetReadDeadline(t)
-}

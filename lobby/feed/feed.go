@@ -113,10 +113,8 @@ func (e *Event) size() int64 { return int64(cap(e.sse)) + eventOverhead }
 // SSE returns the event as a Server-Sent Events block.
 func (e *Event) SSE() []byte { return e.sse }
 
-// PollJSON returns the event as an element of a long-poll `events` array:
-// {"id":..,"type":"..","data":..}.
-func (e *Event) PollJSON() []byte { return e.appendPoll(nil) }
-
+// appendPoll appends the event as an element of a long-poll `events`
+// array: {"id":..,"type":"..","data":..}.
 func (e *Event) appendPoll(b []byte) []byte {
 	b = append(b, `{"id":`...)
 	b = strconv.AppendUint(b, e.ID, 10)

@@ -414,7 +414,6 @@ func (r *Reader) decodeBlock(i int, b *decodedBlock) {
 				b.broken = true
 				return
 			}
-			ev.Data = slices.Clone(ev.Data) // not the inflate buffer's
 		default:
 			continue // a record type of a later version: skipped
 		}

@@ -45,13 +45,14 @@ type Recorder struct {
 	lastKey  uint64 // tick of the newest keyframe
 	keyEvery uint64 // ticks between keyframes
 	players  []wire.PlayerInfo
-	rec      []byte // the record being built
+	rec      []byte // the payload of the record being built
 
-	mu       sync.Mutex // guards the fields below
-	pend     []byte     // records handed over, not yet taken by the writer
-	ending   bool       // no more records: the writer finishes
-	dropped  int64
-	overflow bool // a record was dropped: the next tick must be a keyframe
+	mu      sync.Mutex // guards the fields below
+	pend    []byte     // records handed over, not yet taken by the writer
+	ending  bool       // no more records: the writer finishes
+	dropped int64
+
+	overflow atomic.Bool // a record was dropped: the next tick must be a keyframe
 
 	// Kept by the writer, read by Stats.
 	ticks   atomic.Uint64
@@ -82,36 +83,31 @@ func (r *Recorder) Stats() Stats {
 // Done is closed when the recording's file is complete and closed.
 func (r *Recorder) Done() <-chan struct{} { return r.done }
 
-// hand queues the record in r.rec for the writer; it reports false when the
-// record was dropped (the writer is too far behind, or the recording has
-// ended).
-func (r *Recorder) hand() bool {
+// hand queues a record of type typ with payload for the writer; it
+// reports false when the record was dropped (the writer is too far behind,
+// or the recording has ended).
+func (r *Recorder) hand(typ byte, payload []byte) bool {
+	var l [binary.MaxVarintLen64]byte
+	size := 1 + binary.PutUvarint(l[:], uint64(len(payload))) + len(payload)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.ending {
 		return false
 	}
-	if len(r.pend)+len(r.rec) > r.s.cfg.MaxPending {
+	if len(r.pend)+size > r.s.cfg.MaxPending {
 		if r.dropped++; r.dropped == 1 {
 			r.s.cfg.Logger.Warn("replay: the recording's writer is behind: records dropped", "room", r.e.sum.Room)
 		}
-		r.overflow = true
+		r.overflow.Store(true)
 		return false
 	}
-	r.pend = append(r.pend, r.rec...)
+	r.pend = appendRecord(r.pend, typ, payload)
 	return true
-}
-
-// record builds a record of the given type from payload and hands it over.
-func (r *Recorder) record(typ byte, payload []byte) {
-	r.rec = appendRecord(r.rec[:0], typ, payload)
-	r.hand()
 }
 
 // Opened starts the recording with the room's info. It implements
 // room.Observer.
 func (r *Recorder) Opened(info wire.SpectatorRoom) {
-	info.Players = slices.Clone(info.Players)
 	r.players = slices.Clone(info.Players)
 	if info.Schema != nil && info.Hz > 0 {
 		r.codec = wire.NewDeltaCodec(info.Schema, info.Hz)
@@ -123,7 +119,7 @@ func (r *Recorder) Opened(info wire.SpectatorRoom) {
 	r.e.sum.Mode, r.e.sum.Hz, r.e.sum.Start = h.Mode, h.Hz, h.Start
 	r.s.mu.Unlock()
 	b, _ := json.Marshal(h)
-	r.record(recHeader, b)
+	r.hand(recHeader, b)
 }
 
 // Snap records the tick: a keyframe every Config.KeyframeEvery, otherwise
@@ -135,27 +131,18 @@ func (r *Recorder) Snap(n uint64, st int64, tables []wire.Table) {
 	}
 	cur, prev := &r.states[r.cur], &r.states[1-r.cur]
 	r.codec.Set(cur, n, st, tables)
-	r.mu.Lock()
-	overflow := r.overflow
-	r.overflow = false
-	r.mu.Unlock()
-	key := !r.hasPrev || overflow || prev.N >= n || n-r.lastKey >= r.keyEvery
-	r.rec = r.rec[:0]
+	key := r.overflow.Swap(false) || !r.hasPrev || prev.N >= n || n-r.lastKey >= r.keyEvery
+	typ := recTick
 	if key {
 		players, _ := json.Marshal(r.players)
-		r.rec = append(r.rec, recKey)
-		at := len(r.rec)
-		r.rec = binary.AppendUvarint(r.rec, uint64(len(players)))
+		typ = recKey
+		r.rec = binary.AppendUvarint(r.rec[:0], uint64(len(players)))
 		r.rec = append(r.rec, players...)
 		r.rec = r.codec.Append(r.rec, nil, cur)
-		r.rec = spliceLen(r.rec, at)
 	} else {
-		r.rec = append(r.rec, recTick)
-		at := len(r.rec)
-		r.rec = r.codec.Append(r.rec, prev, cur)
-		r.rec = spliceLen(r.rec, at)
+		r.rec = r.codec.Append(r.rec[:0], prev, cur)
 	}
-	if !r.hand() {
+	if !r.hand(typ, r.rec) {
 		r.hasPrev = false
 		return
 	}
@@ -164,15 +151,6 @@ func (r *Recorder) Snap(n uint64, st int64, tables []wire.Table) {
 	}
 	r.hasPrev = true
 	r.cur = 1 - r.cur
-}
-
-// spliceLen inserts, at position at of b, the uvarint length of what
-// follows it, making b[at-1:] a record.
-func spliceLen(b []byte, at int) []byte {
-	var l [binary.MaxVarintLen64]byte
-	k := binary.PutUvarint(l[:], uint64(len(b)-at))
-	b = slices.Insert(b, at, l[:k]...)
-	return b
 }
 
 // event records a joined, left or chat event with its live id.
@@ -185,12 +163,9 @@ func (r *Recorder) event(typ byte, v any) {
 	if err != nil {
 		return
 	}
-	r.rec = append(r.rec[:0], typ)
-	at := len(r.rec)
-	r.rec = binary.AppendUvarint(r.rec, id)
+	r.rec = binary.AppendUvarint(r.rec[:0], id)
 	r.rec = append(r.rec, data...)
-	r.rec = spliceLen(r.rec, at)
-	r.hand()
+	r.hand(typ, r.rec)
 }
 
 // Joined records a `joined` event. It implements room.Observer.
@@ -213,7 +188,7 @@ func (r *Recorder) Chat(m *wire.ChatLine) { r.event(recChat, m) }
 func (r *Recorder) Closed(reason string) {
 	data, _ := json.Marshal(wire.SpectatorClosed{Reason: reason})
 	p := binary.AppendVarint(nil, time.Now().UnixMilli())
-	r.record(recClosed, append(p, data...))
+	r.hand(recClosed, append(p, data...))
 	r.finish()
 }
 

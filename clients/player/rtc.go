@@ -74,7 +74,7 @@ func newRTCPeer(ctx context.Context, c *Client, o Options) (*rtcPeer, error) {
 		keep = 250 * time.Millisecond
 	}
 	r := &rtcPeer{c: c, ice: servers, keep: keep, keepDone: make(chan struct{}),
-		api: webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(&webrtc.MediaEngine{}))}
+		api: rtc.DataAPI(se)}
 	go r.keepalive()
 	return r, nil
 }

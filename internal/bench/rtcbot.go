@@ -30,7 +30,7 @@ func rtcAPI(serverURL string) *webrtc.API {
 			rtc.Loopback(&se)
 		}
 	}
-	return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(&webrtc.MediaEngine{}))
+	return rtc.DataAPI(se)
 }
 
 // rtcLink is a bot's state channel.

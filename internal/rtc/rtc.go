@@ -60,6 +60,7 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
 	"github.com/pion/logging"
 	"github.com/pion/transport/v5"
 	"github.com/pion/webrtc/v4"
@@ -231,9 +232,18 @@ func (s *Service) listenLocked(addr string) (*webrtc.API, error) {
 		se.SetNAT1To1IPs(s.cfg.PublicIPs, webrtc.ICECandidateTypeHost)
 	}
 	s.conn, s.mux = conn, mux
-	s.api = webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(&webrtc.MediaEngine{}))
+	s.api = DataAPI(se)
 	s.cfg.Logger.Debug("state channels listening", "udp", conn.LocalAddr().String())
 	return s.api, nil
+}
+
+// DataAPI is a Pion API for DataChannels only: an empty media engine and
+// an empty interceptor registry. Without the registry Pion installs its
+// default RTP interceptors (NACK, RTCP reports, TWCC), four goroutines and
+// their tickers per peer connection that a data-only peer never uses.
+func DataAPI(se webrtc.SettingEngine) *webrtc.API {
+	return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(&webrtc.MediaEngine{}),
+		webrtc.WithInterceptorRegistry(&interceptor.Registry{}))
 }
 
 // Loopback sets se to keep ICE on loopback: loopback candidates included,

@@ -21,6 +21,7 @@ import (
 	"github.com/tickwire/tickwire/game/arena"
 	"github.com/tickwire/tickwire/game/shooter"
 	"github.com/tickwire/tickwire/internal/flagenv"
+	"github.com/tickwire/tickwire/internal/gctune"
 	"github.com/tickwire/tickwire/internal/limits"
 	"github.com/tickwire/tickwire/lobby"
 )
@@ -102,15 +103,26 @@ func Serve(ctx context.Context, args []string, modes ...game.Spec) error {
 	if err != nil {
 		return err
 	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.level}))
+	slog.SetDefault(logger)
 	if os.Getenv("GOGC") == "" {
 		// Go's default of 100 lets the heap double between collections.
 		// A game server allocates little per tick, so collecting more
 		// often costs no measurable CPU and saves about a quarter of the
-		// memory per player (BENCHMARKS.md).
+		// memory per player (BENCHMARKS.md). Traffic that allocates much
+		// more (WebRTC state channels) has GOGC raised while the
+		// collector's share of the CPU is over -gc-cpu.
 		debug.SetGCPercent(o.gcPercent)
+		if o.gcCPU > 0 {
+			tuneCtx, stopTuning := context.WithCancel(ctx)
+			tuned := make(chan struct{})
+			go func() {
+				defer close(tuned)
+				gctune.Run(tuneCtx, gctune.Config{Floor: o.gcPercent, Ceiling: o.gcPercentMax, Target: o.gcCPU / 100, Logger: logger})
+			}()
+			defer func() { stopTuning(); <-tuned }()
+		}
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.level}))
-	slog.SetDefault(logger)
 	o.cfg.Logger = logger
 	srv, err := Open(o.cfg)
 	if err != nil {
@@ -133,10 +145,12 @@ func Serve(ctx context.Context, args []string, modes ...game.Spec) error {
 // serveOptions are serve's settings: the server's Config and the
 // process's own.
 type serveOptions struct {
-	cfg       Config
-	gcPercent int
-	level     slog.Level
-	modeList  string
+	cfg          Config
+	gcPercent    int     // GOGC, the floor of the tuner
+	gcPercentMax int     // the tuner's ceiling
+	gcCPU        float64 // the collector's share of the CPU the tuner aims at, in %; 0: GOGC stays at gcPercent
+	level        slog.Level
+	modeList     string
 }
 
 // parseServe parses serve's flags from args and the environment; usage
@@ -191,7 +205,9 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/")
 	overloadOn := fs.Bool("overload", true, "refuse new players, rooms and viewers (503, close 1013) while ticks run late, so that the players in play keep their snapshots")
 	overloadHold := fs.Duration("overload-hold", 5*time.Second, "an overload lasts at least this long after ticks are on time again; also the retry hint")
-	gcPercent := fs.Int("gc-percent", 25, "heap growth between garbage collections, in % of the live heap (Go's GOGC; the GOGC variable, when set, wins)")
+	gcPercent := fs.Int("gc-percent", 25, "heap growth between garbage collections, in % of the live heap (Go's GOGC; the GOGC variable, when set, wins and turns -gc-cpu off)")
+	gcCPU := fs.Float64("gc-cpu", 5, "while the garbage collector takes more than this % of the server's CPU, GOGC rises above -gc-percent, up to -gc-percent-max (0: GOGC stays at -gc-percent)")
+	gcPercentMax := fs.Int("gc-percent-max", 400, "the highest GOGC that -gc-cpu sets")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	rtcOn := fs.Bool("rtc", true, "take state over WebRTC DataChannels (rtc-offer on /ws/play); false answers offers with unsupported")
 	rtcUDP := fs.String("rtc-udp", "", "the one UDP address of every player's WebRTC peer connection (default: -addr's host and port, over UDP)")
@@ -279,7 +295,10 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 	if _, err := limits.ParseProxies(cfg.TrustedProxies); err != nil {
 		return serveOptions{}, fmt.Errorf("-trusted-proxies: %w", err)
 	}
-	return serveOptions{cfg: cfg, gcPercent: *gcPercent, level: level, modeList: *modeList}, nil
+	if *gcPercent <= 0 || *gcPercentMax < *gcPercent || *gcCPU < 0 || *gcCPU >= 100 {
+		return serveOptions{}, fmt.Errorf("-gc-percent %d, -gc-percent-max %d, -gc-cpu %v: want 0 < gc-percent <= gc-percent-max and 0 <= gc-cpu < 100", *gcPercent, *gcPercentMax, *gcCPU)
+	}
+	return serveOptions{cfg: cfg, gcPercent: *gcPercent, gcPercentMax: *gcPercentMax, gcCPU: *gcCPU, level: level, modeList: *modeList}, nil
 }
 
 // zeroIsNone turns a limit flag's value into Config's: 0 (no limit)

@@ -88,7 +88,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.StringVar(&f.trace, "trace", "", "write an execution trace of this process (runtime/trace)")
 	fs.IntVar(&f.players, "n", 1000, "game: players (bots)")
 	fs.IntVar(&f.roomSize, "room-size", 16, "game: seats per room")
-	fs.IntVar(&f.inputHz, "input-hz", 0, "game: inputs per second per bot (default: the tick rate)")
+	fs.IntVar(&f.inputHz, "input-hz", 0, "game: inputs per second per bot (default: the tick rate); overload: of each player in play (default 20)")
 	fs.BoolVar(&f.delta, "delta", false, "game: the bots ask for delta snapshots")
 	fs.BoolVar(&f.rtc, "rtc", false, "game: the bots take their state over WebRTC DataChannels and send inputs there (the UDP and DTLS overhead is not in the byte counts)")
 	fs.StringVar(&f.mode, "mode", "", "game: the game mode of the rooms (default: the server's default); the bots play it blind")
@@ -244,7 +244,7 @@ func (r *benchRunner) overload(ctx context.Context) (*bench.Table, any, error) {
 			return nil, nil, err
 		}
 		res, err := bench.RunOverload(ctx, t, bench.OverloadConfig{
-			Offered: r.f.offered, JoinRate: r.f.joinRate, Duration: r.f.duration,
+			Offered: r.f.offered, JoinRate: r.f.joinRate, Duration: r.f.duration, InputHz: r.f.inputHz,
 			Progress: r.progress.prefix(fmt.Sprintf("run %d/%d ", i+1, r.f.runs)),
 		})
 		stop()

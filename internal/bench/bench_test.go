@@ -290,3 +290,33 @@ func TestStats(t *testing.T) {
 }
 
 func nil2() *http.Client { return &http.Client{Timeout: 5 * time.Second} }
+
+// TestOverloadCountsEveryPlayer runs `bench overload` small, below
+// capacity: every offer gets in, the batch readers get their snapshots as
+// the probes do, and only the probes' gaps are measured.
+func TestOverloadCountsEveryPlayer(t *testing.T) {
+	t.Parallel()
+	p := start(t, 20)
+	res, err := RunOverload(testCtx(t), p.Target, OverloadConfig{
+		Offered: 24, JoinRate: 200, Duration: 2 * time.Second, InputHz: 10, ProbeEvery: 4,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Joined != 24 || res.Refused != 0 || res.Failed != 0 || res.Probes != 6 {
+		t.Fatalf("joined %d, refused %d, failed %d, probes %d; want 24, 0, 0, 6", res.Joined, res.Refused, res.Failed, res.Probes)
+	}
+	if res.Hz != 20 || res.InputHz != 10 {
+		t.Errorf("hz %d, input hz %d; want 20, 10", res.Hz, res.InputHz)
+	}
+	if res.DeliveredPct < 90 || res.WorstDeliveredPct < 50 {
+		t.Errorf("snapshots delivered: mean %v%%, worst %v%%", res.DeliveredPct, res.WorstDeliveredPct)
+	}
+	// 6 probes, 2 s at 20 Hz: about 240 gaps of 50 ms.
+	if res.Gap.N < 100 || res.Gap.N > 300 || res.Gap.P50 < 20 || res.Gap.P50 > 500 {
+		t.Errorf("probes' update gaps %+v, want about 240 of about 50 ms", res.Gap)
+	}
+	if res.RecoverSec < 0 || res.Dropped != 0 {
+		t.Errorf("recovery %v s, %d dropped", res.RecoverSec, res.Dropped)
+	}
+}

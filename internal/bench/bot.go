@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"time"
 
@@ -42,12 +43,54 @@ func (b *bot) link() *rtcLink {
 // dialBot connects to the player WebSocket at url and joins room, asking
 // for delta snapshots when delta is set.
 func dialBot(ctx context.Context, url, name, room string, counter *Counter, delta bool) (*bot, error) {
-	d := websocket.Dialer{
+	return joinBot(ctx, websocket.Dialer{
 		NetDialContext:   counter.dial(true),
 		HandshakeTimeout: 10 * time.Second,
 		ReadBufferSize:   4096,
 		WriteBufferSize:  512,
+	}, url, name, room, delta)
+}
+
+// dialBatchBot is dialBot for a player that reads its socket at most once
+// per every, taking what arrived meanwhile in one read (see pacedConn).
+func dialBatchBot(ctx context.Context, url, name, room string, counter *Counter, every time.Duration) (*bot, error) {
+	dial := counter.dial(false)
+	return joinBot(ctx, websocket.Dialer{
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &pacedConn{Conn: c, every: every}, nil
+		},
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   32 << 10,
+		WriteBufferSize:  512,
+	}, url, name, room, false)
+}
+
+// pacedConn reads from its connection at most once per every. Under a
+// WebSocket reader, whose buffer asks the socket for more only when it is
+// empty, a player then costs the load process one read and one wake per
+// batch of frames instead of one per frame; the frames' arrival times are
+// only known to within every.
+type pacedConn struct {
+	net.Conn
+	every time.Duration
+	next  time.Time // the earliest time of the next read; one reader only
+}
+
+func (p *pacedConn) Read(b []byte) (int, error) {
+	if d := time.Until(p.next); d > 0 {
+		time.Sleep(d)
 	}
+	n, err := p.Conn.Read(b)
+	p.next = time.Now().Add(p.every)
+	return n, err
+}
+
+// joinBot dials url with d and joins room.
+func joinBot(ctx context.Context, d websocket.Dialer, url, name, room string, delta bool) (*bot, error) {
 	ws, _, err := d.DialContext(ctx, url, nil)
 	if err != nil {
 		return nil, err

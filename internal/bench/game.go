@@ -135,8 +135,10 @@ type gameBot struct {
 	snaps  int64
 	other  int64 // frames other than snaps in the window
 	done   chan error
-	// With RTC: the state channel's callbacks record too, under mu;
-	// chSnaps counts the snapshots that came on the channel.
+	probe  bool // overload: reads each frame as it arrives (its gaps and latencies count)
+	// mu guards what frame records: with RTC the state channel's
+	// callbacks record too; chSnaps counts the snapshots that came on the
+	// channel.
 	mu      sync.Mutex
 	chSnaps int64
 }
@@ -386,14 +388,13 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 // viaChannel, its state channel. Delta frames are applied whether or not
 // the window is open, so the bot keeps its baselines.
 func (gb *gameBot) frame(w *window, at, rx time.Time, f []byte, viaChannel bool) {
-	l := gb.b.link()
-	if l != nil {
-		if !viaChannel && l.signal(f) {
-			return
-		}
-		gb.mu.Lock() // two readers: the WebSocket's and the channel's
-		defer gb.mu.Unlock()
+	if l := gb.b.link(); l != nil && !viaChannel && l.signal(f) {
+		return
 	}
+	// Two readers with a channel (the WebSocket's and the channel's), and
+	// overload reads the counts while the players still play.
+	gb.mu.Lock()
+	defer gb.mu.Unlock()
 	n, st, ok := gb.b.snapshot(f)
 	if !w.in(at) {
 		return

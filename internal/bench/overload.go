@@ -21,6 +21,15 @@ type OverloadConfig struct {
 	Offered  int           // players that try to join (2000)
 	JoinRate int           // joins tried per second (100)
 	Duration time.Duration // measured window once every offer is answered (10s)
+	InputHz  int           // inputs per second of each player in play (20, whatever the tick rate)
+	// One player in ProbeEvery (8) reads each frame as it arrives, and the
+	// gaps and latencies are theirs; the others read their sockets in
+	// batches, every BatchEvery (25ms), so that the load process costs less
+	// per snapshot than the server and the server saturates first.
+	// Snapshots delivered are counted over every player. ProbeEvery 1 makes
+	// every player a probe.
+	ProbeEvery int
+	BatchEvery time.Duration
 	// Progress receives a status line now and then; nil is quiet.
 	Progress func(string)
 }
@@ -35,6 +44,15 @@ func (c OverloadConfig) withDefaults() OverloadConfig {
 	if c.Duration <= 0 {
 		c.Duration = 10 * time.Second
 	}
+	if c.InputHz <= 0 {
+		c.InputHz = 20
+	}
+	if c.ProbeEvery <= 0 {
+		c.ProbeEvery = 8
+	}
+	if c.BatchEvery <= 0 {
+		c.BatchEvery = 25 * time.Millisecond
+	}
 	if c.Progress == nil {
 		c.Progress = func(string) {}
 	}
@@ -44,6 +62,8 @@ func (c OverloadConfig) withDefaults() OverloadConfig {
 // OverloadResult is one run of `bench overload`.
 type OverloadResult struct {
 	Hz       int `json:"hz"`
+	InputHz  int `json:"inputHz"`
+	Probes   int `json:"probes"` // players in whose gaps and latencies are measured
 	Offered  int `json:"offered"`
 	Joined   int `json:"joined"`
 	Refused  int `json:"refused"`  // refused with `overloaded`, close 1013
@@ -95,7 +115,15 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 			defer pending.Done()
 			dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 			defer cancel()
-			b, err := dialBot(dctx, t.WSURL(wire.PathPlay), fmt.Sprintf("o-%d", i+1), wire.RoomAuto, &counter, false)
+			url, name := t.WSURL(wire.PathPlay), fmt.Sprintf("o-%d", i+1)
+			probe := i%cfg.ProbeEvery == 0
+			var b *bot
+			var err error
+			if probe {
+				b, err = dialBot(dctx, url, name, wire.RoomAuto, &counter, false)
+			} else {
+				b, err = dialBatchBot(dctx, url, name, wire.RoomAuto, &counter, cfg.BatchEvery)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -108,7 +136,7 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 				res.Failed++
 			default:
 				joined.Add(1)
-				gb := &gameBot{b: b, done: make(chan error, 1)}
+				gb := &gameBot{b: b, done: make(chan error, 1), probe: probe}
 				bots = append(bots, gb)
 				wg.Add(1)
 				go func() {
@@ -130,7 +158,7 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 		return nil, errors.New("overload: no player got in")
 	}
 	res.Joined = len(bots)
-	res.Hz = bots[0].b.welcome.Hz
+	res.Hz, res.InputHz = bots[0].b.welcome.Hz, cfg.InputHz
 
 	// Inputs from every player in play, as in `bench game`.
 	sendCtx, stopSend := context.WithCancel(ctx)
@@ -140,7 +168,7 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 	senders := min(len(plays), 64)
 	for g := range senders {
 		swg.Add(1)
-		go func() { defer swg.Done(); sendInputs(sendCtx, plays, g, senders, res.Hz, &win, &sent) }()
+		go func() { defer swg.Done(); sendInputs(sendCtx, plays, g, senders, cfg.InputHz, &win, &sent) }()
 	}
 	defer func() { stopSend(); swg.Wait() }()
 
@@ -167,13 +195,16 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 			set = map[uint64]struct{}{}
 			roomTicks[gb.b.welcome.Room] = set
 		}
+		gb.mu.Lock() // the players in play are still reading
 		for _, n := range gb.ticks {
 			set[n] = struct{}{}
 		}
+		gb.mu.Unlock()
 	}
 	var pcts []float64
 	var lat, gap []samples
 	for _, gb := range plays {
+		gb.mu.Lock()
 		if gb.dropped(stop) {
 			res.Dropped++
 		}
@@ -182,8 +213,12 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 		} else {
 			pcts = append(pcts, 0)
 		}
-		lat = append(lat, gb.lat)
-		gap = append(gap, gb.gap)
+		if gb.probe {
+			res.Probes++
+			lat = append(lat, slices.Clone(gb.lat))
+			gap = append(gap, slices.Clone(gb.gap))
+		}
+		gb.mu.Unlock()
 	}
 	var sum float64
 	for _, p := range pcts {
@@ -221,7 +256,7 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 // OverloadTable shows runs of `bench overload`, medians first.
 func OverloadTable(runs []*OverloadResult) *Table {
 	r0 := runs[0]
-	t := &Table{Title: fmt.Sprintf("bench overload: %d players offered at %d Hz, %d run(s)", r0.Offered, r0.Hz, len(runs))}
+	t := &Table{Title: fmt.Sprintf("bench overload: %d players offered at %d Hz, inputs %d/s, %d run(s)", r0.Offered, r0.Hz, r0.InputHz, len(runs))}
 	add := func(name, unit string, f func(*OverloadResult) float64) {
 		vals := make([]float64, len(runs))
 		for i, r := range runs {
@@ -235,8 +270,9 @@ func OverloadTable(runs []*OverloadResult) *Table {
 	add("players in at the first refusal", "", func(r *OverloadResult) float64 { return float64(r.FirstRef) })
 	add("snapshots delivered, mean player", "%", func(r *OverloadResult) float64 { return r.DeliveredPct })
 	add("snapshots delivered, worst player", "%", func(r *OverloadResult) float64 { return r.WorstDeliveredPct })
-	add("update gap p99", "ms", func(r *OverloadResult) float64 { return r.Gap.P99 })
-	add("delivery latency p99", "ms", func(r *OverloadResult) float64 { return r.Latency.P99 })
+	add("probes (players reading every frame at once)", "", func(r *OverloadResult) float64 { return float64(r.Probes) })
+	add("update gap p99, probes", "ms", func(r *OverloadResult) float64 { return r.Gap.P99 })
+	add("delivery latency p99, probes", "ms", func(r *OverloadResult) float64 { return r.Latency.P99 })
 	add("players dropped in the window", "", func(r *OverloadResult) float64 { return float64(r.Dropped) })
 	add("joins taken again after half left", "s", func(r *OverloadResult) float64 { return r.RecoverSec })
 	add("server CPU", "% of a core", func(r *OverloadResult) float64 {

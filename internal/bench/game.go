@@ -386,15 +386,16 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 // viaChannel, its state channel. Delta frames are applied whether or not
 // the window is open, so the bot keeps its baselines.
 func (gb *gameBot) frame(w *window, at, rx time.Time, f []byte, viaChannel bool) {
+	h := frameHead(f)
 	l := gb.b.link()
 	if l != nil {
-		if !viaChannel && l.signal(f) {
+		if !viaChannel && l.signal(h, f) {
 			return
 		}
 		gb.mu.Lock() // two readers: the WebSocket's and the channel's
 		defer gb.mu.Unlock()
 	}
-	n, st, ok := gb.b.snapshot(f)
+	n, st, ok := gb.b.snapshot(h, f)
 	if !w.in(at) {
 		return
 	}

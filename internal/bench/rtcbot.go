@@ -59,9 +59,7 @@ func (b *bot) offer(api *webrtc.API, counter *Counter, onFrame func(at time.Time
 		l.counter.In.Add(int64(len(m.Data)))
 		onFrame(time.Now(), m.Data)
 	})
-	b.wmu.Lock()
-	b.rtc = l
-	b.wmu.Unlock()
+	b.rtc.Store(l)
 	return o.Send()
 }
 
@@ -72,11 +70,11 @@ func (b *bot) write(frame []byte) error {
 	return b.ws.WriteMessage(websocket.BinaryMessage, frame)
 }
 
-// signal handles a frame of the WebSocket that belongs to the channel's
-// signaling (the answer, candidates) and reports whether it was one.
-func (l *rtcLink) signal(f []byte) bool {
-	h, err := player.Head(f)
-	if err != nil || h.T != wire.TypeRTCAnswer && h.T != wire.TypeRTCICE {
+// signal handles a frame f of the WebSocket with head h (see frameHead)
+// that belongs to the channel's signaling (the answer, candidates) and
+// reports whether it was one.
+func (l *rtcLink) signal(h player.FrameHead, f []byte) bool {
+	if h.T != wire.TypeRTCAnswer && h.T != wire.TypeRTCICE {
 		return false
 	}
 	m, err := wire.DecodeServer(f)

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/pion/ice/v4"
-	"github.com/pion/logging"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/tickwire/tickwire/clients/player"
@@ -20,10 +18,7 @@ import (
 // server at serverURL: ICE on loopback when the server is, else over UDP
 // on IPv4 without mDNS; no ICE servers (the bench runs on a LAN).
 func rtcAPI(serverURL string) *webrtc.API {
-	var se webrtc.SettingEngine
-	se.LoggerFactory = &logging.DefaultLoggerFactory{DefaultLogLevel: logging.LogLevelDisabled}
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se := rtc.ClientSettings()
 	if u, err := url.Parse(serverURL); err == nil {
 		host := u.Hostname()
 		if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {

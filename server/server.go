@@ -187,28 +187,20 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// orDefault resolves a timeout of Config: 0 takes def, a negative one
-// means none (0 for net/http).
-func orDefault(d, def time.Duration) time.Duration {
+// orDefault resolves a setting of Config whose user takes 0 for "none":
+// 0 takes def, a negative value (NoLimit) gives 0, no limit. It serves the
+// HTTP timeouts (0 is none for net/http), the connection caps (for
+// limits.New) and ReplayMaxBytes (for replay.Config). Settings whose user
+// takes 0 for its own default turn a negative value into a limit never
+// reached instead (MaxSpectators, noByteCap).
+func orDefault[T ~int | ~int64](v, def T) T {
 	switch {
-	case d == 0:
+	case v == 0:
 		return def
-	case d < 0:
+	case v < 0:
 		return 0
 	}
-	return d
-}
-
-// capOf resolves a connection cap of Config for limits.New: 0 takes def,
-// NoLimit (negative) gives 0, no cap.
-func capOf(n, def int) int {
-	switch {
-	case n == 0:
-		return def
-	case n < 0:
-		return 0
-	}
-	return n
+	return v
 }
 
 // everyTick is a spectator rate above any tick rate: spectators get every
@@ -301,16 +293,9 @@ func Open(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	s.limits = limits.New(capOf(cfg.MaxConns, 10000), capOf(cfg.MaxConnsPerIP, 256), s.metrics.Reject)
+	s.limits = limits.New(orDefault(cfg.MaxConns, 10000), orDefault(cfg.MaxConnsPerIP, 256), s.metrics.Reject)
 	if cfg.DataDir != "" {
-		maxBytes := cfg.ReplayMaxBytes
-		switch {
-		case maxBytes == 0:
-			maxBytes = DefaultReplayMaxBytes
-		case maxBytes < 0:
-			maxBytes = 0 // no cap
-		}
-		rc := replay.Config{Dir: cfg.DataDir, Keep: cfg.ReplayKeep, MaxBytes: maxBytes, Logger: cfg.Logger, Replicas: cfg.ReplayReplicas}
+		rc := replay.Config{Dir: cfg.DataDir, Keep: cfg.ReplayKeep, MaxBytes: orDefault(cfg.ReplayMaxBytes, DefaultReplayMaxBytes), Logger: cfg.Logger, Replicas: cfg.ReplayReplicas}
 		if nb, ok := s.bus.(*bus.NATS); ok {
 			rc.NATS = nb.Conn() // closed after the store
 		}

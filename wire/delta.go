@@ -420,42 +420,9 @@ var ErrDeltaBaseline = errors.New("wire: delta baseline not held")
 // so that a corrupt frame cannot make a reader allocate much.
 const maxDeltaRows = 1 << 14
 
-// deltaReader reads varints from a delta's bytes, remembering the first
-// error.
-type deltaReader struct {
-	b   []byte
-	err error
-}
-
-func (r *deltaReader) u() uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.err = errors.New("bad varint")
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *deltaReader) z() int64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.err = errors.New("bad varint")
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
 // count reads a count of items that take at least one byte each.
-func (r *deltaReader) count(limit int) int {
-	v := r.u()
+func (r *VarintReader) count(limit int) int {
+	v := r.Uvarint()
 	if r.err == nil && (v > uint64(limit) || v > uint64(len(r.b))) {
 		r.err = fmt.Errorf("count %d out of range", v)
 	}
@@ -466,11 +433,11 @@ func (r *deltaReader) count(limit int) int {
 }
 
 // ids reads count ascending ids written as gaps from the previous one.
-func (r *deltaReader) ids(count int) ([]int64, error) {
+func (r *VarintReader) ids(count int) ([]int64, error) {
 	ids := make([]int64, count)
 	id := uint64(0)
 	for i := range ids {
-		gap := r.u()
+		gap := r.Uvarint()
 		if r.err == nil && gap == 0 && i > 0 {
 			return nil, errors.New("ids not ascending")
 		}
@@ -489,9 +456,9 @@ func (r *deltaReader) ids(count int) ([]int64, error) {
 // baseline; its storage is reused. Malformed bytes give an error wrapping
 // ErrMalformed.
 func (c *DeltaCodec) Decode(d []byte, baseline func(n uint64) *DeltaState, out *DeltaState) error {
-	r := &deltaReader{b: d}
-	n := r.u()
-	age := r.u()
+	r := &VarintReader{b: d}
+	n := r.Uvarint()
+	age := r.Uvarint()
 	if r.err != nil {
 		return fmt.Errorf("%w: delta: %v", ErrMalformed, r.err)
 	}
@@ -513,9 +480,9 @@ func (c *DeltaCodec) Decode(d []byte, baseline func(n uint64) *DeltaState, out *
 	return nil
 }
 
-func (c *DeltaCodec) decode(r *deltaReader, n, age uint64, base, out *DeltaState) error {
+func (c *DeltaCodec) decode(r *VarintReader, n, age uint64, base, out *DeltaState) error {
 	out.N = n
-	out.ST = base.ST + r.z()
+	out.ST = base.ST + r.Varint()
 	if len(out.T) != len(c.tables) {
 		out.T = make([]DeltaTable, len(c.tables))
 	}
@@ -543,7 +510,7 @@ func (c *DeltaCodec) decode(r *deltaReader, n, age uint64, base, out *DeltaState
 	return nil
 }
 
-func (c *DeltaCodec) decodeKeyed(r *deltaReader, l *deltaTableLayout, bt, ot *DeltaTable, age uint64) error {
+func (c *DeltaCodec) decodeKeyed(r *VarintReader, l *deltaTableLayout, bt, ot *DeltaTable, age uint64) error {
 	gone, err := r.ids(r.count(maxDeltaRows))
 	if err != nil {
 		return err
@@ -552,7 +519,7 @@ func (c *DeltaCodec) decodeKeyed(r *deltaReader, l *deltaTableLayout, bt, ot *De
 	entered := make([]int64, 0, ne*l.cols)
 	id := uint64(0)
 	for i := range ne {
-		gap := r.u()
+		gap := r.Uvarint()
 		if r.err == nil && gap == 0 && i > 0 {
 			return errors.New("new ids not ascending")
 		}
@@ -562,7 +529,7 @@ func (c *DeltaCodec) decodeKeyed(r *deltaReader, l *deltaTableLayout, bt, ot *De
 		}
 		entered = append(entered, int64(id))
 		for range l.cols - 1 {
-			entered = append(entered, r.z())
+			entered = append(entered, r.Varint())
 		}
 	}
 	if r.err != nil {
@@ -576,7 +543,7 @@ func (c *DeltaCodec) decodeKeyed(r *deltaReader, l *deltaTableLayout, bt, ot *De
 			g++
 			continue
 		}
-		mask := r.u()
+		mask := r.Uvarint()
 		if mask>>len(l.order) != 0 {
 			return fmt.Errorf("row mask %#x", mask)
 		}
@@ -592,7 +559,7 @@ func (c *DeltaCodec) decodeKeyed(r *deltaReader, l *deltaTableLayout, bt, ot *De
 		for bit, col := range l.order {
 			ref := c.reference(l, b, cur, col, age)
 			if mask&(1<<bit) != 0 {
-				ref += r.z()
+				ref += r.Varint()
 			}
 			cur[col] = ref
 		}
@@ -604,8 +571,8 @@ func (c *DeltaCodec) decodeKeyed(r *deltaReader, l *deltaTableLayout, bt, ot *De
 	return nil
 }
 
-func decodeSlots(r *deltaReader, l *deltaTableLayout, bt, ot *DeltaTable) error {
-	rows64 := r.u()
+func decodeSlots(r *VarintReader, l *deltaTableLayout, bt, ot *DeltaTable) error {
+	rows64 := r.Uvarint()
 	if r.err == nil && rows64 > maxDeltaRows {
 		return fmt.Errorf("%d slots", rows64)
 	}
@@ -630,7 +597,7 @@ func decodeSlots(r *deltaReader, l *deltaTableLayout, bt, ot *DeltaTable) error 
 	}
 	slot := -1
 	for range nc {
-		gap := r.u()
+		gap := r.Uvarint()
 		if r.err != nil || gap >= uint64(rows) || slot+1+int(gap) >= rows {
 			return errors.New("slot out of range")
 		}
@@ -643,13 +610,13 @@ func decodeSlots(r *deltaReader, l *deltaTableLayout, bt, ot *DeltaTable) error 
 		if slot < nb {
 			was = bt.Q[slot*l.cols]
 		}
-		id := was + r.z()
+		id := was + r.Varint()
 		if id < 0 || id > math.MaxUint32 {
 			return errors.New("id out of range")
 		}
 		ot.Q = append(ot.Q, id)
 		for range l.cols - 1 {
-			ot.Q = append(ot.Q, r.z())
+			ot.Q = append(ot.Q, r.Varint())
 		}
 	}
 	return keep(slot+1, rows)
@@ -749,9 +716,9 @@ func (r *DeltaReceiver) find(n uint64) *DeltaState {
 // (0 for a keyframe) without decoding the rest: enough for a load generator
 // to acknowledge frames it does not rebuild.
 func DeltaHead(d []byte) (n, age uint64, err error) {
-	r := &deltaReader{b: d}
-	n = r.u()
-	age = r.u()
+	r := &VarintReader{b: d}
+	n = r.Uvarint()
+	age = r.Uvarint()
 	if r.err != nil {
 		return 0, 0, fmt.Errorf("%w: delta: %v", ErrMalformed, r.err)
 	}

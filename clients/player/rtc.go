@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/ice/v4"
-	"github.com/pion/logging"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/tickwire/tickwire/internal/rtc"
@@ -54,13 +52,9 @@ type rtcPeer struct {
 // newRTCPeer builds the Pion API of a client; ICE servers come from the
 // options or else from the server's /api/ice.
 func newRTCPeer(ctx context.Context, c *Client, o Options) (*rtcPeer, error) {
-	var se webrtc.SettingEngine
+	se := rtc.ClientSettings()
 	if o.RTCSettings != nil {
 		se = *o.RTCSettings
-	} else {
-		se.LoggerFactory = &logging.DefaultLoggerFactory{DefaultLogLevel: logging.LogLevelDisabled}
-		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	}
 	if o.RTCLoopback {
 		rtc.Loopback(&se)
@@ -130,9 +124,7 @@ func (c *Client) Offer() error {
 		}
 		return errClosed
 	}
-	old := r.cur
-	r.cur = nil
-	r.open.Store(false)
+	old := r.take()
 	r.mu.Unlock()
 	if old != nil {
 		_ = old.PC.GracefulClose()
@@ -179,6 +171,16 @@ func (c *Client) Offer() error {
 
 // errClosed is what Offer returns after Close.
 var errClosed = errors.New("player: connection closed")
+
+// take clears the current connection, marking the channel not open, and
+// returns it (nil when none) for the caller to close outside the lock; the
+// caller holds mu.
+func (r *rtcPeer) take() *rtc.Offerer {
+	old := r.cur
+	r.cur = nil
+	r.open.Store(false)
+	return old
+}
 
 func (r *rtcPeer) current(rc *rtc.Offerer) bool {
 	r.mu.Lock()
@@ -227,9 +229,7 @@ func (r *rtcPeer) refuse(string) {
 	r.mu.Lock()
 	r.answered++
 	r.refused = true
-	old := r.cur
-	r.cur = nil
-	r.open.Store(false)
+	old := r.take()
 	r.mu.Unlock()
 	if old != nil {
 		go func() { _ = old.PC.Close() }() // not on the reader: it may wait on callbacks
@@ -291,9 +291,7 @@ func (r *rtcPeer) keepalive() {
 func (r *rtcPeer) close() {
 	r.mu.Lock()
 	r.closed = true
-	old := r.cur
-	r.cur = nil
-	r.open.Store(false)
+	old := r.take()
 	r.mu.Unlock()
 	if old != nil {
 		_ = old.PC.GracefulClose()
@@ -311,9 +309,7 @@ func (c *Client) KillChannel() error {
 		return ErrNoRTC
 	}
 	r.mu.Lock()
-	old := r.cur
-	r.cur = nil
-	r.open.Store(false)
+	old := r.take()
 	r.mu.Unlock()
 	if old != nil {
 		return old.PC.GracefulClose()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -26,19 +27,15 @@ type bot struct {
 	player  game.Bot            // decides the inputs of play
 	field   game.Field
 
-	wmu sync.Mutex // guards writes, seq, out and ack
+	wmu sync.Mutex // guards writes, seq and out
 	seq uint64
 	out []byte
-	ack uint64   // delta mode: the newest rebuilt tick, acknowledged with the next input
-	rtc *rtcLink // the state channel (bench game -rtc), guarded by wmu; nil when none
+	ack atomic.Uint64           // delta mode: the newest rebuilt tick, acknowledged with the next input
+	rtc atomic.Pointer[rtcLink] // the state channel (bench game -rtc); nil when none
 }
 
 // link returns the bot's state channel, or nil.
-func (b *bot) link() *rtcLink {
-	b.wmu.Lock()
-	defer b.wmu.Unlock()
-	return b.rtc
-}
+func (b *bot) link() *rtcLink { return b.rtc.Load() }
 
 // dialBot connects to the player WebSocket at url and joins room, asking
 // for delta snapshots when delta is set.
@@ -175,8 +172,8 @@ func (b *bot) input(values ...float64) error {
 	b.wmu.Lock()
 	defer b.wmu.Unlock()
 	b.seq++
-	b.out = player.AppendInput(b.out[:0], b.seq, b.ack, b.welcome.Schema.Input, values)
-	if b.rtc.send(b.out) {
+	b.out = player.AppendInput(b.out[:0], b.seq, b.ack.Load(), b.welcome.Schema.Input, values)
+	if b.link().send(b.out) {
 		return nil
 	}
 	return b.ws.WriteMessage(websocket.BinaryMessage, b.out)
@@ -195,14 +192,22 @@ func (b *bot) chat(text string) error {
 	return b.ws.WriteMessage(websocket.BinaryMessage, b.out)
 }
 
-// snapshot returns the tick and server time of a snapshot frame, `snap`
-// or `delta`; a delta frame is applied and acknowledged. ok is false for
-// other frames.
-func (b *bot) snapshot(f []byte) (n uint64, st int64, ok bool) {
+// frameHead reads the head of a received frame, once for all its uses:
+// the head of a malformed frame is empty (its type is none of the known
+// ones).
+func frameHead(f []byte) player.FrameHead {
 	h, err := player.Head(f)
+	if err != nil {
+		return player.FrameHead{}
+	}
+	return h
+}
+
+// snapshot returns the tick and server time of a snapshot frame f with
+// head h (see frameHead), `snap` or `delta`; a delta frame is applied and
+// acknowledged. ok is false for other frames.
+func (b *bot) snapshot(h player.FrameHead, f []byte) (n uint64, st int64, ok bool) {
 	switch {
-	case err != nil:
-		return 0, 0, false
 	case h.T == wire.TypeSnap:
 		return h.N, h.ST, true
 	case h.T != wire.TypeDelta || b.rx == nil:
@@ -218,9 +223,7 @@ func (b *bot) snapshot(f []byte) (n uint64, st int64, ok bool) {
 	}
 	// Acknowledged with the next input (`n` in `input`), as a client that
 	// sends inputs every tick does: one message per tick instead of two.
-	b.wmu.Lock()
-	b.ack = s.N
-	b.wmu.Unlock()
+	b.ack.Store(s.N)
 	return s.N, s.ST, true
 }
 

@@ -388,14 +388,15 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 // viaChannel, its state channel. Delta frames are applied whether or not
 // the window is open, so the bot keeps its baselines.
 func (gb *gameBot) frame(w *window, at, rx time.Time, f []byte, viaChannel bool) {
-	if l := gb.b.link(); l != nil && !viaChannel && l.signal(f) {
+	h := frameHead(f)
+	if l := gb.b.link(); l != nil && !viaChannel && l.signal(h, f) {
 		return
 	}
 	// Two readers with a channel (the WebSocket's and the channel's), and
 	// overload reads the counts while the players still play.
 	gb.mu.Lock()
 	defer gb.mu.Unlock()
-	n, st, ok := gb.b.snapshot(f)
+	n, st, ok := gb.b.snapshot(h, f)
 	if !w.in(at) {
 		return
 	}

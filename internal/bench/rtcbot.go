@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/pion/ice/v4"
-	"github.com/pion/logging"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/tickwire/tickwire/clients/player"
@@ -20,10 +18,7 @@ import (
 // server at serverURL: ICE on loopback when the server is, else over UDP
 // on IPv4 without mDNS; no ICE servers (the bench runs on a LAN).
 func rtcAPI(serverURL string) *webrtc.API {
-	var se webrtc.SettingEngine
-	se.LoggerFactory = &logging.DefaultLoggerFactory{DefaultLogLevel: logging.LogLevelDisabled}
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se := rtc.ClientSettings()
 	if u, err := url.Parse(serverURL); err == nil {
 		host := u.Hostname()
 		if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
@@ -59,9 +54,7 @@ func (b *bot) offer(api *webrtc.API, counter *Counter, onFrame func(at time.Time
 		l.counter.In.Add(int64(len(m.Data)))
 		onFrame(time.Now(), m.Data)
 	})
-	b.wmu.Lock()
-	b.rtc = l
-	b.wmu.Unlock()
+	b.rtc.Store(l)
 	return o.Send()
 }
 
@@ -72,11 +65,11 @@ func (b *bot) write(frame []byte) error {
 	return b.ws.WriteMessage(websocket.BinaryMessage, frame)
 }
 
-// signal handles a frame of the WebSocket that belongs to the channel's
-// signaling (the answer, candidates) and reports whether it was one.
-func (l *rtcLink) signal(f []byte) bool {
-	h, err := player.Head(f)
-	if err != nil || h.T != wire.TypeRTCAnswer && h.T != wire.TypeRTCICE {
+// signal handles a frame f of the WebSocket with head h (see frameHead)
+// that belongs to the channel's signaling (the answer, candidates) and
+// reports whether it was one.
+func (l *rtcLink) signal(h player.FrameHead, f []byte) bool {
+	if h.T != wire.TypeRTCAnswer && h.T != wire.TypeRTCICE {
 		return false
 	}
 	m, err := wire.DecodeServer(f)

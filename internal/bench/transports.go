@@ -15,6 +15,7 @@ import (
 
 	"github.com/tickwire/tickwire/clients/player"
 	"github.com/tickwire/tickwire/clients/spectator"
+	"github.com/tickwire/tickwire/internal/httpapi"
 	"github.com/tickwire/tickwire/wire"
 )
 
@@ -313,7 +314,7 @@ func wsFrameHeader(n int) int {
 // feedEventSize is the bytes an event takes in its transport's body.
 func feedEventSize(kind string, e spectator.Event) int64 {
 	if kind == spectator.SSE {
-		return int64(len(fmt.Sprintf("id: %d\nevent: %s\ndata: %s\n\n", e.ID, e.Type, e.Data)))
+		return int64(len(httpapi.AppendSSE(nil, e.ID, e.Type, e.Data)))
 	}
 	b, _ := json.Marshal(map[string]any{"id": e.ID, "type": e.Type, "data": e.Data})
 	return int64(len(b)) + 1

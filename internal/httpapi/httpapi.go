@@ -1,5 +1,6 @@
-// Package httpapi holds the JSON plumbing shared by Tickwire's HTTP
-// endpoints: the error shape of the contract and JSON answers.
+// Package httpapi holds the plumbing shared by Tickwire's HTTP endpoints:
+// the error shape of the contract, JSON answers and the framing of
+// Server-Sent Events streams.
 package httpapi
 
 import (

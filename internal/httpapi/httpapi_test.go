@@ -28,3 +28,28 @@ func TestWriteRetryError(t *testing.T) {
 		}
 	}
 }
+
+func TestSSE(t *testing.T) {
+	b := AppendSSE([]byte("x"), 42, "chat", []byte(`{"a":1}`))
+	b = AppendSSERetry(b, 2500*time.Millisecond)
+	if want := "xid: 42\nevent: chat\ndata: {\"a\":1}\n\nretry: 2500\n\n"; string(b) != want {
+		t.Errorf("%q, want %q", b, want)
+	}
+	for _, c := range []struct {
+		header, query string
+		want          int64
+		ok            bool
+	}{
+		{"", "", -1, true}, {"7", "", 7, true}, {"", "8", 8, true}, {"7", "8", 7, true},
+		{"-1", "", 0, false}, {"x", "", 0, false}, {"", "1.5", 0, false},
+	} {
+		r := httptest.NewRequest("GET", "/e?lastEventId="+c.query, nil)
+		if c.header != "" {
+			r.Header.Set("Last-Event-ID", c.header)
+		}
+		id, err := LastEventID(r)
+		if id != c.want || (err == nil) != c.ok {
+			t.Errorf("header %q, query %q: %d %v", c.header, c.query, id, err)
+		}
+	}
+}

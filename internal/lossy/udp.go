@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -23,14 +24,13 @@ type UDPRelay struct {
 	down   counters
 
 	mu     sync.Mutex // guards the fields below
-	flows  map[string]*udpFlow
+	flows  map[netip.AddrPort]*udpFlow
 	nflows uint64
 	closed bool
 }
 
 // udpFlow is one client address: its upstream socket and its two pipes.
 type udpFlow struct {
-	client   *net.UDPAddr
 	upstream *net.UDPConn
 	upFate   *fate // used by the relay's read loop only
 	upPipe   *pipe
@@ -52,7 +52,7 @@ func ListenUDP(cfg Config) (*UDPRelay, error) {
 		return nil, fmt.Errorf("lossy: %w", err)
 	}
 	r := &UDPRelay{cfg: cfg, conn: conn, target: target, done: make(chan struct{}),
-		flows: make(map[string]*udpFlow)}
+		flows: make(map[netip.AddrPort]*udpFlow)}
 	r.wg.Add(1)
 	go r.readClients()
 	return r, nil
@@ -88,7 +88,7 @@ func (r *UDPRelay) readClients() {
 	defer r.wg.Done()
 	buf := make([]byte, 64<<10)
 	for {
-		n, from, err := r.conn.ReadFromUDP(buf)
+		n, from, err := r.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -112,21 +112,20 @@ func (r *UDPRelay) readClients() {
 
 // flow finds or makes the flow of a client address; nil once closed or
 // when no upstream socket can be had.
-func (r *UDPRelay) flow(client *net.UDPAddr) *udpFlow {
-	key := client.String()
+func (r *UDPRelay) flow(client netip.AddrPort) *udpFlow {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return nil
 	}
-	if f, ok := r.flows[key]; ok {
+	if f, ok := r.flows[client]; ok {
 		return f
 	}
 	upstream, err := net.DialUDP("udp", nil, r.target)
 	if err != nil {
 		return nil // no socket: this datagram goes nowhere, as on a dead path
 	}
-	f := &udpFlow{client: client, upstream: upstream, upFate: newFate(r.cfg.Link, r.nflows, true)}
+	f := &udpFlow{upstream: upstream, upFate: newFate(r.cfg.Link, r.nflows, true)}
 	downFate := newFate(r.cfg.Link, r.nflows, false)
 	r.nflows++
 	f.upPipe = newPipe(udpHold, r.done, func(p packet) error {
@@ -134,10 +133,10 @@ func (r *UDPRelay) flow(client *net.UDPAddr) *udpFlow {
 		return nil
 	})
 	downPipe := newPipe(udpHold, r.done, func(p packet) error {
-		r.conn.WriteToUDP(p.data, client)
+		r.conn.WriteToUDPAddrPort(p.data, client)
 		return nil
 	})
-	r.flows[key] = f
+	r.flows[client] = f
 	r.wg.Add(3)
 	go func() { defer r.wg.Done(); _ = f.upPipe.run() }()
 	go func() { defer r.wg.Done(); _ = downPipe.run() }()

@@ -246,6 +246,17 @@ func DataAPI(se webrtc.SettingEngine) *webrtc.API {
 		webrtc.WithInterceptorRegistry(&interceptor.Registry{}))
 }
 
+// ClientSettings returns the Pion settings of a Go client's state channel
+// (the player client's default, the bench bots'): no Pion logs, ICE over
+// UDP on IPv4, no mDNS.
+func ClientSettings() webrtc.SettingEngine {
+	var se webrtc.SettingEngine
+	se.LoggerFactory = &logging.DefaultLoggerFactory{DefaultLogLevel: logging.LogLevelDisabled}
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	return se
+}
+
 // Loopback sets se to keep ICE on loopback: loopback candidates included,
 // interfaces named lo* only, local and remote addresses loopback only,
 // UDP over IPv4, no mDNS. Go clients use it in tests.

@@ -197,7 +197,7 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg Config) (*Conn, error) 
 		c.kind = websocket.TextMessage
 	}
 	ws.SetReadLimit(cfg.ReadLimit)
-	_ = ws.SetReadDeadline(time.Now().Add(cfg.PongWait))
+	c.extendReadDeadline()
 	ws.SetPongHandler(c.onPong)
 	ws.SetPingHandler(c.onPing)
 	ws.SetCloseHandler(c.onClose)
@@ -483,10 +483,16 @@ func (c *Conn) Stats() Stats {
 	return Stats{BytesOut: c.bytesOut.Load(), FramesOut: c.framesOut.Load(), StatesReplaced: c.replaced.Load()}
 }
 
+// extendReadDeadline gives the peer PongWait from now to send its next
+// frame (a pong, at the latest).
+func (c *Conn) extendReadDeadline() {
+	_ = c.ws.SetReadDeadline(time.Now().Add(c.cfg.PongWait))
+}
+
 // onPong runs on the reader goroutine: it extends the read deadline and
 // folds the sample into the smoothed RTT (RFC 6298 weights).
 func (c *Conn) onPong(payload string) error {
-	_ = c.ws.SetReadDeadline(time.Now().Add(c.cfg.PongWait))
+	c.extendReadDeadline()
 	if len(payload) != 8 {
 		return nil
 	}
@@ -706,8 +712,7 @@ func (c *Conn) writePartial() bool {
 	if p == nil {
 		return true
 	}
-	c.deadline = time.Now().Add(time.Second)
-	_ = c.raw.SetWriteDeadline(c.deadline)
+	c.setWriteDeadline(time.Second)
 	_, err := c.raw.Write(p)
 	return err == nil
 }
@@ -796,8 +801,7 @@ func (c *Conn) writeCloseFrame(payload []byte, wait time.Duration) bool {
 		code = int(binary.BigEndian.Uint16(payload))
 	}
 	c.closeCode.Store(int64(code))
-	c.deadline = time.Now().Add(wait)
-	_ = c.raw.SetWriteDeadline(c.deadline)
+	c.setWriteDeadline(wait)
 	return c.writeControlFrame(websocket.CloseMessage, string(payload))
 }
 
@@ -824,10 +828,16 @@ func (c *Conn) appendFrame(b, head, tail []byte) []byte {
 // armDeadline sets the write deadline of a drain's blocking writes,
 // re-arming it only once half of it is spent; wmu is held.
 func (c *Conn) armDeadline() {
-	if now := time.Now(); c.deadline.Sub(now) < c.cfg.WriteWait/2 {
-		c.deadline = now.Add(c.cfg.WriteWait)
-		_ = c.raw.SetWriteDeadline(c.deadline)
+	if time.Until(c.deadline) < c.cfg.WriteWait/2 {
+		c.setWriteDeadline(c.cfg.WriteWait)
 	}
+}
+
+// setWriteDeadline sets the deadline of the socket's writes to wait from
+// now, remembered for armDeadline; wmu is held.
+func (c *Conn) setWriteDeadline(wait time.Duration) {
+	c.deadline = time.Now().Add(wait)
+	_ = c.raw.SetWriteDeadline(c.deadline)
 }
 
 // wrote counts a data frame of n bytes.

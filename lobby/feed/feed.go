@@ -36,6 +36,7 @@ import (
 	"time"
 	"weak"
 
+	"github.com/tickwire/tickwire/internal/httpapi"
 	"github.com/tickwire/tickwire/wire"
 )
 
@@ -90,17 +91,9 @@ type Event struct {
 // newEvent encodes an event in one buffer: its SSE block, which holds
 // its data.
 func newEvent(id uint64, typ string, data []byte) *Event {
-	b := make([]byte, 0, len("id: \nevent: \ndata: \n\n")+20+len(typ)+len(data))
-	b = append(b, "id: "...)
-	b = strconv.AppendUint(b, id, 10)
-	b = append(b, "\nevent: "...)
-	b = append(b, typ...)
-	b = append(b, "\ndata: "...)
-	start := len(b)
-	b = append(b, data...)
-	end := len(b)
-	b = append(b, "\n\n"...)
-	return &Event{ID: id, Type: typ, Data: b[start:end:end], sse: b}
+	b := httpapi.AppendSSE(make([]byte, 0, len("id: \nevent: \ndata: \n\n")+20+len(typ)+len(data)), id, typ, data)
+	end := len(b) - 2
+	return &Event{ID: id, Type: typ, Data: b[end-len(data) : end : end], sse: b}
 }
 
 // eventOverhead is what an event in a history costs besides its bytes:

@@ -3,7 +3,6 @@ package feed
 import (
 	"errors"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,19 +157,6 @@ func (h *Handlers) lookup(w http.ResponseWriter, r *http.Request) *Feed {
 		return nil
 	}
 	return f
-}
-
-// parseID reads an event id: -1 when absent, an error when it is not an
-// integer >= 0.
-func parseID(s string) (int64, error) {
-	if s == "" {
-		return -1, nil
-	}
-	id, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || id < 0 {
-		return 0, errors.New("event ids are integers >= 0")
-	}
-	return id, nil
 }
 
 // parkPoll counts a waiting poll against the room's and the server's caps

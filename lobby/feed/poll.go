@@ -44,7 +44,7 @@ func (h *Handlers) Poll(w http.ResponseWriter, r *http.Request) {
 	after := int64(-1)
 	if q.Has("after") {
 		var err error
-		if after, err = parseID(q.Get("after")); err != nil || q.Get("after") == "" {
+		if after, err = httpapi.ParseEventID(q.Get("after")); err != nil || q.Get("after") == "" {
 			httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "after: event ids are integers >= 0")
 			return
 		}

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -57,7 +56,7 @@ func rawHead(h http.Header) []byte {
 // handing that viewer to a goroutine of its own.
 const idleWrite = 2 * time.Millisecond
 
-var ping = []byte(": ping\n\n")
+var ping = []byte(httpapi.SSEPing)
 
 // sseConn is a taken-over SSE connection.
 type sseConn struct {
@@ -89,11 +88,7 @@ type idleStreams struct {
 
 // SSE serves GET /rooms/{room}/events.
 func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
-	last := r.Header.Get("Last-Event-ID")
-	if last == "" {
-		last = r.URL.Query().Get("lastEventId")
-	}
-	after, err := parseID(last)
+	after, err := httpapi.LastEventID(r)
 	if err != nil {
 		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "Last-Event-ID: "+err.Error())
 		return
@@ -104,7 +99,7 @@ func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
 	}
 	f.addViewer(1)
 	h.sseOpen.Add(1)
-	retry := []byte("retry: " + strconv.FormatInt(h.cfg.Retry.Milliseconds(), 10) + "\n\n")
+	retry := httpapi.AppendSSERetry(nil, h.cfg.Retry)
 	// The stream's first bytes, written at once in one write: retry, then
 	// `room` and the newest `snap` (a new viewer), or the missed events
 	// then the newest `snap` (a resume), whether or not the room moves.
@@ -115,7 +110,7 @@ func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
 		b = f.Resume(after, Stream)
 	}
 	if r.ProtoMajor == 1 {
-		setSSEHeaders(w.Header())
+		httpapi.SetSSEHeaders(w.Header())
 		head := rawHead(w.Header())
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			v := &sseConn{conn: conn, inline: shortWritesSafe(conn), cursor: b.Last,
@@ -421,15 +416,9 @@ func (s *idleStreams) handOver(v *sseConn, rest []byte, last uint64) {
 	}()
 }
 
-func setSSEHeaders(hdr http.Header) {
-	hdr.Set("Content-Type", "text/event-stream")
-	hdr.Set("Cache-Control", "no-cache")
-	hdr.Set("X-Accel-Buffering", "no")
-}
-
 // serveStream serves an SSE stream on its handler goroutine (HTTP/2).
 func (h *Handlers) serveStream(w http.ResponseWriter, r *http.Request, f *Feed, retry []byte, b Batch) {
-	setSSEHeaders(w.Header())
+	httpapi.SetSSEHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	write := func(p []byte) bool {

@@ -2,10 +2,10 @@ package replay
 
 import (
 	"container/list"
-	"strconv"
 	"sync"
 	"sync/atomic"
 
+	"github.com/tickwire/tickwire/internal/httpapi"
 	"github.com/tickwire/tickwire/wire"
 )
 
@@ -167,20 +167,9 @@ func (b *decodedBlock) cost() int64 {
 	return n
 }
 
-// appendSSE appends the Server-Sent Event of e.
-func appendSSE(dst []byte, e *Event) []byte {
-	dst = append(dst, "id: "...)
-	dst = strconv.AppendUint(dst, e.ID, 10)
-	dst = append(dst, "\nevent: "...)
-	dst = append(dst, e.Type...)
-	dst = append(dst, "\ndata: "...)
-	dst = append(dst, e.Data...)
-	return append(dst, "\n\n"...)
-}
-
 // encodeSSE gives e its SSE bytes, with its Data within them.
 func encodeSSE(e *Event) {
-	b := appendSSE(make([]byte, 0, len(e.Data)+len(e.Type)+40), e)
+	b := httpapi.AppendSSE(make([]byte, 0, len(e.Data)+len(e.Type)+40), e.ID, e.Type, e.Data)
 	end := len(b) - 2
 	e.Data = b[end-len(e.Data) : end : end]
 	e.sse = b

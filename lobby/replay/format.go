@@ -109,51 +109,13 @@ func parseBlockHead(p []byte) (blockHead, []byte, error) {
 		return h, nil, errDamaged
 	}
 	h.flags = p[1]
-	r := &varints{b: p[2:]}
-	h.firstOrd, h.records, h.ticks = r.u(), r.u(), r.u()
-	h.firstTick, h.lastTick, h.endMS = r.u(), r.u(), r.z()
-	if r.bad || h.firstOrd == 0 || h.records == 0 || h.ticks > h.records || h.firstTick > h.lastTick {
+	r := wire.NewVarintReader(p[2:])
+	h.firstOrd, h.records, h.ticks = r.Uvarint(), r.Uvarint(), r.Uvarint()
+	h.firstTick, h.lastTick, h.endMS = r.Uvarint(), r.Uvarint(), r.Varint()
+	if r.Err() != nil || h.firstOrd == 0 || h.records == 0 || h.ticks > h.records || h.firstTick > h.lastTick {
 		return h, nil, errDamaged
 	}
-	return h, r.b, nil
-}
-
-// varints reads varints, remembering a failure.
-type varints struct {
-	b   []byte
-	bad bool
-}
-
-func (r *varints) u() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.bad = true
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *varints) z() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.bad = true
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-// bytes reads a uvarint length and that many bytes.
-func (r *varints) bytes() []byte {
-	n := r.u()
-	if r.bad || n > uint64(len(r.b)) {
-		r.bad = true
-		return nil
-	}
-	v := r.b[:n:n]
-	r.b = r.b[n:]
-	return v
+	return h, r.Rest(), nil
 }
 
 // appendRecord appends one record: its type, the length of its payload,
@@ -169,20 +131,20 @@ func nextRecord(b []byte) (typ byte, payload, rest []byte, err error) {
 	if len(b) < 2 {
 		return 0, nil, nil, errDamaged
 	}
-	r := &varints{b: b[1:]}
-	payload = r.bytes()
-	if r.bad {
+	r := wire.NewVarintReader(b[1:])
+	payload = r.Bytes()
+	if r.Err() != nil {
 		return 0, nil, nil, errDamaged
 	}
-	return b[0], payload, r.b, nil
+	return b[0], payload, r.Rest(), nil
 }
 
 // tickHead reads the tick, the baseline's age and st (relative to the
 // baseline's) at the start of a delta (see wire.DeltaCodec.Append).
 func tickHead(d []byte) (n, age uint64, dst int64, ok bool) {
-	r := &varints{b: d}
-	n, age, dst = r.u(), r.u(), r.z()
-	return n, age, dst, !r.bad && n > 0 && age < n
+	r := wire.NewVarintReader(d)
+	n, age, dst = r.Uvarint(), r.Uvarint(), r.Varint()
+	return n, age, dst, r.Err() == nil && n > 0 && age < n
 }
 
 // inflate decompresses a block's records into dst, within maxBlock.

@@ -115,18 +115,10 @@ func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
 		}
 		speed = v
 	}
-	last := r.Header.Get("Last-Event-ID")
-	if last == "" {
-		last = q.Get("lastEventId")
-	}
-	after := int64(-1)
-	if last != "" {
-		n, err := strconv.ParseInt(last, 10, 64)
-		if err != nil || n < 0 {
-			httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "Last-Event-ID: event ids are integers >= 0")
-			return
-		}
-		after = n
+	after, err := httpapi.LastEventID(r)
+	if err != nil {
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "Last-Event-ID: "+err.Error())
+		return
 	}
 	room := r.PathValue("room")
 	if h.cfg.Store == nil {
@@ -148,10 +140,7 @@ func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
 	} else {
 		rd.Seek(from)
 	}
-	hdr := w.Header()
-	hdr.Set("Content-Type", "text/event-stream")
-	hdr.Set("Cache-Control", "no-cache")
-	hdr.Set("X-Accel-Buffering", "no")
+	httpapi.SetSSEHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
 
 	ctx, cancel := context.WithCancel(r.Context())
@@ -165,9 +154,7 @@ func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
 	}()
 	p := pacer{hz: float64(max(rd.Room().Hz, 1)), speed: speed}
 	s := &sseWriter{w: w, rc: http.NewResponseController(w), wait: h.cfg.WriteWait}
-	s.buf = append(s.buf, "retry: "...)
-	s.buf = strconv.AppendInt(s.buf, h.cfg.Retry.Milliseconds(), 10)
-	s.buf = append(s.buf, "\n\n"...)
+	s.buf = httpapi.AppendSSERetry(s.buf, h.cfg.Retry)
 	// A replay of a running room waits for what the room records next:
 	// Next is given a context that expires every Heartbeat, and a wait it
 	// cuts short is answered with a `: ping`.
@@ -178,7 +165,7 @@ func (h *Handlers) SSE(w http.ResponseWriter, r *http.Request) {
 		e, err := rd.Next(beat.ctx)
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			beat.renew()
-			s.buf = append(s.buf, ": ping\n\n"...)
+			s.buf = append(s.buf, httpapi.SSEPing...)
 			if s.flush() != nil {
 				return
 			}
@@ -269,7 +256,7 @@ func (s *sseWriter) event(e *Event) {
 		s.buf = append(s.buf, e.sse...)
 		return
 	}
-	s.buf = appendSSE(s.buf, e)
+	s.buf = httpapi.AppendSSE(s.buf, e.ID, e.Type, e.Data)
 }
 
 func (s *sseWriter) flush() error {

@@ -390,14 +390,14 @@ func (r *Reader) decodeBlock(i int, b *decodedBlock) {
 		case recKey, recTick:
 			d := p
 			if typ == recKey {
-				v := &varints{b: p}
-				list := v.bytes()
+				v := wire.NewVarintReader(p)
+				list := v.Bytes()
 				var ps []wire.PlayerInfo
-				if v.bad || json.Unmarshal(list, &ps) != nil {
+				if v.Err() != nil || json.Unmarshal(list, &ps) != nil {
 					b.broken = true
 					return
 				}
-				players, d = ps, v.b
+				players, d = ps, v.Rest()
 			}
 			if !r.decode(d) {
 				b.broken = true
@@ -407,10 +407,10 @@ func (r *Reader) decodeBlock(i int, b *decodedBlock) {
 			ev.Type, ev.N, ev.ST = wire.EventSnap, s.N, s.ST
 			r.snapEvent(&ev)
 		case recJoined, recLeft, recChat:
-			v := &varints{b: p}
-			ev.LiveID = v.u()
-			ev.Data = v.b
-			if v.bad || !event(typ, &ev, &players) {
+			v := wire.NewVarintReader(p)
+			ev.LiveID = v.Uvarint()
+			ev.Data = v.Rest()
+			if v.Err() != nil || !event(typ, &ev, &players) {
 				b.broken = true
 				return
 			}

@@ -305,9 +305,9 @@ func (w *writer) write(batch []byte) {
 		case recKey, recTick:
 			d := payload
 			if typ == recKey {
-				v := &varints{b: payload}
-				v.bytes()
-				d = v.b
+				v := wire.NewVarintReader(payload)
+				v.Bytes()
+				d = v.Rest()
 			}
 			n, age, dst, _ := tickHead(d)
 			if age == 0 {
@@ -324,8 +324,7 @@ func (w *writer) write(batch []byte) {
 			w.lastN = n
 			w.ticks++
 		case recClosed:
-			v := &varints{b: payload}
-			w.endedAt = v.z()
+			w.endedAt = wire.NewVarintReader(payload).Varint()
 			w.head.endMS = w.endedAt
 			w.head.flags |= flagClosed
 			closed = true

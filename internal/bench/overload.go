@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -79,6 +80,7 @@ type OverloadResult struct {
 	// again (-1: not within 30 s).
 	RecoverSec   float64  `json:"recoverSec"`
 	ServerCPUPct *float64 `json:"serverCpuPct,omitempty"`
+	LoadCPUPct   float64  `json:"loadCpuPct"` // this process, of one core, in the window
 }
 
 // RunOverload runs one round of `bench overload` against t (a server with
@@ -174,6 +176,7 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 
 	// The window: everyone who got in plays.
 	u0, haveUsage := t.Usage()
+	self0, _ := ReadUsage(os.Getpid())
 	start := time.Now()
 	win.start.Store(start.UnixNano())
 	if !sleepCtx(ctx, cfg.Duration) {
@@ -182,6 +185,8 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 	stop := time.Now()
 	win.end.Store(stop.UnixNano())
 	u1, _ := t.Usage()
+	self1, _ := ReadUsage(os.Getpid())
+	res.LoadCPUPct = CPUPercent(self0, self1)
 	if haveUsage {
 		c := CPUPercent(u0, u1)
 		res.ServerCPUPct = &c
@@ -281,5 +286,6 @@ func OverloadTable(runs []*OverloadResult) *Table {
 		}
 		return *r.ServerCPUPct
 	})
+	add("load process CPU", "% of a core", func(r *OverloadResult) float64 { return r.LoadCPUPct })
 	return t
 }

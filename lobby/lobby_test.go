@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -517,5 +518,32 @@ func waitListing(t *testing.T, l *Lobby, ok func([]Listing) bool) {
 			t.Fatalf("listing %+v", l.List())
 		}
 		<-time.After(10 * time.Millisecond) // directory updates come every 50 ms
+	}
+}
+
+// loadFrom is a node that becomes overloaded at the from-th question.
+type loadFrom struct {
+	asked atomic.Int64
+	from  int64
+}
+
+func (l *loadFrom) Overloaded() bool           { return l.asked.Add(1) >= l.from }
+func (l *loadFrom) RetryAfter() time.Duration { return 5 * time.Second }
+
+// TestOverloadedWhileMatchmaking: a node that becomes overloaded between
+// the session's check and the room it makes for an `auto` join refuses
+// with `overloaded` and close 1013, as it does at the check (it used to
+// say that the server was shutting down, close 1001).
+func TestOverloadedWhileMatchmaking(t *testing.T) {
+	load := &loadFrom{from: 2} // the session asks first, then CreateRoom
+	l := newLobby(t, Config{Load: load})
+	url := playURL(t, l)
+	_, err := dial(t, url, player.Options{Name: "ana", Room: wire.RoomAuto})
+	var je *player.JoinError
+	if !errors.As(err, &je) || je.Code != wire.CodeOverloaded || je.CloseCode != wire.CloseTryAgainLater || je.Retry != 5 {
+		t.Fatalf("join: %v (%+v), want overloaded, close 1013, retry 5", err, je)
+	}
+	if n := load.asked.Load(); n != 2 {
+		t.Fatalf("the load was asked %d times, want 2 (the session, then CreateRoom)", n)
 	}
 }

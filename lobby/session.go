@@ -116,6 +116,16 @@ func newLimiter(perSecond float64, burst int) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(perSecond), burst)
 }
 
+// refuseOverloaded refuses a new seat while the node is past its capacity:
+// `overloaded` with the retry hint, close 1013.
+func (s *session) refuseOverloaded() {
+	s.l.reject(wire.CodeOverloaded)
+	retry := s.l.RetryAfter()
+	s.conn.Fail(wire.MustEncode(&wire.Error{Code: wire.CodeOverloaded,
+		Msg: "the server is at capacity; try again later", Retry: int((retry + time.Second - 1) / time.Second)}),
+		wire.CloseTryAgainLater, wire.CodeOverloaded)
+}
+
 // fail sends an error and closes with code.
 func (s *session) fail(code, msg string, closeCode int) {
 	s.conn.Fail(wire.MustEncode(&wire.Error{Code: code, Msg: msg}), closeCode, code)
@@ -192,11 +202,7 @@ func (s *session) join() bool {
 	// Past here the player takes a new seat: not while the node is past
 	// its capacity (those in play resume above).
 	if s.l.Overloaded() {
-		s.l.reject(wire.CodeOverloaded)
-		retry := s.l.RetryAfter()
-		s.conn.Fail(wire.MustEncode(&wire.Error{Code: wire.CodeOverloaded,
-			Msg: "the server is at capacity; try again later", Retry: int((retry + time.Second - 1) / time.Second)}),
-			wire.CloseTryAgainLater, wire.CodeOverloaded)
+		s.refuseOverloaded()
 		return false
 	}
 	if j.Room == wire.RoomAuto {
@@ -218,6 +224,9 @@ func (s *session) join() bool {
 		case errors.Is(err, ErrTooMany):
 			s.l.reject(wire.CodeRoomFull)
 			s.fail(wire.CodeRoomFull, "no free seat and no room for a new room", wire.CloseRoomFull)
+			return false
+		case errors.Is(err, ErrOverloaded): // the node became overloaded since the check above
+			s.refuseOverloaded()
 			return false
 		case err != nil:
 			s.fail(wire.CodeClosed, "the server is shutting down", wire.CloseGoingAway)

@@ -86,6 +86,9 @@ type JoinError struct {
 	// URL and Room come with wire.CodeMoved: the node hosting the room
 	// and the room to join there.
 	URL, Room string
+	// Retry is the server's hint, in seconds, of when to try again (with
+	// wire.CodeOverloaded and wire.CodeRateLimited); 0 when none.
+	Retry int
 }
 
 func (e *JoinError) Error() string {
@@ -244,7 +247,7 @@ func (c *Client) awaitWelcome(ctx context.Context) error {
 			if errors.As(err, &ce) {
 				je := &JoinError{CloseCode: ce.Code, Msg: ce.Text}
 				if refusal != nil {
-					je.Code, je.Msg, je.URL, je.Room = refusal.Code, refusal.Msg, refusal.URL, refusal.Room
+					je.Code, je.Msg, je.URL, je.Room, je.Retry = refusal.Code, refusal.Msg, refusal.URL, refusal.Room, refusal.Retry
 				}
 				return je
 			}

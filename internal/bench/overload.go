@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/tickwire/tickwire/wire"
 )
@@ -62,15 +65,17 @@ func (c OverloadConfig) withDefaults() OverloadConfig {
 
 // OverloadResult is one run of `bench overload`.
 type OverloadResult struct {
-	Hz       int `json:"hz"`
-	InputHz  int `json:"inputHz"`
-	Probes   int `json:"probes"` // players in whose gaps and latencies are measured
-	Offered  int `json:"offered"`
-	Joined   int `json:"joined"`
-	Refused  int `json:"refused"`  // refused with `overloaded`, close 1013
-	Failed   int `json:"failed"`   // refused otherwise, or timed out
-	Dropped  int `json:"dropped"`  // joined, then lost during the window
-	FirstRef int `json:"firstRef"` // players in when the first refusal came (0: none)
+	Hz      int `json:"hz"`
+	InputHz int `json:"inputHz"`
+	Probes  int `json:"probes"` // players in whose gaps and latencies are measured
+	Offered int `json:"offered"`
+	Joined  int `json:"joined"`
+	Refused int `json:"refused"` // refused with `overloaded`, close 1013
+	Failed  int `json:"failed"`  // refused otherwise, or timed out
+	// FailedWhy counts the failures by reason (see failureReason).
+	FailedWhy map[string]int `json:"failedWhy,omitempty"`
+	Dropped   int            `json:"dropped"`  // joined, then lost during the window
+	FirstRef  int            `json:"firstRef"` // players in when the first refusal came (0: none)
 
 	DeliveredPct      float64 `json:"deliveredPct"`      // snapshots / room ticks, mean over players in play
 	WorstDeliveredPct float64 `json:"worstDeliveredPct"` // the same, the worst player
@@ -136,6 +141,10 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 				res.Refused++
 			case err != nil:
 				res.Failed++
+				if res.FailedWhy == nil {
+					res.FailedWhy = map[string]int{}
+				}
+				res.FailedWhy[failureReason(err)]++
 			default:
 				joined.Add(1)
 				gb := &gameBot{b: b, done: make(chan error, 1), probe: probe}
@@ -258,6 +267,27 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 	return res, nil
 }
 
+// failureReason names why a join failed, in a few words.
+func failureReason(err error) string {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || strings.Contains(msg, "timeout"):
+		return "timed out"
+	case errors.Is(err, websocket.ErrBadHandshake):
+		return "handshake refused (HTTP status)"
+	case strings.Contains(msg, "connection refused"):
+		return "connection refused"
+	case strings.Contains(msg, "reset by peer"):
+		return "connection reset"
+	case strings.Contains(msg, "EOF"):
+		return "closed by the server"
+	}
+	if _, after, ok := strings.Cut(msg, ": "); ok {
+		return after
+	}
+	return msg
+}
+
 // OverloadTable shows runs of `bench overload`, medians first.
 func OverloadTable(runs []*OverloadResult) *Table {
 	r0 := runs[0]
@@ -287,5 +317,10 @@ func OverloadTable(runs []*OverloadResult) *Table {
 		return *r.ServerCPUPct
 	})
 	add("load process CPU", "% of a core", func(r *OverloadResult) float64 { return r.LoadCPUPct })
+	for i, r := range runs {
+		for _, why := range slices.Sorted(maps.Keys(r.FailedWhy)) {
+			t.Notes = append(t.Notes, fmt.Sprintf("run %d: %d failed: %s", i+1, r.FailedWhy[why], why))
+		}
+	}
 	return t
 }

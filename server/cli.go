@@ -205,6 +205,7 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/")
 	overloadOn := fs.Bool("overload", true, "refuse new players, rooms and viewers (503, close 1013) while ticks run late, so that the players in play keep their snapshots")
 	overloadHold := fs.Duration("overload-hold", 5*time.Second, "an overload lasts at least this long after ticks are on time again; also the retry hint")
+	overloadCPU := fs.Float64("overload-cpu", 90, "with -overload: the server also counts as overloaded while it uses more than this % of the CPU available to it (GOMAXPROCS cores), keeping a margin for the joins that arrive meanwhile (0: CPU use is not a signal)")
 	gcPercent := fs.Int("gc-percent", 25, "heap growth between garbage collections, in % of the live heap (Go's GOGC; the GOGC variable, when set, wins and turns -gc-cpu off)")
 	gcCPU := fs.Float64("gc-cpu", 5, "while the garbage collector takes more than this % of the server's CPU, GOGC rises above -gc-percent, up to -gc-percent-max (0: GOGC stays at -gc-percent)")
 	gcPercentMax := fs.Int("gc-percent-max", 400, "the highest GOGC that -gc-cpu sets")
@@ -272,8 +273,9 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 		SignalBurst:      zeroIsNone(&bad, "signal-burst", *signalBurst),
 		RoomRate:         zeroIsNone(&bad, "room-rate", *roomRate),
 		RoomBurst:        zeroIsNone(&bad, "room-burst", *roomBurst),
-		Pprof:            *pprofOn, NoOverload: !*overloadOn, OverloadHold: *overloadHold, TrustedProxies: flagenv.SplitList(*trustedProxies),
-		RoomIdle: *roomIdle, Grace: *grace, Drain: *drain,
+		Pprof:            *pprofOn, NoOverload: !*overloadOn, OverloadHold: *overloadHold, OverloadCPU: overloadCPUShare(&bad, *overloadCPU),
+		TrustedProxies: flagenv.SplitList(*trustedProxies),
+		RoomIdle:       *roomIdle, Grace: *grace, Drain: *drain,
 		NoRTC: !*rtcOn, RTCUDP: *rtcUDP, RTCPublicIPs: flagenv.SplitList(*rtcPublicIP),
 		RTCMaxFrame: zeroIsNone(&bad, "rtc-max-frame", *rtcMaxFrame),
 		DataDir:     *dataDir, ReplayKeep: *replayKeep, ReplayMaxBytes: zeroIsNone(&bad, "replay-max-bytes", *replayMaxBytes),
@@ -299,6 +301,19 @@ func parseServe(args []string, modes []game.Spec, out io.Writer) (serveOptions, 
 		return serveOptions{}, fmt.Errorf("-gc-percent %d, -gc-percent-max %d, -gc-cpu %v: want 0 < gc-percent <= gc-percent-max and 0 <= gc-cpu < 100", *gcPercent, *gcPercentMax, *gcCPU)
 	}
 	return serveOptions{cfg: cfg, gcPercent: *gcPercent, gcPercentMax: *gcPercentMax, gcCPU: *gcCPU, level: level, modeList: *modeList}, nil
+}
+
+// overloadCPUShare turns -overload-cpu's % into Config.OverloadCPU's
+// share: 0 (not a signal) becomes negative; a value outside 0..100 is an
+// error, added to bad.
+func overloadCPUShare(bad *[]error, pct float64) float64 {
+	switch {
+	case pct < 0 || pct > 100:
+		*bad = append(*bad, fmt.Errorf("-overload-cpu %v: want 0 (not a signal) to 100", pct))
+	case pct == 0:
+		return -1
+	}
+	return pct / 100
 }
 
 // zeroIsNone turns a limit flag's value into Config's: 0 (no limit)

@@ -63,7 +63,7 @@ func TestLimitFlagsSayWhatZeroMeans(t *testing.T) {
 			t.Errorf("-%s does not say what 0 means:\n%s", name, m)
 		}
 	}
-	for _, args := range [][]string{{"-max-conns", "-1"}, {"-chat-rate", "-2"}, {"-max-players", "65"}, {"-hz", "0"}, {"-trusted-proxies", "10.0.0.0/33"}, {"-replay-replicas", "0"}, {"-replay-replicas", "6"}, {"-gc-percent", "0"}, {"-gc-percent", "200", "-gc-percent-max", "100"}, {"-gc-cpu", "-1"}, {"-gc-cpu", "100"}} {
+	for _, args := range [][]string{{"-max-conns", "-1"}, {"-chat-rate", "-2"}, {"-max-players", "65"}, {"-hz", "0"}, {"-trusted-proxies", "10.0.0.0/33"}, {"-replay-replicas", "0"}, {"-replay-replicas", "6"}, {"-gc-percent", "0"}, {"-gc-percent", "200", "-gc-percent-max", "100"}, {"-gc-cpu", "-1"}, {"-gc-cpu", "100"}, {"-overload-cpu", "-5"}, {"-overload-cpu", "101"}} {
 		if _, err := parseServe(args, BuiltinModes(), &out); err == nil {
 			t.Errorf("%v accepted", args)
 		}

@@ -149,6 +149,10 @@ type Config struct {
 	// overload lasts at least and the retry hint given (5s).
 	NoOverload   bool
 	OverloadHold time.Duration
+	// OverloadCPU is the share of the CPU available to the process over
+	// which the node counts as overloaded too (0.9); negative: CPU use is
+	// not a signal, only late ticks and goroutines waiting to run are.
+	OverloadCPU float64
 	// Modes are the game modes rooms may run, the first being the
 	// default; empty: BuiltinModes.
 	Modes  []game.Spec
@@ -310,10 +314,10 @@ func Open(cfg Config) (*Server, error) {
 	var onLate func(late, period time.Duration, skipped int)
 	var load lobby.Load
 	if !cfg.NoOverload {
-		s.load = overload.New(overload.Config{Hold: cfg.OverloadHold, OnChange: func(over bool, share float64) {
+		s.load = overload.New(overload.Config{Hold: cfg.OverloadHold, CPULimit: cfg.OverloadCPU, OnChange: func(over bool, w overload.Window) {
 			if over {
-				cfg.Logger.Warn("overloaded: ticks run late; refusing new players, rooms and viewers",
-					"lateTicks", fmt.Sprintf("%.1f%%", 100*share))
+				cfg.Logger.Warn("overloaded: refusing new players, rooms and viewers",
+					"lateTicks", fmt.Sprintf("%.1f%%", 100*w.LateShare), "schedLatencyP99", w.SchedP99, "cpu", fmt.Sprintf("%.0f%%", 100*w.CPU))
 			} else {
 				cfg.Logger.Info("load back under capacity: taking new players again")
 			}
@@ -457,7 +461,7 @@ func (s *Server) registerMetrics() {
 	m.Gauge("tickwire_rooms", "Rooms open.", func() float64 { return float64(s.lobby.Stats().Rooms) })
 	m.Gauge("tickwire_players", "Seats taken, connected or held.", func() float64 { return float64(s.lobby.Stats().Players) })
 	m.Gauge("tickwire_spectators", "SSE streams and parked long-polls on rooms.", func() float64 { return float64(s.lobby.Stats().Spectators) })
-	m.Gauge("tickwire_overloaded", "1 while ticks run late and new players, rooms and viewers are refused.", func() float64 {
+	m.Gauge("tickwire_overloaded", "1 while the node is past its capacity (ticks start late, or goroutines wait to run) and new players, rooms and viewers are refused.", func() float64 {
 		if s.load != nil && s.load.Overloaded() {
 			return 1
 		}

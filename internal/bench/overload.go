@@ -72,6 +72,9 @@ type OverloadResult struct {
 	Joined  int `json:"joined"`
 	Refused int `json:"refused"` // refused with `overloaded`, close 1013
 	Failed  int `json:"failed"`  // refused otherwise, or timed out
+	// JoinedIn and RefusedIn are how long joins took to be answered, in
+	// ms, from the dial to the welcome or the refusal.
+	JoinedIn, RefusedIn Dist
 	// FailedWhy counts the failures by reason (see failureReason).
 	FailedWhy map[string]int `json:"failedWhy,omitempty"`
 	Dropped   int            `json:"dropped"`  // joined, then lost during the window
@@ -102,6 +105,8 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 		wg      sync.WaitGroup
 		joined  atomic.Int64
 		pending sync.WaitGroup
+		// how long joins took to be answered, by answer
+		joinedIn, refusedIn samples
 	)
 	tk := time.NewTicker(time.Second / time.Duration(cfg.JoinRate))
 	defer tk.Stop()
@@ -124,6 +129,7 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 			defer cancel()
 			url, name := t.WSURL(wire.PathPlay), fmt.Sprintf("o-%d", i+1)
 			probe := i%cfg.ProbeEvery == 0
+			asked := time.Now()
 			var b *bot
 			var err error
 			if probe {
@@ -131,10 +137,12 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 			} else {
 				b, err = dialBatchBot(dctx, url, name, wire.RoomAuto, &counter, cfg.BatchEvery)
 			}
+			answered := float64(time.Since(asked)) / 1e6
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case err != nil && strings.Contains(err.Error(), wire.CodeOverloaded):
+				refusedIn.add(answered)
 				if res.Refused == 0 && res.Failed == 0 {
 					res.FirstRef = int(joined.Load())
 				}
@@ -146,6 +154,7 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 				}
 				res.FailedWhy[failureReason(err)]++
 			default:
+				joinedIn.add(answered)
 				joined.Add(1)
 				gb := &gameBot{b: b, done: make(chan error, 1), probe: probe}
 				bots = append(bots, gb)
@@ -159,6 +168,7 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 	}
 	pending.Wait()
 	progressDone()
+	res.JoinedIn, res.RefusedIn = joinedIn.dist(), refusedIn.dist()
 	defer func() {
 		for _, gb := range bots {
 			gb.b.close()
@@ -270,9 +280,13 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 // failureReason names why a join failed, in a few words.
 func failureReason(err error) string {
 	msg := err.Error()
+	stage := "in the WebSocket handshake"
+	if strings.HasPrefix(msg, "join ") {
+		stage = "waiting for the answer to join"
+	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || strings.Contains(msg, "timeout"):
-		return "timed out"
+		return "timed out " + stage
 	case errors.Is(err, websocket.ErrBadHandshake):
 		return "handshake refused (HTTP status)"
 	case strings.Contains(msg, "connection refused"):
@@ -303,6 +317,9 @@ func OverloadTable(runs []*OverloadResult) *Table {
 	add("refused: overloaded (1013)", "", func(r *OverloadResult) float64 { return float64(r.Refused) })
 	add("refused otherwise or timed out", "", func(r *OverloadResult) float64 { return float64(r.Failed) })
 	add("players in at the first refusal", "", func(r *OverloadResult) float64 { return float64(r.FirstRef) })
+	add("join answered: welcome p99", "ms", func(r *OverloadResult) float64 { return r.JoinedIn.P99 })
+	add("join answered: overloaded p50", "ms", func(r *OverloadResult) float64 { return r.RefusedIn.P50 })
+	add("join answered: overloaded p99", "ms", func(r *OverloadResult) float64 { return r.RefusedIn.P99 })
 	add("snapshots delivered, mean player", "%", func(r *OverloadResult) float64 { return r.DeliveredPct })
 	add("snapshots delivered, worst player", "%", func(r *OverloadResult) float64 { return r.WorstDeliveredPct })
 	add("probes (players reading every frame at once)", "", func(r *OverloadResult) float64 { return float64(r.Probes) })

@@ -1,9 +1,25 @@
 // Package overload tells when a node is past its capacity, from how late
-// its rooms' ticks start. A room ticks on a fixed schedule; when the
-// process has more work than CPU, ticks start late before anything else
-// goes wrong. While the node is overloaded the server refuses new joins,
-// rooms and spectators (503 / `overloaded`, close 1013) so that the
-// players already in play keep their snapshots.
+// its rooms' ticks start and how long its goroutines wait to run. While
+// the node is overloaded the server refuses new joins, rooms and
+// spectators (503 / `overloaded`, close 1013) so that the players already
+// in play keep their snapshots.
+//
+// A room ticks on a fixed schedule, so late ticks are a sure sign of more
+// work than CPU, but a late one: Go's scheduler runs a goroutine woken by
+// its timer next, ahead of those woken by the network, so rooms keep
+// their ticks on time while connections' readers and new requests queue.
+// On a server pinned to one core, at 100 Hz, ticks were still on time
+// while requests waited for half a second, and when ticks did run late
+// the node was 20 % past capacity: requests then waited tens of seconds
+// (joins timed out instead of being refused, and inputs lagged). The
+// runtime's scheduling latencies (/sched/latencies:seconds) show the queue
+// once it builds: a window whose 99th percentile is over SchedLimit counts
+// as overloaded too. Both come late when players pour in (100 joins a
+// second add 7 % of a core a second there), and a node pushed past its
+// capacity stays past it, since refusing newcomers sheds no load. So the
+// node is also overloaded while it uses more than CPULimit of the CPU
+// available to it: the margin left absorbs the joins that arrive while it
+// judges.
 //
 // A Detector is safe for concurrent use: every room goroutine reports to
 // it, and request handlers ask it.
@@ -30,13 +46,35 @@ type Config struct {
 	// Hold is how long the node stays overloaded at least, and the retry
 	// hint given to those refused (5s).
 	Hold time.Duration
+	// SchedLimit: a window in which goroutines waited longer than this to
+	// run once runnable, at the 99th percentile, makes the node overloaded
+	// (20ms); under half of it, and with few late ticks, it is fine again.
+	SchedLimit time.Duration
+	// Sched returns the 99th percentile of the scheduling latencies since
+	// its previous call, and false when too few were seen to tell (nil:
+	// the runtime's, see SchedLatency).
+	Sched func() (time.Duration, bool)
+	// CPULimit: a window in which the process used more than this share
+	// of the CPU available to it makes the node overloaded (0.9); 5 points
+	// under it, it is fine again. Negative: CPU use is not a signal.
+	CPULimit float64
+	// CPU returns the share of the available CPU used since its previous
+	// call, and false when it cannot tell (nil: the process's, see CPUUse).
+	CPU func() (float64, bool)
 	// OnChange, when set, is told when the node becomes overloaded and
-	// when it recovers, with the share of late ticks of the window that
-	// decided it (for a log line and metrics). It is called with no lock
-	// held, on the goroutine of a tick.
-	OnChange func(overloaded bool, lateShare float64)
+	// when it recovers, with the window that decided it (for a log line
+	// and metrics). It is called with no lock held, on the goroutine of a
+	// tick.
+	OnChange func(overloaded bool, w Window)
 	// Now is the clock (time.Now); tests set it.
 	Now func() time.Time
+}
+
+// Window is what the detector saw in one window.
+type Window struct {
+	LateShare float64       // share of the ticks that started late
+	SchedP99  time.Duration // 99th percentile of the scheduling latencies (0: too few to tell)
+	CPU       float64       // share of the available CPU used (0: not known)
 }
 
 func (c Config) withDefaults() Config {
@@ -57,6 +95,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Hold <= 0 {
 		c.Hold = 5 * time.Second
+	}
+	if c.SchedLimit <= 0 {
+		c.SchedLimit = 20 * time.Millisecond
+	}
+	if c.Sched == nil {
+		c.Sched = NewSchedLatency().P99
+	}
+	if c.CPULimit == 0 {
+		c.CPULimit = 0.9
+	}
+	if c.CPU == nil {
+		c.CPU = NewCPUUse().Share
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -91,32 +141,40 @@ func (d *Detector) Tick(late, period time.Duration, skipped int) {
 	if isLate {
 		d.late += 1 + skipped
 	}
-	changed, over, share := d.judgeLocked(d.cfg.Now())
+	changed, over, w := d.judgeLocked(d.cfg.Now())
 	d.mu.Unlock()
 	if changed && d.cfg.OnChange != nil {
-		d.cfg.OnChange(over, share)
+		d.cfg.OnChange(over, w)
 	}
 }
 
 // judgeLocked closes the window once it has lasted Window and decides the
 // state; it reports whether the state changed.
-func (d *Detector) judgeLocked(now time.Time) (changed, over bool, share float64) {
+func (d *Detector) judgeLocked(now time.Time) (changed, over bool, w Window) {
 	if now.Sub(d.start) < d.cfg.Window || d.ticks == 0 {
-		return false, d.over.Load(), 0
+		return false, d.over.Load(), w
 	}
-	share = float64(d.late) / float64(d.ticks)
+	w.LateShare = float64(d.late) / float64(d.ticks)
+	if sched, ok := d.cfg.Sched(); ok {
+		w.SchedP99 = sched
+	}
+	if cpu, ok := d.cfg.CPU(); ok {
+		w.CPU = cpu
+	}
+	cpuOver := d.cfg.CPULimit > 0 && w.CPU >= d.cfg.CPULimit
+	cpuHigh := d.cfg.CPULimit > 0 && w.CPU >= d.cfg.CPULimit-0.05
 	d.start, d.ticks, d.late = now, 0, 0
 	was := d.over.Load()
 	switch {
-	case share >= d.cfg.Enter:
+	case w.LateShare >= d.cfg.Enter || w.SchedP99 >= d.cfg.SchedLimit || cpuOver:
 		d.overSince = now
 		d.over.Store(true)
-	case was && share < d.cfg.Leave && now.Sub(d.overSince) >= d.cfg.Hold:
-		d.over.Store(false)
-	case was && share >= d.cfg.Leave:
+	case was && (w.LateShare >= d.cfg.Leave || w.SchedP99 >= d.cfg.SchedLimit/2 || cpuHigh):
 		d.overSince = now // still struggling: hold on
+	case was && now.Sub(d.overSince) >= d.cfg.Hold:
+		d.over.Store(false)
 	}
-	return d.over.Load() != was, d.over.Load(), share
+	return d.over.Load() != was, d.over.Load(), w
 }
 
 // Overloaded reports whether the node is past its capacity now.

@@ -1,9 +1,21 @@
 package overload
 
 import (
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 )
+
+// sched is the scheduling latency of the windows of a test; calm by default.
+type sched struct{ p99 time.Duration }
+
+func (s *sched) read() (time.Duration, bool) { return s.p99, true }
+
+// cpu is the CPU use of the windows of a test; low by default.
+type cpu struct{ share float64 }
+
+func (c *cpu) read() (float64, bool) { return c.share, true }
 
 // clock is a hand-moved clock.
 type clock struct{ t time.Time }
@@ -28,7 +40,7 @@ func feed(d *Detector, c *clock, n, late int) {
 func TestDetectorEntersHoldsAndLeaves(t *testing.T) {
 	c := &clock{t: time.Unix(1000, 0)}
 	var changes []bool
-	d := New(Config{Now: c.now, OnChange: func(over bool, _ float64) { changes = append(changes, over) }})
+	d := New(Config{Now: c.now, Sched: (&sched{}).read, CPU: (&cpu{share: 0.3}).read, OnChange: func(over bool, _ Window) { changes = append(changes, over) }})
 	feed(d, c, 1000, 50) // 5 % late: fine
 	if d.Overloaded() {
 		t.Fatal("overloaded at 5 % late ticks")
@@ -58,7 +70,7 @@ func TestDetectorEntersHoldsAndLeaves(t *testing.T) {
 
 func TestSkippedTicksCountAsLate(t *testing.T) {
 	c := &clock{t: time.Unix(1000, 0)}
-	d := New(Config{Now: c.now})
+	d := New(Config{Now: c.now, Sched: (&sched{}).read, CPU: (&cpu{share: 0.3}).read})
 	for range 100 {
 		d.Tick(time.Millisecond, 50*time.Millisecond, 0)
 	}
@@ -74,7 +86,7 @@ func TestSkippedTicksCountAsLate(t *testing.T) {
 // counts as late only past MinLate.
 func TestLateHasAFloor(t *testing.T) {
 	c := &clock{t: time.Unix(1000, 0)}
-	d := New(Config{Now: c.now})
+	d := New(Config{Now: c.now, Sched: (&sched{}).read, CPU: (&cpu{share: 0.3}).read})
 	for range 100 {
 		d.Tick(8*time.Millisecond, 10*time.Millisecond, 0) // 0.8 periods at 100 Hz, under 10 ms
 	}
@@ -82,5 +94,140 @@ func TestLateHasAFloor(t *testing.T) {
 	d.Tick(0, 10*time.Millisecond, 0)
 	if d.Overloaded() {
 		t.Fatal("8 ms of timer jitter at 100 Hz counted as overload")
+	}
+}
+
+// TestSchedulingLatencyAlone: goroutines that wait to run make the node
+// overloaded while every tick is on time; it stays so while they wait
+// over half the limit, and leaves after the hold once they do not.
+func TestSchedulingLatencyAlone(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := &sched{p99: 15 * time.Millisecond}
+	var told []Window
+	d := New(Config{Now: c.now, Sched: s.read, CPU: (&cpu{share: 0.3}).read, OnChange: func(_ bool, w Window) { told = append(told, w) }})
+	feed(d, c, 1000, 0)
+	if d.Overloaded() {
+		t.Fatal("overloaded at 15 ms, under the 20 ms limit")
+	}
+	s.p99 = 40 * time.Millisecond
+	feed(d, c, 1000, 0)
+	if !d.Overloaded() {
+		t.Fatal("not overloaded with goroutines waiting 40 ms")
+	}
+	s.p99 = 12 * time.Millisecond // over half the limit: still struggling
+	for range 8 {
+		feed(d, c, 1000, 0)
+		if !d.Overloaded() {
+			t.Fatal("recovered while goroutines wait over half the limit")
+		}
+	}
+	s.p99 = 2 * time.Millisecond
+	for range 5 {
+		feed(d, c, 1000, 0)
+	}
+	if d.Overloaded() {
+		t.Fatal("still overloaded after 5 calm seconds")
+	}
+	if len(told) != 2 || told[0].SchedP99 != 40*time.Millisecond || told[0].LateShare != 0 {
+		t.Fatalf("windows told %+v", told)
+	}
+}
+
+// TestCPUUseAlone: a node using more than 90 % of its CPU is overloaded
+// with every tick on time and goroutines scheduled at once; it stays so
+// down to 85 %, and leaves after the hold under it. A negative limit
+// turns the signal off.
+func TestCPUUseAlone(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	u := &cpu{share: 0.85}
+	d := New(Config{Now: c.now, Sched: (&sched{}).read, CPU: u.read})
+	feed(d, c, 1000, 0)
+	if d.Overloaded() {
+		t.Fatal("overloaded at 85 % of the CPU")
+	}
+	u.share = 0.93
+	feed(d, c, 1000, 0)
+	if !d.Overloaded() {
+		t.Fatal("not overloaded at 93 % of the CPU")
+	}
+	u.share = 0.87
+	for range 8 {
+		feed(d, c, 1000, 0)
+		if !d.Overloaded() {
+			t.Fatal("recovered at 87 %, within 5 points of the limit")
+		}
+	}
+	u.share = 0.6
+	for range 5 {
+		feed(d, c, 1000, 0)
+	}
+	if d.Overloaded() {
+		t.Fatal("still overloaded after 5 seconds at 60 %")
+	}
+
+	off := New(Config{Now: c.now, Sched: (&sched{}).read, CPU: (&cpu{share: 1}).read, CPULimit: -1})
+	feed(off, c, 1000, 0)
+	if off.Overloaded() {
+		t.Fatal("overloaded by CPU use with the signal off")
+	}
+}
+
+// TestCPUUseOfTheProcess: a goroutine that spins on one P uses about all
+// of the CPU available; a process that sleeps, little of it.
+func TestCPUUseOfTheProcess(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("CPU use is not read on this system")
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	u := NewCPUUse()
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for time.Now().Before(deadline) {
+	}
+	busy, ok := u.Share()
+	if !ok || busy < 0.6 || busy > 1.5 {
+		t.Fatalf("spinning: %v of the CPU (known: %v), want about 1", busy, ok)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if idle, _ := u.Share(); idle > 0.4 {
+		t.Fatalf("sleeping: %v of the CPU, want about 0", idle)
+	}
+}
+
+// TestSchedLatencyOfTheRuntime: with one P and busy goroutines queued
+// behind each other, the runtime's latencies read by SchedLatency go up.
+func TestSchedLatencyOfTheRuntime(t *testing.T) {
+	s := NewSchedLatency()
+	time.Sleep(10 * time.Millisecond)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				deadline := time.Now().Add(2 * time.Millisecond)
+				for time.Now().Before(deadline) {
+				}
+				runtime.Gosched()
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	p99, n := s.Quantile(0.99)
+	// 50 goroutines each running 2 ms in turn: about 100 ms between turns
+	// (the runtime samples a share of the events).
+	if n < 10 || p99 < 20*time.Millisecond {
+		t.Fatalf("p99 %v of %d events, want well over 20 ms", p99, n)
+	}
+	if _, ok := s.P99(); ok {
+		t.Fatal("a window with no events judged")
 	}
 }

@@ -527,7 +527,7 @@ type loadFrom struct {
 	from  int64
 }
 
-func (l *loadFrom) Overloaded() bool           { return l.asked.Add(1) >= l.from }
+func (l *loadFrom) Overloaded() bool          { return l.asked.Add(1) >= l.from }
 func (l *loadFrom) RetryAfter() time.Duration { return 5 * time.Second }
 
 // TestOverloadedWhileMatchmaking: a node that becomes overloaded between

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tickwire/tickwire/clients/spectator"
 	"github.com/tickwire/tickwire/server"
+	"github.com/tickwire/tickwire/wire"
 )
 
 // start runs an in-process server whose "process" is this test's own, so
@@ -318,5 +319,23 @@ func TestOverloadCountsEveryPlayer(t *testing.T) {
 	}
 	if res.RecoverSec < 0 || res.Dropped != 0 {
 		t.Errorf("recovery %v s, %d dropped", res.RecoverSec, res.Dropped)
+	}
+	// 6 probes, 10 inputs a second for 2 s, each applied at the next tick.
+	if res.InputDelay.N < 60 || res.InputDelay.P50 <= 0 || res.InputDelay.P50 > 1000 {
+		t.Errorf("probes' input delays %+v, want about 120 of about 25-50 ms", res.InputDelay)
+	}
+}
+
+// TestSnapAck reads the ack at the end of full snapshot frames the server
+// encodes, for every size of msgpack integer.
+func TestSnapAck(t *testing.T) {
+	for _, ack := range []uint64{0, 1, 127, 128, 255, 256, 65535, 65536, 1 << 32, 1<<40 + 3} {
+		f := append([]byte("\x83\xa1t\xa4snap\xa1n\x05\xa3ack"), wire.NewSnapEncoder().Ack(ack)...)
+		if got, ok := snapAck(f); !ok || got != ack {
+			t.Errorf("ack %d: read %d, %v", ack, got, ok)
+		}
+	}
+	if _, ok := snapAck([]byte("\x81\xa1t\xa4pong")); ok {
+		t.Error("an ack read from a frame without one")
 	}
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,60 @@ type bot struct {
 	out []byte
 	ack atomic.Uint64           // delta mode: the newest rebuilt tick, acknowledged with the next input
 	rtc atomic.Pointer[rtcLink] // the state channel (bench game -rtc); nil when none
+	// sent, when set (timeInputs), holds when the recent inputs were sent,
+	// in Unix ns, by seq modulo its length.
+	sent *[256]atomic.Int64
+}
+
+// timeInputs has the bot note when it sends each input, for inputDelay.
+func (b *bot) timeInputs() { b.sent = new([256]atomic.Int64) }
+
+// inputDelay returns how long ago the input acknowledged by a full
+// snapshot frame f (its `ack`, the newest input seq the room applied) was
+// sent, when the bot times its inputs and ack is newer than after.
+func (b *bot) inputDelay(f []byte, after uint64, now time.Time) (ack uint64, delay time.Duration, ok bool) {
+	if b.sent == nil {
+		return 0, 0, false
+	}
+	ack, ok = snapAck(f)
+	if !ok || ack <= after || ack+uint64(len(b.sent)) <= b.seqNow() {
+		return ack, 0, false
+	}
+	return ack, now.Sub(time.Unix(0, b.sent[ack%uint64(len(b.sent))].Load())), true
+}
+
+// seqNow is the seq of the newest input sent.
+func (b *bot) seqNow() uint64 {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	return b.seq
+}
+
+// snapAck reads the `ack` that ends a full snapshot frame: the key "ack"
+// (a msgpack fixstr), then its value, an unsigned integer.
+func snapAck(f []byte) (uint64, bool) {
+	for _, size := range []int{1, 2, 3, 5, 9} {
+		if len(f) < size+4 {
+			return 0, false
+		}
+		key, v := f[len(f)-size-4:len(f)-size], f[len(f)-size:]
+		if string(key) != "\xa3ack" {
+			continue
+		}
+		switch {
+		case size == 1 && v[0] < 0x80:
+			return uint64(v[0]), true
+		case size == 2 && v[0] == 0xcc:
+			return uint64(v[1]), true
+		case size == 3 && v[0] == 0xcd:
+			return uint64(binary.BigEndian.Uint16(v[1:])), true
+		case size == 5 && v[0] == 0xce:
+			return uint64(binary.BigEndian.Uint32(v[1:])), true
+		case size == 9 && v[0] == 0xcf:
+			return binary.BigEndian.Uint64(v[1:]), true
+		}
+	}
+	return 0, false
 }
 
 // link returns the bot's state channel, or nil.
@@ -172,6 +227,9 @@ func (b *bot) input(values ...float64) error {
 	b.wmu.Lock()
 	defer b.wmu.Unlock()
 	b.seq++
+	if b.sent != nil {
+		b.sent[b.seq%uint64(len(b.sent))].Store(time.Now().UnixNano())
+	}
 	b.out = player.AppendInput(b.out[:0], b.seq, b.ack.Load(), b.welcome.Schema.Input, values)
 	if b.link().send(b.out) {
 		return nil

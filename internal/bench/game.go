@@ -136,6 +136,10 @@ type gameBot struct {
 	other  int64 // frames other than snaps in the window
 	done   chan error
 	probe  bool // overload: reads each frame as it arrives (its gaps and latencies count)
+	// With timed inputs (bot.timeInputs): from each input sent to the
+	// first snapshot acknowledging it; acked is the newest seq seen acked.
+	inputLat samples
+	acked    uint64
 	// mu guards what frame records: with RTC the state channel's
 	// callbacks record too; chSnaps counts the snapshots that came on the
 	// channel.
@@ -414,6 +418,10 @@ func (gb *gameBot) frame(w *window, at, rx time.Time, f []byte, viaChannel bool)
 	}
 	gb.last = at
 	gb.ticks = append(gb.ticks, n)
+	if ack, d, ok := gb.b.inputDelay(f, gb.acked, at); ok {
+		gb.acked = ack
+		gb.inputLat.addDur(d)
+	}
 	if !rx.IsZero() {
 		gb.latRx.add(float64(rx.UnixNano())/1e6 - float64(st))
 		if !gb.lastRx.IsZero() {

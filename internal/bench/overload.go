@@ -83,7 +83,10 @@ type OverloadResult struct {
 	DeliveredPct      float64 `json:"deliveredPct"`      // snapshots / room ticks, mean over players in play
 	WorstDeliveredPct float64 `json:"worstDeliveredPct"` // the same, the worst player
 	Gap               Dist    `json:"gap"`
-	Latency           Dist    `json:"latency"`
+	// InputDelay is, for the probes, how long from sending an input to the
+	// first snapshot that says the room applied it (its `ack`).
+	InputDelay Dist `json:"inputDelay"`
+	Latency    Dist `json:"latency"`
 	// RecoverSec is how long after half the players left a join was taken
 	// again (-1: not within 30 s).
 	RecoverSec   float64  `json:"recoverSec"`
@@ -157,6 +160,9 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 				joinedIn.add(answered)
 				joined.Add(1)
 				gb := &gameBot{b: b, done: make(chan error, 1), probe: probe}
+				if probe {
+					b.timeInputs()
+				}
 				bots = append(bots, gb)
 				wg.Add(1)
 				go func() {
@@ -226,7 +232,7 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 		gb.mu.Unlock()
 	}
 	var pcts []float64
-	var lat, gap []samples
+	var lat, gap, input []samples
 	for _, gb := range plays {
 		gb.mu.Lock()
 		if gb.dropped(stop) {
@@ -241,6 +247,7 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 			res.Probes++
 			lat = append(lat, slices.Clone(gb.lat))
 			gap = append(gap, slices.Clone(gb.gap))
+			input = append(input, slices.Clone(gb.inputLat))
 		}
 		gb.mu.Unlock()
 	}
@@ -252,6 +259,7 @@ func RunOverload(ctx context.Context, t *Target, cfg OverloadConfig) (*OverloadR
 	res.WorstDeliveredPct = round3(slices.Min(pcts))
 	res.Latency = merge(lat...).dist()
 	res.Gap = merge(gap...).dist()
+	res.InputDelay = merge(input...).dist()
 
 	// Recovery: half the players leave; how long until a join is taken.
 	stopSend()
@@ -325,6 +333,7 @@ func OverloadTable(runs []*OverloadResult) *Table {
 	add("probes (players reading every frame at once)", "", func(r *OverloadResult) float64 { return float64(r.Probes) })
 	add("update gap p99, probes", "ms", func(r *OverloadResult) float64 { return r.Gap.P99 })
 	add("delivery latency p99, probes", "ms", func(r *OverloadResult) float64 { return r.Latency.P99 })
+	add("input applied and acknowledged p99, probes", "ms", func(r *OverloadResult) float64 { return r.InputDelay.P99 })
 	add("players dropped in the window", "", func(r *OverloadResult) float64 { return float64(r.Dropped) })
 	add("joins taken again after half left", "s", func(r *OverloadResult) float64 { return r.RecoverSec })
 	add("server CPU", "% of a core", func(r *OverloadResult) float64 {

@@ -172,24 +172,25 @@ func TestCPUUseAlone(t *testing.T) {
 	}
 }
 
-// TestCPUUseOfTheProcess: a goroutine that spins on one P uses about all
-// of the CPU available; a process that sleeps, little of it.
+// TestCPUUseOfTheProcess: a goroutine that spins on one P uses a large
+// share of the CPU available (all of it on an idle machine; on a busy one
+// the system gives the thread less), a process that sleeps next to none.
 func TestCPUUseOfTheProcess(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("CPU use is not read on this system")
 	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	u := NewCPUUse()
-	deadline := time.Now().Add(300 * time.Millisecond)
+	deadline := time.Now().Add(500 * time.Millisecond)
 	for time.Now().Before(deadline) {
 	}
 	busy, ok := u.Share()
-	if !ok || busy < 0.6 || busy > 1.5 {
-		t.Fatalf("spinning: %v of the CPU (known: %v), want about 1", busy, ok)
+	if !ok || busy < 0.2 || busy > 1.5 {
+		t.Fatalf("spinning: %v of the CPU (known: %v), want about 1, at least 0.2 on a busy machine", busy, ok)
 	}
-	time.Sleep(300 * time.Millisecond)
-	if idle, _ := u.Share(); idle > 0.4 {
-		t.Fatalf("sleeping: %v of the CPU, want about 0", idle)
+	time.Sleep(500 * time.Millisecond)
+	if idle, _ := u.Share(); idle > 0.2 || idle >= busy {
+		t.Fatalf("sleeping: %v of the CPU, want about 0 (spinning: %v)", idle, busy)
 	}
 }
 

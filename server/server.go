@@ -682,6 +682,12 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 }
 
 func (s *Server) servePlay(w http.ResponseWriter, r *http.Request) {
+	if s.isClosing() {
+		// Refused before the upgrade: a WebSocket now would be closed at
+		// once, its close handshake outliving the shutdown.
+		httpapi.WriteRetryError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "server is shutting down", time.Second)
+		return
+	}
 	readLimit := s.cfg.ReadLimit
 	if readLimit < 0 {
 		readLimit = math.MaxInt64
@@ -710,8 +716,14 @@ func (s *Server) servePlay(w http.ResponseWriter, r *http.Request) {
 	release := limits.Detach(r.Context())
 	go func() {
 		defer release()
-		defer s.untrack(conn)
+		defer s.active.Done()
 		s.lobby.ServePlayer(conn, opts)
+		s.untrack(conn)
+		// A session that ends without reading to the end (a refused join,
+		// a kick) leaves the close handshake to the connection's writer,
+		// which waits up to a second for the peer's answer: Shutdown
+		// waits for the connection to finish too.
+		<-conn.Done()
 	}()
 }
 
@@ -728,11 +740,19 @@ func (s *Server) track(c *transport.Conn) bool {
 	return true
 }
 
+// untrack forgets a connection whose session has ended; Shutdown still
+// waits for it (active) until it has finished.
 func (s *Server) untrack(c *transport.Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, c)
-	s.active.Done()
+}
+
+// isClosing reports whether the server is closing its WebSockets.
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
 }
 
 // closeConns closes every WebSocket with 1001 and refuses new ones.

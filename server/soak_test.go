@@ -306,12 +306,15 @@ func TestSoak(t *testing.T) {
 			}
 		},
 		func() { // slow headers: a header line now and then, never the blank line
+			// Timed from before the dial: the server's header timer starts
+			// when it accepts, which a loaded machine may do before the
+			// dial returns here.
+			began := time.Now()
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				return
 			}
 			defer c.Close()
-			began := time.Now()
 			fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: %s\r\n", addr)
 			done := make(chan struct{})
 			defer close(done)

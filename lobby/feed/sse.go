@@ -280,6 +280,12 @@ func (s *idleStreams) pump() {
 		if next := s.answerPolls(polls, false); !next.IsZero() {
 			pollDue.Reset(time.Until(next))
 		}
+		if len(viewers) == 0 && len(polls) == 0 {
+			// Every viewer it had was handed over or dropped: list again
+			// now, and end if none is left, rather than at the next wake
+			// (a heartbeat away in a room that has ended).
+			continue
+		}
 		select {
 		case <-wake:
 		case <-s.poke:

@@ -28,8 +28,8 @@ type bot struct {
 	player  game.Bot            // decides the inputs of play
 	field   game.Field
 
-	wmu sync.Mutex // guards writes, seq and out
-	seq uint64
+	wmu sync.Mutex    // guards writes, the seq's increments and out
+	seq atomic.Uint64 // written under wmu; read by the reader without it
 	out []byte
 	ack atomic.Uint64           // delta mode: the newest rebuilt tick, acknowledged with the next input
 	rtc atomic.Pointer[rtcLink] // the state channel (bench game -rtc); nil when none
@@ -49,17 +49,10 @@ func (b *bot) inputDelay(f []byte, after uint64, now time.Time) (ack uint64, del
 		return 0, 0, false
 	}
 	ack, ok = snapAck(f)
-	if !ok || ack <= after || ack+uint64(len(b.sent)) <= b.seqNow() {
+	if !ok || ack <= after || ack+uint64(len(b.sent)) <= b.seq.Load() {
 		return ack, 0, false
 	}
 	return ack, now.Sub(time.Unix(0, b.sent[ack%uint64(len(b.sent))].Load())), true
-}
-
-// seqNow is the seq of the newest input sent.
-func (b *bot) seqNow() uint64 {
-	b.wmu.Lock()
-	defer b.wmu.Unlock()
-	return b.seq
 }
 
 // snapAck reads the `ack` that ends a full snapshot frame: the key "ack"
@@ -226,11 +219,11 @@ func (b *bot) read(f func(at, rx time.Time, frame []byte)) error {
 func (b *bot) input(values ...float64) error {
 	b.wmu.Lock()
 	defer b.wmu.Unlock()
-	b.seq++
+	seq := b.seq.Add(1)
 	if b.sent != nil {
-		b.sent[b.seq%uint64(len(b.sent))].Store(time.Now().UnixNano())
+		b.sent[seq%uint64(len(b.sent))].Store(time.Now().UnixNano())
 	}
-	b.out = player.AppendInput(b.out[:0], b.seq, b.ack.Load(), b.welcome.Schema.Input, values)
+	b.out = player.AppendInput(b.out[:0], seq, b.ack.Load(), b.welcome.Schema.Input, values)
 	if b.link().send(b.out) {
 		return nil
 	}

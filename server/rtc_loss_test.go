@@ -110,19 +110,10 @@ func TestRTCDeltaClientConvergesUnderLoss(t *testing.T) {
 		pc.Close()
 	})
 
-	full := ts.join(t, "full", "auto")
-	fullLog := newSnapLog()
-	fullLog.follow(full)
-	keepMoving(t, full)
-
-	o := ts.rtcOptions("delta", full.Welcome().Room)
-	o.Delta = true
-	o.RTCLoopback = false // relayOnlySettings keeps ICE on loopback, with its own remote filter
-	o.RTCSettings = relayOnlySettings()
-	d := dialRTC(t, o)
-	dLog := newSnapLog()
-	dLog.follow(d)
-	keepMoving(t, d)
+	full, fullLog, d, dLog := fullAndDeltaOverRTC(t, ts, func(o *player.Options) {
+		o.RTCLoopback = false // relayOnlySettings keeps ICE on loopback, with its own remote filter
+		o.RTCSettings = relayOnlySettings()
+	})
 
 	// The retransmissions of the setup's handshakes over the lossy link
 	// take a while on a loaded machine.

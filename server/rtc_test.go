@@ -253,20 +253,33 @@ func TestRTCChannelOfAClientThatNeverSendsOnItStaysInUse(t *testing.T) {
 	}
 }
 
-func TestRTCDeltaClientConvergesToTheFullClient(t *testing.T) {
-	checkNoLeaks(t)
-	ts := start(t, Config{})
-	full := ts.join(t, "full", "auto")
-	fullLog := newSnapLog()
+// fullAndDeltaOverRTC joins two moving players to one room of ts, each
+// with a log of its snapshots: full, which takes every tick on its
+// WebSocket, and d, a delta client that offers a state channel, with its
+// options set by configure when not nil.
+func fullAndDeltaOverRTC(t *testing.T, ts *testServer, configure func(*player.Options)) (full *player.Client, fullLog *snapLog, d *player.Client, dLog *snapLog) {
+	t.Helper()
+	full = ts.join(t, "full", "auto")
+	fullLog = newSnapLog()
 	fullLog.follow(full)
 	keepMoving(t, full)
 
 	o := ts.rtcOptions("delta", full.Welcome().Room)
 	o.Delta = true
-	d := dialRTC(t, o)
-	dLog := newSnapLog()
+	if configure != nil {
+		configure(&o)
+	}
+	d = dialRTC(t, o)
+	dLog = newSnapLog()
 	dLog.follow(d)
 	keepMoving(t, d)
+	return full, fullLog, d, dLog
+}
+
+func TestRTCDeltaClientConvergesToTheFullClient(t *testing.T) {
+	checkNoLeaks(t)
+	ts := start(t, Config{})
+	_, fullLog, d, dLog := fullAndDeltaOverRTC(t, ts, nil)
 	waitTransport(t, d, player.TransportUDP)
 	from := d.Stats().ChannelFrames
 	time.Sleep(2 * time.Second)

@@ -380,3 +380,66 @@ func TestPublicIPsAreAnnounced(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// sctpMetadata returns what c's SCTP association negotiated.
+func (c *client) sctpMetadata(t *testing.T) webrtc.SCTPTransportMetadata {
+	t.Helper()
+	m, ok := c.pc.SCTP().Metadata()
+	if !ok {
+		t.Fatal("no SCTP association")
+	}
+	return m
+}
+
+// TestSCTPChecksumsAreSkippedWhereBothAgree: SCTP packets go without their
+// CRC32c (RFC 9653) to a side that accepts them: the server and a client
+// with ClientSettings, both ways; to a client that does not accept them
+// (Pion's default, as in the other tests) the server still sends them with
+// checksums, and state flows either way.
+func TestSCTPChecksumsAreSkippedWhereBothAgree(t *testing.T) {
+	base := waitBase()
+	s := New(Config{UDP: "127.0.0.1:0", Loopback: true})
+	se := ClientSettings()
+	Loopback(&se)
+	for _, tc := range []struct {
+		name string
+		c    *client
+		want bool
+	}{
+		{"ClientSettings", newClientWith(t, DataAPI(se)), true},
+		{"Pion's defaults", newClient(t), false},
+	} {
+		r := &router{to: tc.c}
+		p, err := s.NewPeer(PeerConfig{Signal: r.signal(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.c.connect(t, p)
+		sent := false
+		deadline := time.Now().Add(5 * time.Second)
+		for !sent {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no state on the channel", tc.name)
+			}
+			p.SendState([]byte{0x81, 0xa1, 't'}, []byte{0x01})
+			select {
+			case got := <-tc.c.got:
+				sent = bytes.Equal(got, []byte{0x81, 0xa1, 't', 0x01})
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		st := tc.c.sctpMetadata(t)
+		// The server accepts packets without checksums from every client,
+		// and sends them only to one that accepts them.
+		if !st.ZeroChecksumSendingEnabled || st.ZeroChecksumReceivingEnabled != tc.want {
+			t.Errorf("%s: client sends without checksums %t, receives without them %t; want true, %t", tc.name,
+				st.ZeroChecksumSendingEnabled, st.ZeroChecksumReceivingEnabled, tc.want)
+		}
+		p.Close()
+		_ = tc.c.pc.Close()
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitGoroutines(t, base)
+}

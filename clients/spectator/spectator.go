@@ -268,12 +268,16 @@ func (v *Viewer) get(ctx context.Context, u string, header http.Header) (*http.R
 }
 
 // deliver hands an event to the reader and moves the cursor past it. It
-// returns errClosed after a `closed` event.
+// returns errClosed after a `closed` event. The cursor moves before the
+// hand-off, so that a reader holding the event finds LastID at it, and
+// moves back when the event is not handed over (the request dropped or the
+// Viewer closed meanwhile): the next request asks for it again.
 func (v *Viewer) deliver(ctx context.Context, e Event) error {
-	v.last.Store(int64(e.ID))
+	prev := v.last.Swap(int64(e.ID))
 	select {
 	case v.events <- e:
 	case <-ctx.Done():
+		v.last.Store(prev)
 		return ctx.Err()
 	}
 	v.count.Add(1)

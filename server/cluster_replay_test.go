@@ -41,7 +41,7 @@ func TestReplayOfAStoppedNodePlaysFromTheOthers(t *testing.T) {
 	url := natstest.StartJetStream(t)
 	node := func(dir string) *testServer {
 		return startNode(t, url, Config{DataDir: dir, RoomIdle: 300 * time.Millisecond,
-			DirectoryEvery: 100 * time.Millisecond, NoOverload: true})
+			DirectoryEvery: 100 * time.Millisecond})
 	}
 	dirA := t.TempDir()
 	a, b, c := node(dirA), node(t.TempDir()), node(t.TempDir())

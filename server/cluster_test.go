@@ -18,14 +18,12 @@ import (
 	"github.com/tickwire/tickwire/wire"
 )
 
-// startNode runs a node joined to the NATS server at natsURL on
-// 127.0.0.1, with its listener's address as its public URL, and stops it
-// when the test ends (unless the test has stopped it).
+// startNode runs a node with testConfig(cfg) joined to the NATS server at
+// natsURL on 127.0.0.1, with its listener's address as its public URL, and
+// stops it when the test ends (unless the test has stopped it).
 func startNode(t *testing.T, natsURL string, cfg Config) *testServer {
 	t.Helper()
-	if cfg.Logger == nil {
-		cfg.Logger = quietLogger()
-	}
+	cfg = testConfig(cfg)
 	hs := httptest.NewUnstartedServer(nil)
 	cfg.NATS = natsURL
 	cfg.PublicURL = "http://" + hs.Listener.Addr().String()
@@ -282,7 +280,7 @@ func TestDeadNodesLeaveTheDirectory(t *testing.T) {
 // Without -nats a node is alone, needs nothing else, and lists its rooms
 // with the address it listens on.
 func TestSingleNodeNeedsNoNATS(t *testing.T) {
-	s := New(Config{Addr: "127.0.0.1:0", Logger: quietLogger(), Drain: 10 * time.Millisecond})
+	s := New(testConfig(Config{Addr: "127.0.0.1:0", Drain: 10 * time.Millisecond}))
 	if _, ok := s.bus.(*bus.Local); !ok {
 		t.Fatalf("bus %T, want in-process", s.bus)
 	}
@@ -308,7 +306,7 @@ func TestSingleNodeNeedsNoNATS(t *testing.T) {
 }
 
 func TestOpenFailsWithoutTheNATSServer(t *testing.T) {
-	s, err := Open(Config{NATS: "nats://127.0.0.1:1", Logger: quietLogger()})
+	s, err := Open(testConfig(Config{NATS: "nats://127.0.0.1:1"}))
 	if err == nil {
 		s.Shutdown(context.Background())
 		t.Fatal("Open succeeded with no NATS server")

@@ -58,7 +58,7 @@ func BenchmarkIdleViewerMemory(b *testing.B) {
 	const n = 1000
 	for _, kind := range []string{"sse", "poll"} {
 		b.Run(kind, func(b *testing.B) {
-			s := New(Config{Logger: quietLogger(), PollTimeout: 55 * time.Second})
+			s := New(testConfig(Config{PollTimeout: 55 * time.Second}))
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				b.Fatal(err)

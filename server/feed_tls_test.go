@@ -51,10 +51,7 @@ func startTLS(t *testing.T, cfg Config, small bool) *tlsServer {
 	t.Helper()
 	cert, key := selfSigned(t, t.TempDir())
 	cfg.Addr, cfg.TLSCert, cfg.TLSKey, cfg.Drain = "127.0.0.1:0", cert, key, 10*time.Millisecond
-	if cfg.Logger == nil {
-		cfg.Logger = quietLogger()
-	}
-	s := New(cfg)
+	s := New(testConfig(cfg))
 	ln, err := s.Listen()
 	if err != nil {
 		t.Fatal(err)

@@ -26,20 +26,25 @@ type testServer struct {
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// start runs a server with cfg on 127.0.0.1 and stops it when the test ends.
-//
-// Refusing players for overload is off unless the test sets OverloadHold:
-// a loaded test machine (the race detector, tests side by side) runs ticks
-// late without the server being past its capacity.
-func start(t *testing.T, cfg Config) *testServer {
-	t.Helper()
+// testConfig is cfg with the defaults of a test's server: a quiet logger,
+// and no refusals for overload unless the test sets OverloadHold. A loaded
+// test machine (the race detector, tests side by side) runs ticks late and
+// delays goroutines without the server being past its capacity.
+func testConfig(cfg Config) Config {
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
 	}
 	if cfg.OverloadHold == 0 {
 		cfg.NoOverload = true
 	}
-	s := New(cfg)
+	return cfg
+}
+
+// start runs a server with testConfig(cfg) on 127.0.0.1 and stops it when
+// the test ends.
+func start(t *testing.T, cfg Config) *testServer {
+	t.Helper()
+	s := New(testConfig(cfg))
 	hs := httptest.NewUnstartedServer(s.Handler())
 	s.configureHTTP(hs.Config) // the timeouts of Serve
 	hs.Start()

@@ -427,7 +427,7 @@ func TestRoomsAPI(t *testing.T) {
 
 func TestShutdownClosesWith1001AndLeavesNoGoroutines(t *testing.T) {
 	base := runtime.NumGoroutine()
-	s := New(Config{Logger: quietLogger(), Drain: 100 * time.Millisecond})
+	s := New(testConfig(Config{Drain: 100 * time.Millisecond}))
 	ln, err := s.Listen()
 	if err != nil {
 		t.Fatal(err)

@@ -322,7 +322,7 @@ func TestReplayPagesNewestFirst(t *testing.T) {
 // and plays to the end.
 func TestRestartReplaysWhatWasRecorded(t *testing.T) {
 	dir := t.TempDir()
-	first := New(Config{DataDir: dir, Logger: quietLogger(), NoOverload: true})
+	first := New(testConfig(Config{DataDir: dir}))
 	r, err := first.Lobby().CreateRoom(lobby.RoomOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -406,7 +406,7 @@ func TestRTCBadOffersAndCandidatesGetBadMessage(t *testing.T) {
 
 func TestRTCUDPPortIsTheListenersAndClosesOnShutdown(t *testing.T) {
 	checkNoLeaks(t)
-	s := New(Config{Addr: "127.0.0.1:0", Logger: quietLogger(), NoOverload: true})
+	s := New(testConfig(Config{Addr: "127.0.0.1:0"}))
 	ln, err := s.Listen()
 	if err != nil {
 		t.Fatal(err)

@@ -32,10 +32,7 @@ func serveReal(t *testing.T, cfg Config) (*Server, string) {
 func serveOn(t *testing.T, cfg Config, ln net.Listener) (*Server, string) {
 	t.Helper()
 	cfg.Addr = "127.0.0.1:0"
-	if cfg.Logger == nil {
-		cfg.Logger = quietLogger()
-	}
-	s := New(cfg)
+	s := New(testConfig(cfg))
 	if ln == nil {
 		var err error
 		if ln, err = s.Listen(); err != nil {

@@ -23,7 +23,7 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
 
 func TestTLS(t *testing.T) {
 	cert, key := selfSigned(t, t.TempDir())
-	s := New(Config{Addr: "127.0.0.1:0", TLSCert: cert, TLSKey: key, Logger: quietLogger(), Drain: 10 * time.Millisecond})
+	s := New(testConfig(Config{Addr: "127.0.0.1:0", TLSCert: cert, TLSKey: key, Drain: 10 * time.Millisecond}))
 	if s.Scheme() != "https" {
 		t.Fatalf("scheme %q", s.Scheme())
 	}

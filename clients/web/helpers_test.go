@@ -526,17 +526,27 @@ func (tb *tab) text(sel string) string {
 // holdKey presses a key, holds it for d and releases it, as a user would.
 func (tb *tab) holdKey(key rune, d time.Duration) {
 	tb.t.Helper()
+	release := tb.pressKey(key)
+	time.Sleep(d)
+	release()
+}
+
+// pressKey presses a key and returns the function that releases it.
+func (tb *tab) pressKey(key rune) (release func()) {
+	tb.t.Helper()
 	events := kb.Encode(key)
 	down, up := events[0], events[len(events)-1]
-	tb.do(chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		_, err := cdp.Call(ctx, t, input.DispatchKeyEvent, *down)
-		return err
-	}))
-	time.Sleep(d)
-	tb.do(chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		_, err := cdp.Call(ctx, t, input.DispatchKeyEvent, *up)
-		return err
-	}))
+	dispatch := func(e *input.DispatchKeyEventParams) {
+		tb.do(chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			_, err := cdp.Call(ctx, t, input.DispatchKeyEvent, *e)
+			return err
+		}))
+	}
+	dispatch(down)
+	return func() {
+		tb.t.Helper()
+		dispatch(up)
+	}
 }
 
 // pageState is what window.tickwire.state() returns.
@@ -731,11 +741,14 @@ func steerPage(t *testing.T, tb *tab, bot *player.Client, id uint32, x, w float6
 		key, sign = 'a', -1
 	}
 	tb.do(chromedp.Click(chromedp.CSS("#canvas")))
-	tb.holdKey(key, 700*time.Millisecond)
+	// Held until the bot sees the move: a loaded machine may give the page
+	// few frames, and so few inputs, in a fixed time.
+	release := tb.pressKey(key)
 	eventually(t, "the page's input seen by the bot", func() bool {
 		p := row(bot, "p", id)
 		return p != nil && sign*(p["x"]-x) > 100
 	})
+	release()
 	return sign
 }
 

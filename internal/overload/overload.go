@@ -64,7 +64,7 @@ type Config struct {
 	// OnChange, when set, is told when the node becomes overloaded and
 	// when it recovers, with the window that decided it (for a log line
 	// and metrics). It is called with no lock held, on the goroutine of a
-	// tick.
+	// tick or of a caller of Overloaded.
 	OnChange func(overloaded bool, w Window)
 	// Now is the clock (time.Now); tests set it.
 	Now func() time.Time
@@ -149,12 +149,15 @@ func (d *Detector) Tick(late, period time.Duration, skipped int) {
 }
 
 // judgeLocked closes the window once it has lasted Window and decides the
-// state; it reports whether the state changed.
+// state; it reports whether the state changed. A window without ticks
+// (every room gone) is judged on the other signals.
 func (d *Detector) judgeLocked(now time.Time) (changed, over bool, w Window) {
-	if now.Sub(d.start) < d.cfg.Window || d.ticks == 0 {
+	if now.Sub(d.start) < d.cfg.Window {
 		return false, d.over.Load(), w
 	}
-	w.LateShare = float64(d.late) / float64(d.ticks)
+	if d.ticks > 0 {
+		w.LateShare = float64(d.late) / float64(d.ticks)
+	}
 	if sched, ok := d.cfg.Sched(); ok {
 		w.SchedP99 = sched
 	}
@@ -177,8 +180,22 @@ func (d *Detector) judgeLocked(now time.Time) (changed, over bool, w Window) {
 	return d.over.Load() != was, d.over.Load(), w
 }
 
-// Overloaded reports whether the node is past its capacity now.
-func (d *Detector) Overloaded() bool { return d.over.Load() }
+// Overloaded reports whether the node is past its capacity now. While it
+// is, a call judges the window that has lasted its time, as a tick would:
+// a node whose rooms all ended while it was overloaded has no tick left to
+// tell it has recovered, and refusing every new room would keep it so.
+func (d *Detector) Overloaded() bool {
+	if !d.over.Load() {
+		return false
+	}
+	d.mu.Lock()
+	changed, over, w := d.judgeLocked(d.cfg.Now())
+	d.mu.Unlock()
+	if changed && d.cfg.OnChange != nil {
+		d.cfg.OnChange(over, w)
+	}
+	return over
+}
 
 // RetryAfter is the hint given to a client refused for overload.
 func (d *Detector) RetryAfter() time.Duration { return d.cfg.Hold }

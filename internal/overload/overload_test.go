@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,6 +71,44 @@ func TestDetectorEntersHoldsAndLeaves(t *testing.T) {
 	}
 	if d.RetryAfter() != 5*time.Second {
 		t.Fatalf("retry hint %v", d.RetryAfter())
+	}
+}
+
+// TestRecoversWithoutTicks: a node whose rooms all ended while it was
+// overloaded has no tick to judge on; asking it judges instead, on CPU use
+// and scheduling latency, so that it takes new rooms again after the hold.
+func TestRecoversWithoutTicks(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	u := &cpu{share: 0.3}
+	var changes []bool
+	d := New(Config{Now: c.now, Sched: (&sched{}).read, CPU: u.read, OnChange: func(over bool, _ Window) { changes = append(changes, over) }})
+	feed(d, c, 1000, 150) // 15 % late: overloaded
+	if !d.Overloaded() {
+		t.Fatal("not overloaded at 15 % late ticks")
+	}
+	// The rooms are gone; the CPU is busy still (feeds, say), then calm.
+	u.share = 0.95
+	c.t = c.t.Add(10 * time.Second)
+	if !d.Overloaded() {
+		t.Fatal("recovered without ticks at 95 % of the CPU")
+	}
+	u.share = 0.2
+	c.t = c.t.Add(2 * time.Second)
+	if !d.Overloaded() {
+		t.Fatal("recovered within the hold")
+	}
+	c.t = c.t.Add(5 * time.Second)
+	if d.Overloaded() {
+		t.Fatal("still overloaded 5 s after the last busy window, with no room left")
+	}
+	if !slices.Equal(changes, []bool{true, false}) {
+		t.Fatalf("changes %v, want overloaded then recovered", changes)
+	}
+	// Not overloaded, asking judges nothing: the window waits for ticks.
+	u.share = 1
+	c.t = c.t.Add(5 * time.Second)
+	if d.Overloaded() {
+		t.Fatal("overloaded without a tick while it was not")
 	}
 }
 

@@ -498,12 +498,19 @@ func (s *Server) registerMetrics() {
 		func() float64 { return float64(s.feeds.Stats().DelayLines) })
 	m.Counter("tickwire_snapshots_replaced_total", "Snapshots replaced by a newer one before a slow player got them (latest wins).",
 		func() float64 { return float64(s.play.StatesReplaced.Load()) })
-	m.Counter("tickwire_state_channel_drops_total", "State frames dropped on players' WebRTC state channels (buffer over its threshold: latest wins).",
+	m.Counter("tickwire_state_channel_drops_total", "State frames dropped on players' WebRTC state channels (the buffer filled, or the channel went, after the frame was taken: latest wins).",
 		func() float64 {
 			if s.rtc == nil {
 				return 0
 			}
 			return float64(s.rtc.Totals().Dropped)
+		})
+	m.Counter("tickwire_state_channel_congested_total", "State frames sent on the WebSocket because the player's WebRTC state channel held more than its threshold unacknowledged.",
+		func() float64 {
+			if s.rtc == nil {
+				return 0
+			}
+			return float64(s.rtc.Totals().Congested)
 		})
 	m.Counter("tickwire_slow_consumers_total", "WebSockets closed with 1008 slow consumer.",
 		func() float64 { return float64(s.play.SlowConsumers.Load() + s.signals.SlowConsumers.Load()) })

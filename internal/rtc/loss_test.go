@@ -3,6 +3,7 @@ package rtc
 import (
 	"encoding/binary"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,12 +16,14 @@ import (
 )
 
 // lossyNet is a Pion virtual network of a server (10.0.0.1) and a client
-// (10.0.0.2) that drops a share of the packets between them, both ways.
+// (10.0.0.2) that drops a share of the packets between them, both ways,
+// and another share of the client's packets alone.
 type lossyNet struct {
-	router      *vnet.Router
-	server      *vnet.Net
-	client      *vnet.Net
-	lossPercent atomic.Int64
+	router        *vnet.Router
+	server        *vnet.Net
+	client        *vnet.Net
+	lossPercent   atomic.Int64
+	upLossPercent atomic.Int64 // of the client's packets
 }
 
 func newLossyNet(t *testing.T) *lossyNet {
@@ -45,9 +48,13 @@ func newLossyNet(t *testing.T) *lossyNet {
 	}
 	var mu sync.Mutex // guards rng
 	rng := rand.New(rand.NewPCG(1, 2))
-	r.AddChunkFilter(func(vnet.Chunk) bool {
+	fromClient := net.ParseIP("10.0.0.2")
+	r.AddChunkFilter(func(c vnet.Chunk) bool {
 		mu.Lock()
 		defer mu.Unlock()
+		if ua, ok := c.SourceAddr().(*net.UDPAddr); ok && ua.IP.Equal(fromClient) && rng.Int64N(100) < n.upLossPercent.Load() {
+			return false
+		}
 		return rng.Int64N(100) >= n.lossPercent.Load()
 	})
 	if err := r.Start(); err != nil {
@@ -161,6 +168,64 @@ func TestStateKeepsFlowingUnderLoss(t *testing.T) {
 	got, longest, _ = runUnderLoss(t, n, p, c, 500, &received)
 	t.Logf("500-byte frames again: %.0f%% arrived, longest gap %v", 100*got, longest)
 
+	p.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.pc.GracefulClose()
+	waitGoroutines(t, base)
+}
+
+// TestCongestedChannelLeavesStateToTheWebSocket: while every packet from the
+// client is lost, its SCTP acknowledgements with them, the frames the server
+// sends stay in the channel's buffer; once that holds over MaxBuffered,
+// SendState reports false, and the caller sends the state on the
+// WebSocket, instead of frames being dropped until SCTP's retransmission
+// timer (a second or more) frees the buffer. When the acknowledgements come
+// back, the channel takes frames again.
+func TestCongestedChannelLeavesStateToTheWebSocket(t *testing.T) {
+	base := waitBase()
+	n := newLossyNet(t)
+	s := New(Config{UDP: "10.0.0.1:5000", Net: n.server, MaxFrame: -1}) // MaxBuffered: 4 KiB
+	c := n.vnetClient(t)
+	r := &router{to: c}
+	p, err := s.NewPeer(PeerConfig{Signal: r.signal(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.connect(t, p)
+	for !p.Open() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	frame := make([]byte, 500)
+	// sendUntil sends a frame every 10 ms until SendState reports want,
+	// and returns how many it took meanwhile.
+	sendUntil := func(want bool, within time.Duration) (taken int) {
+		t.Helper()
+		for deadline := time.Now().Add(within); ; time.Sleep(10 * time.Millisecond) {
+			if p.SendState(frame, nil) == want {
+				return taken
+			}
+			if !want {
+				taken++
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("SendState did not report %t within %v (stats %+v)", want, within, p.Stats())
+			}
+		}
+	}
+	sendUntil(true, 5*time.Second)
+
+	n.upLossPercent.Store(100)
+	taken := sendUntil(false, 5*time.Second)
+	st := p.Stats()
+	t.Logf("with the client's packets lost: %d frames taken before the channel was congested; stats %+v", taken, st)
+	if taken < 4 || st.Congested == 0 || s.Totals().Congested != st.Congested {
+		t.Fatalf("%d frames taken, then congested: stats %+v, totals %+v", taken, st, s.Totals())
+	}
+
+	n.upLossPercent.Store(0)
+	sendUntil(true, 10*time.Second)
 	p.Close()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)

@@ -59,8 +59,9 @@ type Peer struct {
 	done    chan struct{} // closed by Close
 	stopped chan struct{} // closed when the writer has ended
 	once    sync.Once
-	sent    atomic.Int64
-	dropped atomic.Int64
+	sent      atomic.Int64
+	dropped   atomic.Int64
+	congested atomic.Int64
 }
 
 // conn is one offer's peer connection.
@@ -280,7 +281,13 @@ func (p *Peer) SendState(shared, tail []byte) bool {
 	if max := p.s.cfg.MaxFrame; max >= 0 && len(shared)+len(tail) > max {
 		return false
 	}
-	if _, ok := p.usable(); !ok {
+	dc, ok := p.usable()
+	if !ok {
+		return false
+	}
+	if dc.BufferedAmount() > p.s.cfg.MaxBuffered {
+		p.congested.Add(1)
+		p.s.congested.Add(1)
 		return false
 	}
 	p.out.Lock()
@@ -314,7 +321,9 @@ func (p *Peer) writeLoop() {
 		p.out.Unlock()
 		dc, ok := p.usable()
 		if !ok || dc.BufferedAmount() > p.s.cfg.MaxBuffered {
-			p.dropped.Add(1) // stale by the next tick: dropped, not queued
+			// Filled or gone since SendState took the frame: stale by
+			// the next tick, so dropped rather than queued.
+			p.dropped.Add(1)
 			p.s.dropped.Add(1)
 			continue
 		}
@@ -330,12 +339,15 @@ func (p *Peer) writeLoop() {
 
 // Stats are a peer's counters.
 type Stats struct {
-	Sent    int64 // state frames written on the channel
-	Dropped int64 // frames taken but dropped: buffer full, or the channel gone meanwhile
+	Sent      int64 // state frames written on the channel
+	Dropped   int64 // frames taken but dropped: the buffer filled, or the channel went, meanwhile
+	Congested int64 // frames refused because the buffered amount was over MaxBuffered
 }
 
 // Stats returns the peer's counters.
-func (p *Peer) Stats() Stats { return Stats{Sent: p.sent.Load(), Dropped: p.dropped.Load()} }
+func (p *Peer) Stats() Stats {
+	return Stats{Sent: p.sent.Load(), Dropped: p.dropped.Load(), Congested: p.congested.Load()}
+}
 
 // Close closes the connection and ends the writer, waiting for both. It is
 // safe to call twice.

@@ -14,13 +14,18 @@
 // previous connection), answers and trickles candidates through its
 // Signal callback, hands what arrives on the channel to Receive, and sends
 // state frames. SendState never blocks: it copies the frame into a
-// one-slot mailbox (latest wins) that the peer's writer goroutine sends,
-// dropping a frame rather than queueing it while the channel's buffered
-// amount is over Config.MaxBuffered. SendState reports false, and the
-// caller sends the frame on the WebSocket, while the channel is not open,
-// its connection has failed or closed or ICE is disconnected, or the frame
-// is larger than Config.MaxFrame; and, for a client that has sent anything
-// on the channel, while nothing has arrived on it for Config.Idle. A
+// one-slot mailbox (latest wins) that the peer's writer goroutine sends.
+// SendState reports false, and the caller sends the frame on the
+// WebSocket, while the channel is not open, its connection has failed or
+// closed or ICE is disconnected, or the frame is larger than
+// Config.MaxFrame; while the channel's buffered amount (bytes sent but not
+// yet acknowledged by the client's SCTP) is over Config.MaxBuffered; and,
+// for a client that has sent anything on the channel, while nothing has
+// arrived on it for Config.Idle. The buffered amount grows when the
+// client's acknowledgements are lost or late, as when its machine is busy:
+// SCTP then holds new data until a retransmission timeout of a second or
+// more, and the WebSocket, whose acknowledgements the client's kernel
+// sends, carries the state meanwhile instead of the frames being lost. A
 // client that keeps its channel alive (an `ack` or `input` at least every
 // Idle, as Tickwire's clients do) thus gets its state back on the
 // WebSocket within about a second of the path dying; one that never sends
@@ -94,8 +99,8 @@ type Config struct {
 	// before state frames go back to the WebSocket (1s); they return to
 	// the channel with the next message from the client.
 	Idle time.Duration
-	// MaxBuffered is the buffered amount of a channel above which a state
-	// frame is dropped instead of queued (4 KiB: a few frames; more would
+	// MaxBuffered is the buffered amount of a channel above which state
+	// frames go on the WebSocket instead (4 KiB: a few frames; more would
 	// only add latency).
 	MaxBuffered uint64
 	// Disconnected, Failed and Keepalive are ICE's timeouts: a
@@ -147,7 +152,8 @@ type Service struct {
 	closed bool
 
 	bytesOut atomic.Int64 // payload bytes of state frames sent, every peer
-	dropped  atomic.Int64 // state frames taken but dropped, every peer
+	dropped   atomic.Int64 // state frames taken but dropped, every peer
+	congested atomic.Int64 // state frames refused for a full buffer, every peer
 }
 
 // New returns a Service; it opens nothing until Listen or the first offer.
@@ -332,13 +338,14 @@ func (s *Service) untrack(p *Peer) {
 
 // Totals are a Service's counters over every peer, closed ones included.
 type Totals struct {
-	BytesOut int64 // payload bytes of the state frames sent on channels
-	Dropped  int64 // state frames dropped: a channel's buffer full, or the channel gone meanwhile
+	BytesOut  int64 // payload bytes of the state frames sent on channels
+	Dropped   int64 // state frames dropped: a channel's buffer filled, or the channel went, meanwhile
+	Congested int64 // state frames left to the WebSocket: the channel's buffered amount over MaxBuffered
 }
 
 // Totals returns the counters.
 func (s *Service) Totals() Totals {
-	return Totals{BytesOut: s.bytesOut.Load(), Dropped: s.dropped.Load()}
+	return Totals{BytesOut: s.bytesOut.Load(), Dropped: s.dropped.Load(), Congested: s.congested.Load()}
 }
 
 // Peers returns how many peers are open.

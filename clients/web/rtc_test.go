@@ -371,7 +371,6 @@ func TestPageStateOverLossyUDPBeatsTCP(t *testing.T) {
 		t.Errorf("UDP again without a new RTCPeerConnection (%d made)", p.PCsMade)
 	}
 
-
 	udp99, tcp99 := percentile(udpGaps, 99), percentile(tcpGaps, 99)
 	t.Logf("link: %.0f%% loss, %v ± %v each way; both transports over the same %v", link.Loss*100, link.Delay, link.Jitter, measure)
 	t.Logf("gap between snapshots applied, UDP (DataChannel): p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d",

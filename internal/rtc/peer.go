@@ -52,13 +52,13 @@ type Peer struct {
 
 	cur atomic.Pointer[conn] // the newest offer's connection, nil before one
 
-	out     sync.Mutex // guards next and has
-	next    []byte     // the newest state frame not yet written
-	has     bool
-	wake    chan struct{}
-	done    chan struct{} // closed by Close
-	stopped chan struct{} // closed when the writer has ended
-	once    sync.Once
+	out       sync.Mutex // guards next and has
+	next      []byte     // the newest state frame not yet written
+	has       bool
+	wake      chan struct{}
+	done      chan struct{} // closed by Close
+	stopped   chan struct{} // closed when the writer has ended
+	once      sync.Once
 	sent      atomic.Int64
 	dropped   atomic.Int64
 	congested atomic.Int64

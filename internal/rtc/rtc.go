@@ -151,7 +151,7 @@ type Service struct {
 	peers  map[*Peer]struct{}
 	closed bool
 
-	bytesOut atomic.Int64 // payload bytes of state frames sent, every peer
+	bytesOut  atomic.Int64 // payload bytes of state frames sent, every peer
 	dropped   atomic.Int64 // state frames taken but dropped, every peer
 	congested atomic.Int64 // state frames refused for a full buffer, every peer
 }

@@ -212,7 +212,12 @@ func compareSnaps(schema *wire.Schema, got, want *wire.Snap) (float64, error) {
 // whose acks are 400 ms late (older than the server keeps: keyframes).
 func TestDeltaClientsRebuildTheFullSnapshots(t *testing.T) {
 	const hz = 200
-	ts := start(t, Config{Hz: hz, PingEvery: 200 * time.Millisecond, Grace: 400 * time.Millisecond})
+	// Pings every second: a peer whose pong does not come within three of
+	// them is dropped, and the later player's path takes 400 ms of that on
+	// top of what a loaded machine stalls. With pings every 200 ms (600 ms
+	// to answer), a stress run saw the late player's snapshots stop after
+	// 2 s; the check below the run now says why a connection ended.
+	ts := start(t, Config{Hz: hz, PingEvery: time.Second, Grace: 400 * time.Millisecond})
 	target := strings.TrimPrefix(ts.http.URL, "http://")
 	dial := func(url, name, room, resume string, delta bool) (*player.Client, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -349,6 +354,11 @@ func TestDeltaClientsRebuildTheFullSnapshots(t *testing.T) {
 	jp.log.follow(again)
 	keepMoving(t, again)
 	runUntil(6*time.Second, 2000)
+	for _, p := range players {
+		if c := p.clients[len(p.clients)-1]; c.Err() != nil {
+			t.Errorf("%s: the connection ended: %v", p.name, c.Err())
+		}
+	}
 
 	close(stop)
 	if err := <-churned; err != nil {

@@ -227,8 +227,10 @@ func TestPageAcksDeltasWithItsInputs(t *testing.T) {
 	if inputs < 15 || alone > inputs/2 {
 		t.Errorf("while moving: %d acknowledgements inside inputs, %d on their own", inputs, alone)
 	}
-	if n := still.Acks - moving.Acks; n < 8 {
-		t.Errorf("while standing still: %d acknowledgements on their own in 1.5 s", n)
+	// One on its own at least every few deltas: a timer of a tick sends
+	// each (a busy browser runs it late, and one covers more deltas).
+	if n, deltas := still.Acks-moving.Acks, still.Deltas-moving.Deltas; n < 3 || n < deltas/4 {
+		t.Errorf("while standing still: %d acknowledgements on their own for %d deltas in 1.5 s", n, deltas)
 	}
 	if still.Deltas != still.Snaps || still.Keyframes > still.Deltas/4 { // loose: a starved browser acks late
 		t.Errorf("page stats %+v: want deltas against acknowledged snapshots", still)

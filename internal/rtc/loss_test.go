@@ -155,7 +155,10 @@ func TestStateKeepsFlowingUnderLoss(t *testing.T) {
 	// the client sends keeps the channel in use.
 	got, longest, back := runUnderLoss(t, n, p, c, 500, &received)
 	t.Logf("500-byte frames, 20%% loss: %.0f%% arrived, longest gap %v; %.0f%% of the client's messages arrived", 100*got, longest, 100*back)
-	if got < 0.5 || back < 0.5 || longest > time.Second {
+	// Evenly: no stall of seconds, as the large frames below see (one
+	// lost acknowledgement may still cost SCTP's retransmission timeout,
+	// a second, on a busy machine).
+	if got < 0.5 || back < 0.5 || longest > 2*time.Second {
 		t.Fatalf("500-byte frames under 20%% loss: %.0f%% arrived, longest gap %v, %.0f%% back", 100*got, longest, 100*back)
 	}
 	// Frames of three SCTP chunks each: measured with Pion v4.2.26, from

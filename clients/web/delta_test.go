@@ -46,7 +46,9 @@ func TestPageInDeltaModeTracksABot(t *testing.T) {
 }
 
 func testPageInDeltaMode(t *testing.T, mode string) {
-	e := startEnv(t, server.Config{PingEvery: 300 * time.Millisecond})
+	// Pings every second (the rtt column changes): every 300 ms left the
+	// bot 900 ms to answer, too little when a loaded machine stalls.
+	e := startEnv(t, server.Config{PingEvery: time.Second})
 	bot := e.joinMode(t, "bot", "auto", mode)
 	room := bot.Welcome().Room
 	drain(bot)
@@ -140,7 +142,7 @@ func testPageInDeltaMode(t *testing.T, mode string) {
 		t.Fatalf("only %d samples of the page matched a tick of the Go client", compared)
 	}
 	if moved < 200 {
-		t.Fatalf("the bot moved %.0f units over the samples; it should circle", moved)
+		t.Fatalf("the bot moved %.0f units over the samples of ticks %d..%d; it should circle (bot's connection: %v)", moved, first.N, last.N, bot.Err())
 	}
 	for _, tab := range schema.Tables {
 		if rowsSeen[tab.Name] == 0 {
@@ -223,9 +225,11 @@ func TestPageAcksDeltasWithItsInputs(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	still := read()
 
-	inputs, alone := moving.InputAcks-before.InputAcks, moving.Acks-before.Acks
-	if inputs < 15 || alone > inputs/2 {
-		t.Errorf("while moving: %d acknowledgements inside inputs, %d on their own", inputs, alone)
+	// Most inputs carry one (a starved page sends fewer inputs: 13 in the
+	// 1.5 s seen beside another make test, against 30).
+	inputs, alone, sent := moving.InputAcks-before.InputAcks, moving.Acks-before.Acks, moving.Seq-before.Seq
+	if inputs < 5 || inputs < sent/2 || alone > inputs/2 {
+		t.Errorf("while moving: %d of %d inputs carried an acknowledgement, %d on their own", inputs, sent, alone)
 	}
 	// One on its own at least every few deltas: a timer of a tick sends
 	// each (a busy browser runs it late, and one covers more deltas).

@@ -427,9 +427,12 @@ func TestDeltaClientsRebuildTheFullSnapshots(t *testing.T) {
 			}
 		case "late":
 			// Until its first ack comes back it gets keyframes; after
-			// that, acks 20 ticks old are well within the 64 kept.
+			// that, acks 20 ticks old are well within the 64 kept, but a
+			// stall of a loaded machine ages the acks in flight past them
+			// (about 6 % keyframes beside another make test, 1 % alone).
+			// The later player gets nothing but keyframes.
 			w := warm[p.name]
-			if k, d := st.Keyframes-w.Keyframes, st.Deltas-w.Deltas; k > d/20 {
+			if k, d := st.Keyframes-w.Keyframes, st.Deltas-w.Deltas; k > d/4 {
 				t.Errorf("%s: %d keyframes in %d deltas after the first second", p.name, k, d)
 			}
 		case "later":

@@ -498,7 +498,7 @@ func (s *Server) registerMetrics() {
 		func() float64 { return float64(s.feeds.Stats().DelayLines) })
 	m.Counter("tickwire_snapshots_replaced_total", "Snapshots replaced by a newer one before a slow player got them (latest wins).",
 		func() float64 { return float64(s.play.StatesReplaced.Load()) })
-	m.Counter("tickwire_state_channel_drops_total", "State frames dropped on players' WebRTC state channels (the buffer filled, or the channel went, after the frame was taken: latest wins).",
+	m.Counter("tickwire_state_channel_drops_total", "State frames dropped on players' WebRTC state channels (the channel went, or its write failed, after the frame was taken).",
 		func() float64 {
 			if s.rtc == nil {
 				return 0

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,8 +74,7 @@ func TestSoak(t *testing.T) {
 		c     *player.Client
 		room  string
 		snaps int
-		mu    sync.Mutex // guards chat
-		chat  []string
+		chat  chatLog
 		// typing seen, by sender id
 		typing map[uint32]int
 	}
@@ -124,9 +124,7 @@ func TestSoak(t *testing.T) {
 						h.snaps++
 					}
 				case *wire.ChatLine:
-					h.mu.Lock()
-					h.chat = append(h.chat, m.Text)
-					h.mu.Unlock()
+					h.chat.add(m.Text)
 				case *wire.TypingFrom:
 					h.typing[m.ID]++
 				}
@@ -154,8 +152,7 @@ func TestSoak(t *testing.T) {
 	type watcher struct {
 		v    *spectator.Viewer
 		room string
-		mu   sync.Mutex // guards chat
-		chat []string
+		chat chatLog
 	}
 	var watchers []*watcher
 	for _, room := range rooms {
@@ -167,9 +164,7 @@ func TestSoak(t *testing.T) {
 				defer wg.Done()
 				for e := range w.v.Events() {
 					if e.Type == wire.EventChat {
-						w.mu.Lock()
-						w.chat = append(w.chat, chatLineText(e))
-						w.mu.Unlock()
+						w.chat.add(chatLineText(e))
 					}
 				}
 			}()
@@ -507,11 +502,10 @@ func TestSoak(t *testing.T) {
 	}
 	// The last chat lines arrive: every line said in a room reaches its
 	// players and viewers, however late a loaded machine brings them.
-	heard := func(mu *sync.Mutex, chat *[]string, room string) bool {
-		mu.Lock()
-		defer mu.Unlock()
+	heard := func(chat *chatLog, room string) bool {
+		lines := chat.lines()
 		for j := range players {
-			if players[j].room == room && !inOrder(*chat, sent[j]) {
+			if players[j].room == room && !inOrder(lines, sent[j]) {
 				return false
 			}
 		}
@@ -520,10 +514,10 @@ func TestSoak(t *testing.T) {
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		all := true
 		for _, h := range players {
-			all = all && heard(&h.mu, &h.chat, h.room)
+			all = all && heard(&h.chat, h.room)
 		}
 		for _, w := range watchers {
-			all = all && heard(&w.mu, &w.chat, w.room)
+			all = all && heard(&w.chat, w.room)
 		}
 		if all {
 			break
@@ -585,16 +579,18 @@ func TestSoak(t *testing.T) {
 		if rate := float64(ran) / elapsed.Seconds(); rate < hz/2 {
 			t.Errorf("healthy player %d's room ran %.1f ticks/s, want about %d", i, rate, hz)
 		}
+		got := h.chat.lines()
 		for j := range players {
-			if players[j].room == h.room && !inOrder(h.chat, sent[j]) {
-				t.Errorf("player %d lost chat of player %d: got %d lines, sent %d", i, j, len(filter(h.chat, fmt.Sprintf("p%d-", j))), len(sent[j]))
+			if players[j].room == h.room && !inOrder(got, sent[j]) {
+				t.Errorf("player %d lost chat of player %d: got %d lines, sent %d", i, j, len(filter(got, fmt.Sprintf("p%d-", j))), len(sent[j]))
 			}
 		}
 	}
 	for _, w := range watchers {
+		got := w.chat.lines()
 		for j := range players {
-			if players[j].room == w.room && !inOrder(w.chat, sent[j]) {
-				t.Errorf("viewer lost chat of player %d: got %d, sent %d", j, len(filter(w.chat, fmt.Sprintf("p%d-", j))), len(sent[j]))
+			if players[j].room == w.room && !inOrder(got, sent[j]) {
+				t.Errorf("viewer lost chat of player %d: got %d, sent %d", j, len(filter(got, fmt.Sprintf("p%d-", j))), len(sent[j]))
 			}
 		}
 	}
@@ -740,6 +736,26 @@ func firstPeer(w wire.SignalMessage) string {
 		return w.Peers[0].ID
 	}
 	return "nobody"
+}
+
+// chatLog is the chat lines a client received, in order; its reader adds
+// while the test looks.
+type chatLog struct {
+	mu  sync.Mutex // guards all
+	all []string
+}
+
+func (l *chatLog) add(line string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all = append(l.all, line)
+}
+
+// lines returns a copy of the lines so far.
+func (l *chatLog) lines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.all)
 }
 
 // inOrder reports whether want appears in got, in order, with nothing of

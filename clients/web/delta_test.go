@@ -97,6 +97,31 @@ func testPageInDeltaMode(t *testing.T, mode string) {
 	// tick of the Go client: a loaded machine answers evaluations slowly.
 	// A sample waits until the Go client has read past its tick, which on
 	// a loaded machine may come after the page has it.
+	compare := func(p pageSnap) {
+		mu.Lock()
+		want := snaps[p.N]
+		mu.Unlock()
+		if want == nil {
+			return // the Go client skipped that tick
+		}
+		if err := samePageSnap(schema, &p, want, &worst); err != nil {
+			t.Fatalf("tick %d: %v", p.N, err)
+		}
+		for name, rows := range p.Tables {
+			rowsSeen[name] += len(rows)
+		}
+		if pl := findRow(p.Tables["p"], bot.ID()); pl != nil {
+			if compared > 0 {
+				moved += math.Hypot(pl["x"]-lastX, pl["y"]-lastY)
+			}
+			lastX, lastY = pl["x"], pl["y"]
+		}
+		if compared == 0 {
+			first = p
+		}
+		last = p
+		compared++
+	}
 	var pending []pageSnap
 	start := time.Now()
 	for ; time.Since(start) < 4*time.Second || compared < 60 && time.Since(start) < 30*time.Second; time.Sleep(40 * time.Millisecond) {
@@ -105,31 +130,8 @@ func testPageInDeltaMode(t *testing.T, mode string) {
 		read := newest
 		mu.Unlock()
 		for len(pending) > 0 && pending[0].N <= read {
-			p := pending[0]
+			compare(pending[0])
 			pending = pending[1:]
-			mu.Lock()
-			want := snaps[p.N]
-			mu.Unlock()
-			if want == nil {
-				continue // the Go client skipped that tick
-			}
-			if err := samePageSnap(schema, &p, want, &worst); err != nil {
-				t.Fatalf("tick %d: %v", p.N, err)
-			}
-			for name, rows := range p.Tables {
-				rowsSeen[name] += len(rows)
-			}
-			if pl := findRow(p.Tables["p"], bot.ID()); pl != nil {
-				if compared > 0 {
-					moved += math.Hypot(pl["x"]-lastX, pl["y"]-lastY)
-				}
-				lastX, lastY = pl["x"], pl["y"]
-			}
-			if compared == 0 {
-				first = p
-			}
-			last = p
-			compared++
 		}
 	}
 	stop()

@@ -315,9 +315,9 @@ const (
 // segment waits for a retransmission and every later snapshot behind it,
 // over UDP a lost snapshot is replaced by the next. On a machine so busy
 // that the server's goroutines wait over 20 ms to run, or a page's event
-// loop lags over 50 ms (p99), the figures are printed and not judged. Then it closes the first page's peer
-// connection: the HUD says TCP within two seconds, and UDP again after the
-// client's new offer.
+// loop lags over 50 ms (p99), the figures are printed and not judged. Then
+// it closes the first page's peer connection: the HUD says TCP within two
+// seconds, and UDP again after the client's new offer.
 func TestPageStateOverLossyUDPBeatsTCP(t *testing.T) {
 	link := lossy.Link{Loss: 0.05, Delay: 50 * time.Millisecond, Jitter: 20 * time.Millisecond, Seed: 1}
 	e := startLossyEnv(t, link)

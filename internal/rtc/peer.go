@@ -319,15 +319,12 @@ func (p *Peer) writeLoop() {
 		buf, p.next = p.next, buf // the spare buffer becomes the next one
 		p.has = false
 		p.out.Unlock()
+		// SendState judged the buffered amount; only this goroutine
+		// writes, so it has grown by this frame's predecessor at most.
 		dc, ok := p.usable()
-		if !ok || dc.BufferedAmount() > p.s.cfg.MaxBuffered {
-			// Filled or gone since SendState took the frame: stale by
-			// the next tick, so dropped rather than queued.
-			p.dropped.Add(1)
-			p.s.dropped.Add(1)
-			continue
-		}
-		if err := dc.Send(buf); err != nil {
+		if !ok || dc.Send(buf) != nil {
+			// Gone since SendState took the frame: stale by the next
+			// tick, so dropped rather than queued.
 			p.dropped.Add(1)
 			p.s.dropped.Add(1)
 			continue
@@ -340,7 +337,7 @@ func (p *Peer) writeLoop() {
 // Stats are a peer's counters.
 type Stats struct {
 	Sent      int64 // state frames written on the channel
-	Dropped   int64 // frames taken but dropped: the buffer filled, or the channel went, meanwhile
+	Dropped   int64 // frames taken but dropped: the channel went, or its write failed, meanwhile
 	Congested int64 // frames refused because the buffered amount was over MaxBuffered
 }
 

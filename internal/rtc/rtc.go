@@ -339,7 +339,7 @@ func (s *Service) untrack(p *Peer) {
 // Totals are a Service's counters over every peer, closed ones included.
 type Totals struct {
 	BytesOut  int64 // payload bytes of the state frames sent on channels
-	Dropped   int64 // state frames dropped: a channel's buffer filled, or the channel went, meanwhile
+	Dropped   int64 // state frames dropped: the channel went, or its write failed, meanwhile
 	Congested int64 // state frames left to the WebSocket: the channel's buffered amount over MaxBuffered
 }
 

@@ -448,7 +448,12 @@ func TestVoiceCall(t *testing.T) {
 
 	tb := newTab(t)
 	tb.navigate(e.url + "/?room=" + room + "&name=ana")
-	tb.waitState("joined", func(s pageState) bool { return s.Game != nil && s.Game.Connection.State == "connected" })
+	// The scoreboard above the call button grows a row per player with
+	// the first snapshots: the button is clicked once it stays put (a
+	// click while it moved went to the scoreboard on a loaded machine).
+	tb.waitState("both players on the scoreboard", func(s pageState) bool {
+		return s.Game != nil && s.Game.Connection.State == "connected" && len(s.Game.Players) == 2
+	})
 
 	open := func(s pageState) int {
 		n := 0

@@ -234,8 +234,9 @@ func TestPageAcksDeltasWithItsInputs(t *testing.T) {
 		t.Errorf("while moving: %d of %d inputs carried an acknowledgement, %d on their own", inputs, sent, alone)
 	}
 	// One on its own at least every few deltas: a timer of a tick sends
-	// each (a busy browser runs it late, and one covers more deltas).
-	if n, deltas := still.Acks-moving.Acks, still.Deltas-moving.Deltas; n < 3 || n < deltas/4 {
+	// each, about one for two deltas. A busy browser runs it late, and one
+	// covers more deltas (5 for 29 beside another make test).
+	if n, deltas := still.Acks-moving.Acks, still.Deltas-moving.Deltas; n < 3 || n < deltas/8 {
 		t.Errorf("while standing still: %d acknowledgements on their own for %d deltas in 1.5 s", n, deltas)
 	}
 	if still.Deltas != still.Snaps || still.Keyframes > still.Deltas/4 { // loose: a starved browser acks late

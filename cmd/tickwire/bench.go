@@ -45,7 +45,7 @@ type benchFlags struct {
 	serverPprof                   string
 
 	players, roomSize, inputHz int
-	delta, rtc                 bool
+	delta, rtc, rtcWSInputs    bool
 	mode                       string
 	duration, warmup           time.Duration
 
@@ -91,6 +91,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.IntVar(&f.inputHz, "input-hz", 0, "game: inputs per second per bot (default: the tick rate); overload: of each player in play (default 20)")
 	fs.BoolVar(&f.delta, "delta", false, "game: the bots ask for delta snapshots")
 	fs.BoolVar(&f.rtc, "rtc", false, "game: the bots take their state over WebRTC DataChannels and send inputs there (the UDP and DTLS overhead is not in the byte counts)")
+	fs.BoolVar(&f.rtcWSInputs, "rtc-ws-inputs", false, "game, with -rtc: the bots send their inputs on the WebSocket, and the channel carries state only")
 	fs.StringVar(&f.mode, "mode", "", "game: the game mode of the rooms (default: the server's default); the bots play it blind")
 	fs.DurationVar(&f.duration, "duration", 20*time.Second, "game: measured window of each run")
 	fs.DurationVar(&f.warmup, "warmup", 5*time.Second, "game and feeds: warm-up before the window")
@@ -300,7 +301,7 @@ func (r *benchRunner) game(ctx context.Context) (*bench.Table, any, error) {
 	for i := range r.f.runs {
 		cfg := bench.GameConfig{
 			Players: r.f.players, RoomSize: r.f.roomSize, InputHz: r.f.inputHz,
-			Duration: r.f.duration, Warmup: r.f.warmup, Delta: r.f.delta, RTC: r.f.rtc, Mode: r.f.mode,
+			Duration: r.f.duration, Warmup: r.f.warmup, Delta: r.f.delta, RTC: r.f.rtc, RTCInputsOnWebSocket: r.f.rtcWSInputs, Mode: r.f.mode,
 			Progress: r.progress.prefix(fmt.Sprintf("run %d/%d ", i+1, r.f.runs)),
 		}
 		if spec, ok := server.BuiltinMode(r.f.mode); ok {

@@ -106,24 +106,31 @@ func TestGameDelta(t *testing.T) {
 
 // TestGameRTC runs the small load with the bots taking state over WebRTC:
 // most snapshots of the window come on their channels, none is lost on
-// loopback.
+// loopback; the inputs go on the channels too, or, state only, on the
+// WebSockets.
 // It runs alone, not in parallel: its Pion peers take CPU that the timing
 // checks of the other tests would feel.
 func TestGameRTC(t *testing.T) {
 	p := start(t, 20)
-	res, err := RunGame(testCtx(t), p.Target, GameConfig{
-		Players: 6, RoomSize: 6, Duration: time.Second, Warmup: time.Second, RTC: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !res.RTC || res.TicksRun <= 0 || res.DeliveredPct < 80 || res.ChannelPct < 50 || res.Dropped != 0 {
-		t.Fatalf("rtc run: ticks %d, delivered %v%%, on the channel %v%%, dropped %d", res.TicksRun, res.DeliveredPct, res.ChannelPct, res.Dropped)
-	}
-	var buf bytes.Buffer
-	GameTable([]*GameResult{res}, false).Write(&buf)
-	if !strings.Contains(buf.String(), "snapshots on the state channel") {
-		t.Errorf("table:\n%s", buf.String())
+	for _, stateOnly := range []bool{false, true} {
+		res, err := RunGame(testCtx(t), p.Target, GameConfig{
+			Players: 6, RoomSize: 6, Duration: time.Second, Warmup: time.Second, RTC: true, RTCInputsOnWebSocket: stateOnly,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.RTC || res.TicksRun <= 0 || res.DeliveredPct < 80 || res.ChannelPct < 50 || res.Dropped != 0 {
+			t.Fatalf("rtc run, state only %v: ticks %d, delivered %v%%, on the channel %v%%, dropped %d", stateOnly, res.TicksRun, res.DeliveredPct, res.ChannelPct, res.Dropped)
+		}
+		if stateOnly && (res.InputsOnChannelPct != 0 || !res.RTCInputsOnWebSocket) || !stateOnly && res.InputsOnChannelPct < 50 {
+			t.Errorf("state only %v: %v%% of the inputs on the channel", stateOnly, res.InputsOnChannelPct)
+		}
+		var buf bytes.Buffer
+		GameTable([]*GameResult{res}, false).Write(&buf)
+		if !strings.Contains(buf.String(), "snapshots on the state channel") || !strings.Contains(buf.String(), "inputs sent on the state channel") ||
+			stateOnly != strings.Contains(buf.String(), "inputs on the WebSocket") {
+			t.Errorf("table:\n%s", buf.String())
+		}
 	}
 }
 

@@ -31,6 +31,10 @@ type GameConfig struct {
 	// RTC makes the bots take their state over WebRTC DataChannels
 	// (contract 1.1) and send their inputs there once open.
 	RTC bool
+	// RTCInputsOnWebSocket keeps the inputs of RTC bots on their
+	// WebSocket: the channel carries state only, as for a client that
+	// never sends on it.
+	RTCInputsOnWebSocket bool
 	// Mode is the game mode of the rooms (empty: the server's default).
 	Mode string
 	// Bot, when set, makes the player of each bot (seeded by its number);
@@ -87,11 +91,17 @@ type GameResult struct {
 	WindowSec float64 `json:"windowSec"`
 	Delta     bool    `json:"delta"` // the bots used delta snapshots
 	RTC       bool    `json:"rtc"`   // the bots took state over WebRTC
+	// RTCInputsOnWebSocket: with RTC, the bots sent their inputs on the
+	// WebSocket.
+	RTCInputsOnWebSocket bool `json:"rtcInputsOnWebSocket,omitempty"`
 	// ChannelPct is the share of the window's snapshots that came on the
 	// bots' state channels (with RTC).
 	ChannelPct float64 `json:"channelPct,omitempty"`
-	Mode       string  `json:"mode"`    // the rooms' game mode (as the server named it)
-	Dropped    int     `json:"dropped"` // bots disconnected during the run
+	// InputsOnChannelPct is the share of the bots' inputs, over the whole
+	// run, that they sent on their state channels (with RTC).
+	InputsOnChannelPct float64 `json:"inputsOnChannelPct,omitempty"`
+	Mode               string  `json:"mode"`    // the rooms' game mode (as the server named it)
+	Dropped            int     `json:"dropped"` // bots disconnected during the run
 
 	TicksRun     int64   `json:"ticksRun"`     // distinct tick numbers seen, summed over rooms
 	TicksNominal int64   `json:"ticksNominal"` // tick numbers the schedule covered in the window
@@ -214,7 +224,7 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 				gb.done <- b.read(func(at, rx time.Time, f []byte) { gb.frame(&win, at, rx, f, false) })
 			}()
 			if api != nil {
-				if err := b.offer(api, &counter, func(at time.Time, f []byte) { gb.frame(&win, at, time.Time{}, f, true) }); err != nil {
+				if err := b.offer(api, &counter, cfg.RTCInputsOnWebSocket, func(at time.Time, f []byte) { gb.frame(&win, at, time.Time{}, f, true) }); err != nil {
 					mu.Lock()
 					dialErr = fmt.Errorf("bot %d: offer: %w", i+1, err)
 					mu.Unlock()
@@ -247,6 +257,7 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 	res.Hz = hz
 	res.Delta = cfg.Delta
 	res.RTC = cfg.RTC
+	res.RTCInputsOnWebSocket = cfg.RTC && cfg.RTCInputsOnWebSocket
 	res.Mode = bots[0].b.welcome.Mode
 	if cfg.InputHz <= 0 {
 		cfg.InputHz = hz
@@ -372,6 +383,18 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 	}
 	if snaps > 0 && cfg.RTC {
 		res.ChannelPct = round3(100 * float64(viaChannel) / float64(snaps))
+	}
+	if cfg.RTC {
+		var inputs, onChannel int64
+		for _, gb := range bots {
+			inputs += int64(gb.b.seq.Load())
+			if l := gb.b.link(); l != nil {
+				onChannel += l.inputs.Load()
+			}
+		}
+		if inputs > 0 {
+			res.InputsOnChannelPct = round3(100 * float64(onChannel) / float64(inputs))
+		}
 	}
 	res.Latency = merge(lat...).dist()
 	res.Gap = merge(gap...).dist()

@@ -197,6 +197,9 @@ func GameTable(runs []*GameResult, reference bool) *Table {
 	}
 	if r0.RTC {
 		mode += " over WebRTC"
+		if r0.RTCInputsOnWebSocket {
+			mode += " (inputs on the WebSocket)"
+		}
 	}
 	if r0.Mode != "" {
 		mode = r0.Mode + ", " + mode
@@ -236,7 +239,9 @@ func GameTable(runs []*GameResult, reference bool) *Table {
 		row("baseline: load process 5 ms sleep lateness p99", "ms", pick(runs, func(r *GameResult) (float64, bool) { return val(r.LoadLag.P99) }), nil),
 	}
 	if r0.RTC {
-		t.Rows = slices.Insert(t.Rows, 2, row("snapshots on the state channel", "%", pick(runs, func(r *GameResult) (float64, bool) { return r.ChannelPct, true }), nil))
+		t.Rows = slices.Insert(t.Rows, 2,
+			row("snapshots on the state channel", "%", pick(runs, func(r *GameResult) (float64, bool) { return r.ChannelPct, true }), nil),
+			row("inputs sent on the state channel", "%", pick(runs, func(r *GameResult) (float64, bool) { return r.InputsOnChannelPct, true }), nil))
 	}
 	return t
 }

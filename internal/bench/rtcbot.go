@@ -32,22 +32,26 @@ func rtcAPI(serverURL string) *webrtc.API {
 type rtcLink struct {
 	*rtc.Offerer
 	open atomic.Bool
+	// stateOnly keeps the bot's inputs off the channel (on its WebSocket).
+	stateOnly bool
+	inputs    atomic.Int64 // inputs sent on the channel
 	// counter counts the channel's payload bytes with the WebSocket's
 	// (not the UDP, DTLS and SCTP headers around them).
 	counter *Counter
 }
 
 // offer opens the bot's state channel: every message on it goes to
-// onFrame with its arrival time. Frames from the WebSocket that belong to
-// the signaling go to link.signal.
-func (b *bot) offer(api *webrtc.API, counter *Counter, onFrame func(at time.Time, f []byte)) error {
+// onFrame with its arrival time; with stateOnly, the bot's inputs stay on
+// its WebSocket. Frames from the WebSocket that belong to the signaling go
+// to link.signal.
+func (b *bot) offer(api *webrtc.API, counter *Counter, stateOnly bool, onFrame func(at time.Time, f []byte)) error {
 	o, err := rtc.NewOfferer(api, webrtc.Configuration{}, func(m wire.ClientMessage) error {
 		return b.write(wire.MustEncode(m))
 	})
 	if err != nil {
 		return err
 	}
-	l := &rtcLink{Offerer: o, counter: counter}
+	l := &rtcLink{Offerer: o, counter: counter, stateOnly: stateOnly}
 	o.DC.OnOpen(func() { l.open.Store(true) })
 	o.DC.OnClose(func() { l.open.Store(false) })
 	o.DC.OnMessage(func(m webrtc.DataChannelMessage) {
@@ -85,13 +89,14 @@ func (l *rtcLink) signal(h player.FrameHead, f []byte) bool {
 	return true
 }
 
-// send sends an input on the channel when it is open; the caller holds
-// the bot's wmu.
+// send sends an input on the channel when it is open and takes inputs;
+// the caller holds the bot's wmu.
 func (l *rtcLink) send(frame []byte) bool {
-	if l == nil || !l.open.Load() || l.DC.Send(frame) != nil {
+	if l == nil || l.stateOnly || !l.open.Load() || l.DC.Send(frame) != nil {
 		return false
 	}
 	l.counter.Out.Add(int64(len(frame)))
+	l.inputs.Add(1)
 	return true
 }
 

@@ -364,8 +364,17 @@ func TestPageStateOverLossyUDPBeatsTCP(t *testing.T) {
 		t.Fatalf("with transport=ws: %d peer connections, transport %s", p.PCsMade, p.Transport)
 	}
 	p = eval[rtcPage](tb, readRTCPage)
-	if p.Transport != "udp" || p.Stats.RTCFrames < len(udpGaps)/2 {
+	if p.Stats.RTCFrames < len(udpGaps)/2 {
 		t.Fatalf("after measuring: transport %s, %d of %d frames on the channel", p.Transport, p.Stats.RTCFrames, p.Stats.Frames)
+	}
+	if p.Transport != "udp" {
+		// A stall of a loaded machine silenced the channel for a second
+		// (seen beside another make test): the page went back to TCP, as
+		// it should, and offers again.
+		t.Logf("after measuring: on %s (%d of %d frames on the channel); waiting for UDP again", p.Transport, p.Stats.RTCFrames, p.Stats.Frames)
+		p = tb.waitRTC("state over the DataChannel again", 60*time.Second, func(p rtcPage) bool {
+			return p.Transport == "udp" && hudSays(p.HUD, "UDP")
+		})
 	}
 	// The channel's packets went through the relay, and it dropped some.
 	if down := after.Down.Packets - before.Down.Packets; down < int64(len(udpGaps))/2 || after.Down.Lost == before.Down.Lost {

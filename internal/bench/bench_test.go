@@ -122,7 +122,7 @@ func TestGameRTC(t *testing.T) {
 		if !res.RTC || res.TicksRun <= 0 || res.DeliveredPct < 80 || res.ChannelPct < 50 || res.Dropped != 0 {
 			t.Fatalf("rtc run, state only %v: ticks %d, delivered %v%%, on the channel %v%%, dropped %d", stateOnly, res.TicksRun, res.DeliveredPct, res.ChannelPct, res.Dropped)
 		}
-		if stateOnly && (res.InputsOnChannelPct != 0 || !res.RTCInputsOnWebSocket) || !stateOnly && res.InputsOnChannelPct < 50 {
+		if stateOnly && (res.InputsOnChannelPct != 0 || !res.RTCInputsOnWebSocket) || !stateOnly && res.InputsOnChannelPct < res.ChannelPct/2 {
 			t.Errorf("state only %v: %v%% of the inputs on the channel", stateOnly, res.InputsOnChannelPct)
 		}
 		var buf bytes.Buffer

@@ -97,8 +97,8 @@ type GameResult struct {
 	// ChannelPct is the share of the window's snapshots that came on the
 	// bots' state channels (with RTC).
 	ChannelPct float64 `json:"channelPct,omitempty"`
-	// InputsOnChannelPct is the share of the bots' inputs, over the whole
-	// run, that they sent on their state channels (with RTC).
+	// InputsOnChannelPct is the share of the bots' inputs of the window
+	// that they sent on their state channels (with RTC).
 	InputsOnChannelPct float64 `json:"inputsOnChannelPct,omitempty"`
 	Mode               string  `json:"mode"`    // the rooms' game mode (as the server named it)
 	Dropped            int     `json:"dropped"` // bots disconnected during the run
@@ -299,6 +299,7 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 		cfg.Ticks.Begin(rooms)
 	}
 	in0, out0 := counter.Snapshot()
+	inputs0, onChannel0 := inputTotals(bots)
 	u0, _ := t.Usage()
 	self0, _ := ReadUsage(os.Getpid())
 	if cfg.OnWindow != nil {
@@ -315,6 +316,7 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 	win.end.Store(stop.UnixNano())
 	done()
 	in1, out1 := counter.Snapshot()
+	inputs1, onChannel1 := inputTotals(bots)
 	u1, _ := t.Usage()
 	self1, _ := ReadUsage(os.Getpid())
 	if cfg.OnWindow != nil {
@@ -384,17 +386,8 @@ func RunGame(ctx context.Context, t *Target, cfg GameConfig) (*GameResult, error
 	if snaps > 0 && cfg.RTC {
 		res.ChannelPct = round3(100 * float64(viaChannel) / float64(snaps))
 	}
-	if cfg.RTC {
-		var inputs, onChannel int64
-		for _, gb := range bots {
-			inputs += int64(gb.b.seq.Load())
-			if l := gb.b.link(); l != nil {
-				onChannel += l.inputs.Load()
-			}
-		}
-		if inputs > 0 {
-			res.InputsOnChannelPct = round3(100 * float64(onChannel) / float64(inputs))
-		}
+	if inputs := inputs1 - inputs0; inputs > 0 && cfg.RTC {
+		res.InputsOnChannelPct = round3(100 * float64(onChannel1-onChannel0) / float64(inputs))
 	}
 	res.Latency = merge(lat...).dist()
 	res.Gap = merge(gap...).dist()
@@ -458,6 +451,18 @@ func (gb *gameBot) frame(w *window, at, rx time.Time, f []byte, viaChannel bool)
 // judged by its last snapshot.
 func (gb *gameBot) dropped(stop time.Time) bool {
 	return gb.last.IsZero() || stop.Sub(gb.last) > 2*time.Second
+}
+
+// inputTotals returns how many inputs the bots have sent, and how many of
+// them on their state channels.
+func inputTotals(bots []*gameBot) (inputs, onChannel int64) {
+	for _, gb := range bots {
+		inputs += int64(gb.b.seq.Load())
+		if l := gb.b.link(); l != nil {
+			onChannel += l.inputs.Load()
+		}
+	}
+	return inputs, onChannel
 }
 
 // sendInputs sends inputs for bots g, g+step, ... at hz, starting at a

@@ -370,7 +370,10 @@ func TestTCPLossHoldsBackLaterSegments(t *testing.T) {
 		}
 	}
 	// A lost segment comes a retransmission timeout (200 ms) late, and the
-	// twenty or so messages sent behind it wait for it.
+	// ten or twenty messages sent behind it wait for it (fewer when two
+	// losses fall in one timeout, or a loaded machine sends fewer: 69 for
+	// 14 losses was seen beside another make test). Without head-of-line
+	// blocking only the lost segment's own message or two would be late.
 	var late int
 	var worst time.Duration
 	for _, a := range got {
@@ -385,7 +388,7 @@ func TestTCPLossHoldsBackLaterSegments(t *testing.T) {
 	if worst < 200*time.Millisecond {
 		t.Errorf("worst latency %v, want at least the 200 ms retransmission timeout", worst)
 	}
-	if late < 5*int(st.Up.Lost) {
+	if late < 3*int(st.Up.Lost) {
 		t.Errorf("%d messages came 150 ms late or more for %d lost segments: no head-of-line blocking", late, st.Up.Lost)
 	}
 	t.Logf("%d messages, %d segments lost, %d held 150 ms or more, worst %v", len(got), st.Up.Lost, late, worst)

@@ -227,7 +227,10 @@ func TestReplayPage(t *testing.T) {
 	})
 	r := s.Replay
 	t.Logf("recorded ticks %d.. (%d ticks), chat said at ticks %v", first, m.summary.Ticks, m.chatTicks)
-	if s.View != "replay" || r.Room != m.room || r.Mode != "arena" || s.Renderer != "arena" || first == 0 || first > 3 {
+	// The recording starts with the room's first tick: 1, or a few more
+	// when the room's first ticks were late on a loaded machine (6 was
+	// seen) and skipped; before the first chat line in any case.
+	if s.View != "replay" || r.Room != m.room || r.Mode != "arena" || s.Renderer != "arena" || first == 0 || first > m.chatTicks[0] {
 		t.Fatalf("view %q, room %q, mode %q, renderer %q, first tick %d", s.View, r.Room, r.Mode, s.Renderer, first)
 	}
 	if got := chatTexts(r.Chat); !slices.Equal(got, m.chat) {

@@ -211,9 +211,7 @@ func TestPlayByLink(t *testing.T) {
 	if board := tb.text("#scores"); !strings.Contains(board, "ana") || !strings.Contains(board, "bot") || !strings.Contains(board, " ms") {
 		t.Errorf("scoreboard %q lacks players or rtt", board)
 	}
-	if hud := tb.text("#hud"); !strings.Contains(hud, "ping ") || strings.Contains(hud, "ping –") {
-		t.Errorf("HUD %q lacks the ping", hud)
-	}
+	tb.waitHUD("the ping", func(hud string) bool { return strings.Contains(hud, "ping ") && !strings.Contains(hud, "ping –") })
 }
 
 func TestChatAndTyping(t *testing.T) {
@@ -367,9 +365,9 @@ func TestSpectator(t *testing.T) {
 			if s.Spectator.Counts["room"] != 1 {
 				t.Errorf("%d room events: the resume started over", s.Spectator.Counts["room"])
 			}
-			if hud := tb.text("#hud"); !strings.Contains(hud, map[string]string{"sse": "Server-Sent Events", "poll": "long-poll"}[tc.transport]) {
-				t.Errorf("HUD %q does not name the transport", hud)
-			}
+			tb.waitHUD("the transport", func(hud string) bool {
+				return strings.Contains(hud, map[string]string{"sse": "Server-Sent Events", "poll": "long-poll"}[tc.transport])
+			})
 		})
 	}
 }

@@ -194,9 +194,7 @@ func TestPageFollowsMovedToTheNodeHostingTheRoom(t *testing.T) {
 	if got := tb.text("#conn"); got != "connected" {
 		t.Errorf("connection badge %q", got)
 	}
-	if hud := tb.text("#hud"); !strings.Contains(hud, "node "+hostOf(b.url)) {
-		t.Errorf("HUD %q does not name the node", hud)
-	}
+	tb.waitHUD("the node", func(hud string) bool { return strings.Contains(hud, "node "+hostOf(b.url)) })
 	joined := awaitMsg(t, bot, "ana joins", func(m *wire.Joined) bool { return m.Name == "ana" })
 	if joined.ID != s.Game.ID {
 		t.Errorf("bot saw ana join as %d; the page is %d", joined.ID, s.Game.ID)

@@ -523,6 +523,22 @@ func (tb *tab) text(sel string) string {
 	return eval[string](tb, fmt.Sprintf(`document.querySelector(%q)?.textContent ?? ""`, sel))
 }
 
+// waitHUD waits until the HUD's text satisfies ok: the page draws it with
+// the next animation frame, which a loaded machine runs late. It fails
+// the test with what the HUD said last.
+func (tb *tab) waitHUD(what string, ok func(hud string) bool) {
+	tb.t.Helper()
+	var hud string
+	for deadline := time.Now().Add(wait); ; time.Sleep(25 * time.Millisecond) {
+		if hud = tb.text("#hud"); ok(hud) {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.t.Fatalf("the HUD does not say %s within %v: %q", what, wait, hud)
+		}
+	}
+}
+
 // holdKey presses a key, holds it for d and releases it, as a user would.
 func (tb *tab) holdKey(key rune, d time.Duration) {
 	tb.t.Helper()

@@ -236,9 +236,7 @@ func TestPlayShooter(t *testing.T) {
 	if board := tb.text("#scores"); !strings.Contains(board, "ana") || !strings.Contains(board, "bot") {
 		t.Errorf("scoreboard %q", board)
 	}
-	if hud := tb.text("#hud"); !strings.Contains(hud, "shooter") {
-		t.Errorf("HUD %q does not name the mode", hud)
-	}
+	tb.waitHUD("the mode", func(hud string) bool { return strings.Contains(hud, "shooter") })
 }
 
 // TestWatchShooter: the spectator view of a shooter room shows its tables,
@@ -276,9 +274,7 @@ func TestWatchShooter(t *testing.T) {
 	}
 	tick := s.Spectator.Tick
 	tb.waitState("ticks advance", func(s pageState) bool { return s.Spectator.Tick > tick })
-	if hud := tb.text("#hud"); !strings.Contains(hud, "shooter") {
-		t.Errorf("HUD %q does not name the mode", hud)
-	}
+	tb.waitHUD("the mode", func(hud string) bool { return strings.Contains(hud, "shooter") })
 }
 
 // TestPlayAndWatchArena checks the arena with the mode-aware page: the

@@ -120,7 +120,11 @@ func TestTicksFollowDeadlinesAndSkipAfterStall(t *testing.T) {
 			burst++
 		}
 	}
-	if burst > 2 {
+	// A burst would run the 15 missed ticks back to back. Handed-over
+	// times can bunch 3 without one: a first tick preempted before its
+	// hand-over ends next to the tick due after it (seen beside another
+	// make test).
+	if burst > 5 {
 		t.Errorf("%d ticks ran within one period after the stall: a burst, not a skip", burst)
 	}
 	if st := r.Stats(); st.LastTick <= 0 || st.MaxTick < st.LastTick {

@@ -502,15 +502,16 @@ func TestSoak(t *testing.T) {
 	}
 	// The last chat lines arrive: every line said in a room reaches its
 	// players and viewers, however late a loaded machine brings them.
-	heard := func(chat *chatLog, room string) bool {
-		lines := chat.lines()
+	// lostFrom returns the players of room whose lines are not all in got.
+	lostFrom := func(got []string, room string) (lost []int) {
 		for j := range players {
-			if players[j].room == room && !inOrder(lines, sent[j]) {
-				return false
+			if players[j].room == room && !inOrder(got, sent[j]) {
+				lost = append(lost, j)
 			}
 		}
-		return true
+		return lost
 	}
+	heard := func(chat *chatLog, room string) bool { return len(lostFrom(chat.lines(), room)) == 0 }
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		all := true
 		for _, h := range players {
@@ -580,18 +581,14 @@ func TestSoak(t *testing.T) {
 			t.Errorf("healthy player %d's room ran %.1f ticks/s, want about %d", i, rate, hz)
 		}
 		got := h.chat.lines()
-		for j := range players {
-			if players[j].room == h.room && !inOrder(got, sent[j]) {
-				t.Errorf("player %d lost chat of player %d: got %d lines, sent %d", i, j, len(filter(got, fmt.Sprintf("p%d-", j))), len(sent[j]))
-			}
+		for _, j := range lostFrom(got, h.room) {
+			t.Errorf("player %d lost chat of player %d: got %d lines, sent %d", i, j, len(filter(got, fmt.Sprintf("p%d-", j))), len(sent[j]))
 		}
 	}
 	for _, w := range watchers {
 		got := w.chat.lines()
-		for j := range players {
-			if players[j].room == w.room && !inOrder(got, sent[j]) {
-				t.Errorf("viewer lost chat of player %d: got %d, sent %d", j, len(filter(got, fmt.Sprintf("p%d-", j))), len(sent[j]))
-			}
+		for _, j := range lostFrom(got, w.room) {
+			t.Errorf("viewer lost chat of player %d: got %d, sent %d", j, len(filter(got, fmt.Sprintf("p%d-", j))), len(sent[j]))
 		}
 	}
 

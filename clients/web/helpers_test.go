@@ -503,17 +503,25 @@ func (tb *tab) state() pageState {
 // waitState polls the page's state until cond holds, and returns it.
 func (tb *tab) waitState(what string, cond func(s pageState) bool) pageState {
 	tb.t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		s := tb.state()
-		if cond(s) {
-			return s
+	return waitFor(tb, what, wait, tb.state, cond, func(s pageState) string {
+		js, _ := json.MarshalIndent(s, "", "  ")
+		return "page state:\n" + string(js)
+	})
+}
+
+// waitFor reads something of the page with read every 25 ms until cond
+// holds, and returns it; after d it fails the test with what it read last,
+// as show writes it.
+func waitFor[T any](tb *tab, what string, d time.Duration, read func() T, cond func(T) bool, show func(T) string) T {
+	tb.t.Helper()
+	for deadline := time.Now().Add(d); ; time.Sleep(25 * time.Millisecond) {
+		v := read()
+		if cond(v) {
+			return v
 		}
 		if time.Now().After(deadline) {
-			js, _ := json.MarshalIndent(s, "", "  ")
-			tb.t.Fatalf("%s: not within %v; page state:\n%s", what, wait, js)
+			tb.t.Fatalf("%s: not within %v; %s", what, d, show(v))
 		}
-		time.Sleep(25 * time.Millisecond)
 	}
 }
 
@@ -524,19 +532,11 @@ func (tb *tab) text(sel string) string {
 }
 
 // waitHUD waits until the HUD's text satisfies ok: the page draws it with
-// the next animation frame, which a loaded machine runs late. It fails
-// the test with what the HUD said last.
+// the next animation frame, which a loaded machine runs late.
 func (tb *tab) waitHUD(what string, ok func(hud string) bool) {
 	tb.t.Helper()
-	var hud string
-	for deadline := time.Now().Add(wait); ; time.Sleep(25 * time.Millisecond) {
-		if hud = tb.text("#hud"); ok(hud) {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.t.Fatalf("the HUD does not say %s within %v: %q", what, wait, hud)
-		}
-	}
+	waitFor(tb, "the HUD says "+what, wait, func() string { return tb.text("#hud") }, ok,
+		func(hud string) string { return fmt.Sprintf("HUD %q", hud) })
 }
 
 // holdKey presses a key, holds it for d and releases it, as a user would.

@@ -89,17 +89,9 @@ func (tb *tab) replayState() replayPage {
 // waitPage polls the page's state until cond holds, and returns it.
 func (tb *tab) waitPage(what string, cond func(s replayPage) bool) replayPage {
 	tb.t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		s := tb.replayState()
-		if cond(s) {
-			return s
-		}
-		if time.Now().After(deadline) {
-			tb.t.Fatalf("%s: not within %v; view %q, replay state: %+v", what, wait, s.View, s.Replay)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	return waitFor(tb, what, wait, tb.replayState, cond, func(s replayPage) string {
+		return fmt.Sprintf("view %q, replay state: %+v", s.View, s.Replay)
+	})
 }
 
 // waitReplay is waitPage on the replay view.

@@ -80,17 +80,9 @@ const readRTCPage = `(() => {
 // waitRTC polls the page until cond holds, for up to d.
 func (tb *tab) waitRTC(what string, d time.Duration, cond func(p rtcPage) bool) rtcPage {
 	tb.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		p := eval[rtcPage](tb, readRTCPage)
-		if cond(p) {
-			return p
-		}
-		if time.Now().After(deadline) {
-			tb.t.Fatalf("%s: not within %v; page: %+v channel %+v", what, d, p, p.Channel)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return waitFor(tb, what, d, func() rtcPage { return eval[rtcPage](tb, readRTCPage) }, cond, func(p rtcPage) string {
+		return fmt.Sprintf("page: %+v channel %+v", p, p.Channel)
+	})
 }
 
 // hudSays reports whether the HUD names the state transport ("UDP" or
@@ -98,6 +90,12 @@ func (tb *tab) waitRTC(what string, d time.Duration, cond func(p rtcPage) bool) 
 func hudSays(hud, transport string) bool {
 	other := map[string]string{"UDP": "TCP", "TCP": "UDP"}[transport]
 	return strings.Contains(hud, "state "+transport) && !strings.Contains(hud, "state "+other)
+}
+
+// stateOn reports whether the page takes its state over transport ("UDP"
+// or "TCP") and its HUD says so.
+func stateOn(p rtcPage, transport string) bool {
+	return p.Transport == strings.ToLower(transport) && hudSays(p.HUD, transport)
 }
 
 // TestPageWithTransportWSNeverOffers opens the game with &transport=ws: the
@@ -160,14 +158,14 @@ func TestPageFallsBackWhenUDPIsCut(t *testing.T) {
 	tb.watchPeerConnections()
 	tb.navigate(e.url + "/?room=" + room + "&name=ana")
 	tb.waitRTC("state over the DataChannel", 30*time.Second, func(p rtcPage) bool {
-		return p.Transport == "udp" && hudSays(p.HUD, "UDP")
+		return stateOn(p, "UDP")
 	})
 
 	udpAddr, target := e.udp.Addr().String(), e.udpTarget
 	e.udp.Close()
 	cut := time.Now()
 	p := tb.waitRTC("HUD says TCP after UDP was cut", 10*time.Second, func(p rtcPage) bool {
-		return p.Transport == "tcp" && hudSays(p.HUD, "TCP")
+		return stateOn(p, "TCP")
 	})
 	toTCP := time.Since(cut)
 	if toTCP > 3*time.Second {
@@ -188,7 +186,7 @@ func TestPageFallsBackWhenUDPIsCut(t *testing.T) {
 	defer udp.Close()
 	back := time.Now()
 	tb.waitRTC("UDP again once the path is back", 60*time.Second, func(p rtcPage) bool {
-		return p.Transport == "udp" && hudSays(p.HUD, "UDP")
+		return stateOn(p, "UDP")
 	})
 	t.Logf("UDP cut: HUD said TCP after %v; path back: UDP again after %v", toTCP.Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
 }
@@ -302,7 +300,7 @@ func percentile(sorted []float64, p float64) float64 {
 // 99th percentile (the server's overload threshold), or a page's event
 // loop lags more than busyPage.
 const (
-	busyServer = 20 * time.Millisecond
+	busyServer = overload.DefaultSchedLimit
 	busyPage   = 50 * time.Millisecond
 )
 
@@ -336,7 +334,7 @@ func TestPageStateOverLossyUDPBeatsTCP(t *testing.T) {
 	// State over UDP.
 	tb.navigate(e.url + "/?room=" + room + "&name=ana")
 	p := tb.waitRTC("state over the DataChannel", 60*time.Second, func(p rtcPage) bool {
-		return p.Transport == "udp" && hudSays(p.HUD, "UDP")
+		return stateOn(p, "UDP")
 	})
 	if p.PCsMade < 1 || p.Channel == nil || p.Channel.Offers < 1 || p.Channel.Answers < 1 {
 		t.Fatalf("page on UDP with %d peer connections, channel %+v", p.PCsMade, p.Channel)
@@ -373,7 +371,7 @@ func TestPageStateOverLossyUDPBeatsTCP(t *testing.T) {
 		// it should, and offers again.
 		t.Logf("after measuring: on %s (%d of %d frames on the channel); waiting for UDP again", p.Transport, p.Stats.RTCFrames, p.Stats.Frames)
 		p = tb.waitRTC("state over the DataChannel again", 60*time.Second, func(p rtcPage) bool {
-			return p.Transport == "udp" && hudSays(p.HUD, "UDP")
+			return stateOn(p, "UDP")
 		})
 	}
 	// The channel's packets went through the relay, and it dropped some.
@@ -404,7 +402,7 @@ func TestPageStateOverLossyUDPBeatsTCP(t *testing.T) {
 	killed := time.Now()
 	eval[bool](tb, `(() => { window.pcs[window.pcs.length - 1].close(); return true; })()`)
 	p = tb.waitRTC("HUD says TCP after the channel died", 10*time.Second, func(p rtcPage) bool {
-		return p.Transport == "tcp" && hudSays(p.HUD, "TCP")
+		return stateOn(p, "TCP")
 	})
 	toTCP := time.Since(killed)
 	if toTCP > 3*time.Second {
@@ -415,7 +413,7 @@ func TestPageStateOverLossyUDPBeatsTCP(t *testing.T) {
 		return p.Tick > tick+5
 	})
 	p = tb.waitRTC("UDP again after a new offer", 60*time.Second, func(p rtcPage) bool {
-		return p.Transport == "udp" && hudSays(p.HUD, "UDP")
+		return stateOn(p, "UDP")
 	})
 	toUDP := time.Since(killed)
 	if p.PCsMade <= made {

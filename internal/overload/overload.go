@@ -31,6 +31,10 @@ import (
 	"time"
 )
 
+// DefaultSchedLimit is Config.SchedLimit's default: goroutines that wait
+// longer than this to run (p99) mean a machine too busy for its rooms.
+const DefaultSchedLimit = 20 * time.Millisecond
+
 // Config sets a Detector. Zero fields take the defaults.
 type Config struct {
 	// Window is how long ticks are counted before the node is judged (1s).
@@ -97,7 +101,7 @@ func (c Config) withDefaults() Config {
 		c.Hold = 5 * time.Second
 	}
 	if c.SchedLimit <= 0 {
-		c.SchedLimit = 20 * time.Millisecond
+		c.SchedLimit = DefaultSchedLimit
 	}
 	if c.Sched == nil {
 		c.Sched = NewSchedLatency().P99

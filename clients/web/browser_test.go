@@ -566,3 +566,37 @@ func TestVoiceCall(t *testing.T) {
 		return true
 	})
 }
+
+// TestControlsStayPutAsPlayersJoin: the scoreboard and the chat log keep
+// their heights as players join, so the voice and chat controls stay where
+// the player aims (a click on "Join voice" while the board grew a row went
+// to the board); the rows and lines that do not fit scroll.
+func TestControlsStayPutAsPlayersJoin(t *testing.T) {
+	e := startEnv(t, server.Config{})
+	bot := e.join(t, "bot", "auto")
+	room := bot.Welcome().Room
+	tb := newTab(t)
+	tb.navigate(e.url + "/?room=" + room + "&name=ana")
+	rows := func() int { return eval[int](tb, `document.querySelectorAll("#scores tr").length`) }
+	eventually(t, "both players on the scoreboard", func() bool { return rows() == 2 })
+	type place struct{ Call, Chat, Voice float64 }
+	where := func() place {
+		return eval[place](tb, `(() => {
+			const top = (sel) => document.querySelector(sel).getBoundingClientRect().top + window.scrollY;
+			return { call: top("#call-btn"), chat: top("#chat-input"), voice: top("#voice") };
+		})()`)
+	}
+	before := where()
+
+	const players = 12
+	for i := 2; i < players; i++ {
+		e.join(t, fmt.Sprintf("bot-%d", i), room)
+	}
+	eventually(t, "every player on the scoreboard", func() bool { return rows() == players })
+	if after := where(); after != before {
+		t.Errorf("with %d players the controls moved: %+v, with 2 at %+v", players, after, before)
+	}
+	if !eval[bool](tb, `(() => { const b = document.querySelector(".scores-box"); return b.scrollHeight > b.clientHeight; })()`) {
+		t.Errorf("%d rows fit the scoreboard's box: it should scroll", players)
+	}
+}

@@ -446,9 +446,8 @@ func TestVoiceCall(t *testing.T) {
 
 	tb := newTab(t)
 	tb.navigate(e.url + "/?room=" + room + "&name=ana")
-	// The scoreboard above the call button grows a row per player with
-	// the first snapshots: the button is clicked once it stays put (a
-	// click while it moved went to the scoreboard on a loaded machine).
+	// The button is clicked once the page plays, with both players on
+	// the scoreboard: the game's side panel appears with the welcome.
 	tb.waitState("both players on the scoreboard", func(s pageState) bool {
 		return s.Game != nil && s.Game.Connection.State == "connected" && len(s.Game.Players) == 2
 	})

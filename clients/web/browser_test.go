@@ -569,15 +569,16 @@ func TestVoiceCall(t *testing.T) {
 // TestControlsStayPutAsPlayersJoin: the scoreboard and the chat log keep
 // their heights as players join, so the voice and chat controls stay where
 // the player aims (a click on "Join voice" while the board grew a row went
-// to the board); the rows and lines that do not fit scroll.
+// to the board); the rows and lines that do not fit scroll, and a player's
+// own row stays in view.
 func TestControlsStayPutAsPlayersJoin(t *testing.T) {
 	e := startEnv(t, server.Config{})
 	bot := e.join(t, "bot", "auto")
 	room := bot.Welcome().Room
 	tb := newTab(t)
 	tb.navigate(e.url + "/?room=" + room + "&name=ana")
-	rows := func() int { return eval[int](tb, `document.querySelectorAll("#scores tr").length`) }
-	eventually(t, "both players on the scoreboard", func() bool { return rows() == 2 })
+	rows := func(tb *tab) int { return eval[int](tb, `document.querySelectorAll("#scores tr").length`) }
+	eventually(t, "both players on the scoreboard", func() bool { return rows(tb) == 2 })
 	type place struct{ Call, Chat, Voice float64 }
 	where := func() place {
 		return eval[place](tb, `(() => {
@@ -591,11 +592,29 @@ func TestControlsStayPutAsPlayersJoin(t *testing.T) {
 	for i := 2; i < players; i++ {
 		e.join(t, fmt.Sprintf("bot-%d", i), room)
 	}
-	eventually(t, "every player on the scoreboard", func() bool { return rows() == players })
+	eventually(t, "every player on the scoreboard", func() bool { return rows(tb) == players })
 	if after := where(); after != before {
 		t.Errorf("with %d players the controls moved: %+v, with 2 at %+v", players, after, before)
 	}
 	if !eval[bool](tb, `(() => { const b = document.querySelector(".scores-box"); return b.scrollHeight > b.clientHeight; })()`) {
 		t.Errorf("%d rows fit the scoreboard's box: it should scroll", players)
+	}
+
+	// The last to join sorts last among equal scores, below the rows that
+	// fit; its own row still shows, at the box's bottom edge.
+	zoe := newTab(t)
+	zoe.navigate(e.url + "/?room=" + room + "&name=zoe")
+	eventually(t, "zoe sees every player", func() bool { return rows(zoe) == players+1 })
+	own := eval[struct {
+		Index   int
+		Visible bool
+	}](zoe, `(() => {
+		const box = document.querySelector(".scores-box").getBoundingClientRect();
+		const me = document.querySelector("#scores tr.me"), r = me.cells[0].getBoundingClientRect(); // a sticky row's cells move, not the row
+		return { index: [...me.parentNode.children].indexOf(me), visible: r.top >= box.top - 1 && r.bottom <= box.bottom + 1 };
+	})()`)
+	t.Logf("zoe's own row is row %d of %d", own.Index+1, players+1)
+	if !own.Visible {
+		t.Errorf("zoe's own row (row %d of %d) is out of the scoreboard's view", own.Index+1, players+1)
 	}
 }

@@ -161,29 +161,49 @@ func TestStateKeepsFlowingUnderLoss(t *testing.T) {
 	}
 
 	// Frames that fit one SCTP chunk: about 80% arrive, evenly, and what
-	// the client sends keeps the channel in use.
-	sched := overload.NewSchedLatency()
-	got, longest, back := runUnderLoss(t, n, p, c, 500, &received)
-	waited, _ := sched.P99()
-	t.Logf("500-byte frames, 20%% loss: %.0f%% of those written arrived, longest gap %v; %.0f%% of the client's messages arrived; goroutines waited up to %v to run (p99)",
-		100*got, longest, 100*back, waited)
-	// Evenly: no stall of seconds, as the large frames below see (one
-	// lost acknowledgement may still cost SCTP's retransmission timeout,
-	// a second, on a busy machine). On a machine so busy that goroutines
-	// wait over 20 ms to run (the server's overload threshold), SCTP's
-	// timers run late and frames wait in its queue past the end of the
-	// run (42% arrived, with a 1.5 s gap, beside another make test): then
-	// only some flow both ways is judged.
-	if busy := waited > overload.DefaultSchedLimit; busy && (got < 0.1 || back < 0.1) ||
-		!busy && (got < 0.5 || back < 0.5 || longest > 2*time.Second) {
-		t.Fatalf("500-byte frames under 20%% loss: %.0f%% arrived, longest gap %v, %.0f%% back", 100*got, longest, 100*back)
+	// the client sends keeps the channel in use. Evenly: no stall of
+	// seconds, as the large frames below see. Pion's SCTP (v1.12) still
+	// stops sending to the client for good in about one run in twenty
+	// (10-34% of the frames arrived, then none, in 7 of 142 runs on a
+	// quiet machine, whatever the cap on its retransmission timeout), while
+	// the client's messages keep coming. The server then sends state on
+	// the WebSocket, as the channel holds more than Config.MaxBuffered
+	// unacknowledged (TestCongestedChannelLeavesStateToTheWebSocket), and
+	// the browser client offers a new channel after a second without
+	// state on it: so does this test, up to three runs, and one must flow
+	// evenly. On a machine so busy that goroutines wait over 20 ms to run
+	// (the server's overload threshold), SCTP's timers run late and
+	// frames wait in its queue past the end of the run (42% arrived, with
+	// a 1.5 s gap, beside another make test): then only some flow both
+	// ways is judged.
+	for try := 1; ; try++ {
+		sched := overload.NewSchedLatency()
+		got, longest, back := runUnderLoss(t, n, p, c, 500, &received)
+		waited, _ := sched.P99()
+		t.Logf("500-byte frames, 20%% loss, run %d: %.0f%% of those written arrived, longest gap %v; %.0f%% of the client's messages arrived; goroutines waited up to %v to run (p99)",
+			try, 100*got, longest, 100*back, waited)
+		busy := waited > overload.DefaultSchedLimit
+		if busy && got >= 0.1 && back >= 0.1 || !busy && got >= 0.5 && back >= 0.5 && longest <= 2*time.Second {
+			break
+		}
+		if try == 3 {
+			t.Fatalf("500-byte frames under 20%% loss, %d runs: the last had %.0f%% arrive, longest gap %v, %.0f%% back", try, 100*got, longest, 100*back)
+		}
+		old := c
+		c = n.vnetClient(t)
+		r.set(c)
+		c.connect(t, p) // replaces the stuck connection
+		_ = old.pc.GracefulClose()
+		for !p.Open() {
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 	// Frames of three SCTP chunks each: measured with Pion v4.2.26, from
 	// none to about half arrive, with stalls of up to seconds (pion/sctp
 	// #138), and the small frames after them still stall now and then:
 	// why Config.MaxFrame sends such frames on the WebSocket. Logged, not
 	// checked: a fixed Pion would do better.
-	got, longest, _ = runUnderLoss(t, n, p, c, 3000, &received)
+	got, longest, _ := runUnderLoss(t, n, p, c, 3000, &received)
 	t.Logf("3000-byte frames, 20%% loss: %.0f%% arrived, longest gap %v", 100*got, longest)
 	got, longest, _ = runUnderLoss(t, n, p, c, 500, &received)
 	t.Logf("500-byte frames again: %.0f%% arrived, longest gap %v", 100*got, longest)

@@ -611,7 +611,7 @@ func TestControlsStayPutAsPlayersJoin(t *testing.T) {
 	}](zoe, `(() => {
 		const box = document.querySelector(".scores-box").getBoundingClientRect();
 		const me = document.querySelector("#scores tr.me"), r = me.cells[0].getBoundingClientRect(); // a sticky row's cells move, not the row
-		return { index: [...me.parentNode.children].indexOf(me), visible: r.top >= box.top - 1 && r.bottom <= box.bottom + 1 };
+		return { index: me.sectionRowIndex, visible: r.top >= box.top - 1 && r.bottom <= box.bottom + 1 };
 	})()`)
 	t.Logf("zoe's own row is row %d of %d", own.Index+1, players+1)
 	if !own.Visible {

@@ -77,6 +77,16 @@ func (n *lossyNet) vnetClient(t *testing.T) *client {
 	return newClientWith(t, webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(&webrtc.MediaEngine{})))
 }
 
+// openChannel has c offer to p and waits until both sides have the channel
+// open.
+func openChannel(t *testing.T, c *client, p *Peer) {
+	t.Helper()
+	c.connect(t, p)
+	for !p.Open() {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // runUnderLoss sends numbered frames of size bytes from p every 10 ms for
 // 2 s while a fifth of the packets are lost, with the client sending a
 // message back every 10 ms too. It returns the share of the frames written
@@ -155,10 +165,7 @@ func TestStateKeepsFlowingUnderLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.connect(t, p)
-	for !p.Open() {
-		time.Sleep(5 * time.Millisecond)
-	}
+	openChannel(t, c, p)
 
 	// Frames that fit one SCTP chunk: about 80% arrive, evenly, and what
 	// the client sends keeps the channel in use. Evenly: no stall of
@@ -168,16 +175,15 @@ func TestStateKeepsFlowingUnderLoss(t *testing.T) {
 	// timer's cap, 5 runs in 54 stalled, and in 4 of them the next run on
 	// the same channel stalled too (two then stayed silent for 5 s); with
 	// it, 6 in 141, and in 4 of them the next run flowed again (46-75% of
-	// the frames arrived). The server sends state
-	// on the WebSocket meanwhile, as the channel holds more than
-	// Config.MaxBuffered unacknowledged
-	// (TestCongestedChannelLeavesStateToTheWebSocket), and the browser
-	// client offers a new channel after a second without state on it: so
-	// does this test, up to three runs, and one must flow evenly. On a
-	// machine so busy that goroutines wait over 20 ms to run (the server's
-	// overload threshold), SCTP's timers run late and frames wait in its
-	// queue past the end of the run (42% arrived, with a 1.5 s gap, beside
-	// another make test): then only some flow both ways is judged.
+	// the frames arrived). The server sends state on the WebSocket
+	// meanwhile, as the channel holds more than Config.MaxBuffered
+	// unacknowledged (TestCongestedChannelLeavesStateToTheWebSocket), and
+	// the browser client offers a new channel after a second without state
+	// on it: so does this test, up to three runs, and one must flow evenly.
+	// On a machine so busy that goroutines wait over 20 ms to run (the
+	// server's overload threshold), SCTP's timers run late and frames wait
+	// in its queue past the end of the run (42% arrived, with a 1.5 s gap,
+	// beside another make test): then only some flow both ways is judged.
 	for try := 1; ; try++ {
 		sched := overload.NewSchedLatency()
 		got, longest, back := runUnderLoss(t, n, p, c, 500, &received)
@@ -194,11 +200,8 @@ func TestStateKeepsFlowingUnderLoss(t *testing.T) {
 		old := c
 		c = n.vnetClient(t)
 		r.set(c)
-		c.connect(t, p) // replaces the stuck connection
+		openChannel(t, c, p) // replaces the stuck connection
 		_ = old.pc.GracefulClose()
-		for !p.Open() {
-			time.Sleep(5 * time.Millisecond)
-		}
 	}
 	// Frames of three SCTP chunks each: measured with Pion v4.2.26, from
 	// none to about half arrive, with stalls of up to seconds (pion/sctp
@@ -235,10 +238,7 @@ func TestCongestedChannelLeavesStateToTheWebSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.connect(t, p)
-	for !p.Open() {
-		time.Sleep(5 * time.Millisecond)
-	}
+	openChannel(t, c, p)
 	frame := make([]byte, 500)
 	// sendUntil sends a frame every 10 ms until SendState reports want,
 	// and returns how many it took meanwhile.
